@@ -55,7 +55,10 @@ pub fn allocate(req: &ParkRequest) -> Allocation {
 
 fn directed(req: &ParkRequest, number: &str) -> Allocation {
     match req.candidates.iter().find(|c| c.number == number) {
-        None => reject(RejectCode::NotFound, format!("orbit {number} does not exist")),
+        None => reject(
+            RejectCode::NotFound,
+            format!("orbit {number} does not exist"),
+        ),
         Some(orbit) if !orbit.enabled => {
             reject(RejectCode::NotFound, format!("orbit {number} is disabled"))
         }
@@ -164,7 +167,11 @@ mod tests {
         assert_eq!(orbit(&allocate(&req)), "701");
         req.candidates = lot(&[1, 0, 1]);
         req.last_orbit = Some("702".into());
-        assert_eq!(orbit(&allocate(&req)), "702", "wraps back to the only free orbit");
+        assert_eq!(
+            orbit(&allocate(&req)),
+            "702",
+            "wraps back to the only free orbit"
+        );
         req.last_orbit = Some("gone".into());
         assert_eq!(orbit(&allocate(&req)), "702");
     }
@@ -218,7 +225,9 @@ mod tests {
             let req = request(ParkTarget::Group("sales".into()), lot(&[1, 1]), strategy);
             let a = allocate(&req);
             assert_eq!(code(&a), RejectCode::Full, "{strategy}");
-            let Allocation::Rejected(r) = a else { unreachable!() };
+            let Allocation::Rejected(r) = a else {
+                unreachable!()
+            };
             assert_eq!(r.reason, "group sales is full");
         }
         let req = request(ParkTarget::Group("empty".into()), vec![], "first");

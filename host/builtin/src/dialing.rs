@@ -65,7 +65,10 @@ impl FeatureCodes {
             if code.is_empty() || code.len() > 16 {
                 return Err(format!("feature code {code:?} must have 1..=16 characters"));
             }
-            if let Some(bad) = code.chars().find(|c| !(c.is_ascii_digit() || *c == '*' || *c == '#')) {
+            if let Some(bad) = code
+                .chars()
+                .find(|c| !(c.is_ascii_digit() || *c == '*' || *c == '#'))
+            {
                 return Err(format!(
                     "feature code {code:?} has {bad:?}; a phone dials only 0-9, * and #"
                 ));
@@ -82,7 +85,11 @@ impl FeatureCodes {
             (self.park_direct.as_str(), Feature::ParkDirect),
             (self.park_group.as_str(), Feature::ParkGroup),
         ];
-        all.extend(self.retrieve.iter().map(|c| (c.as_str(), Feature::Retrieve)));
+        all.extend(
+            self.retrieve
+                .iter()
+                .map(|c| (c.as_str(), Feature::Retrieve)),
+        );
         all
     }
 
@@ -153,20 +160,41 @@ mod tests {
     #[test]
     fn default_feature_codes() {
         assert_eq!(parse(&ctx("*68701")), DialAction::ParkOrbit("701".into()));
-        assert_eq!(parse(&ctx("*68sales")), DialAction::ParkOrbit("sales".into()));
+        assert_eq!(
+            parse(&ctx("*68sales")),
+            DialAction::ParkOrbit("sales".into())
+        );
         assert_eq!(parse(&ctx("*68")), DialAction::ParkGroup(None));
         assert_eq!(parse(&ctx("#58")), DialAction::ParkGroup(None));
-        assert_eq!(parse(&ctx("#58front")), DialAction::ParkGroup(Some("front".into())));
-        assert_eq!(parse(&ctx("*88701")), DialAction::Retrieve(Some("701".into())));
-        assert_eq!(parse(&ctx("*4701")), DialAction::Retrieve(Some("701".into())));
+        assert_eq!(
+            parse(&ctx("#58front")),
+            DialAction::ParkGroup(Some("front".into()))
+        );
+        assert_eq!(
+            parse(&ctx("*88701")),
+            DialAction::Retrieve(Some("701".into()))
+        );
+        assert_eq!(
+            parse(&ctx("*4701")),
+            DialAction::Retrieve(Some("701".into()))
+        );
         assert_eq!(parse(&ctx("*88")), DialAction::Retrieve(None));
     }
 
     #[test]
     fn bare_orbit_parks_when_transferred_and_retrieves_otherwise() {
-        assert_eq!(parse(&orbit_ctx("701", true, false)), DialAction::ParkOrbit("701".into()));
-        assert_eq!(parse(&orbit_ctx("701", false, true)), DialAction::ParkOrbit("701".into()));
-        assert_eq!(parse(&orbit_ctx("701", true, true)), DialAction::ParkOrbit("701".into()));
+        assert_eq!(
+            parse(&orbit_ctx("701", true, false)),
+            DialAction::ParkOrbit("701".into())
+        );
+        assert_eq!(
+            parse(&orbit_ctx("701", false, true)),
+            DialAction::ParkOrbit("701".into())
+        );
+        assert_eq!(
+            parse(&orbit_ctx("701", true, true)),
+            DialAction::ParkOrbit("701".into())
+        );
         assert_eq!(
             parse(&orbit_ctx("701", false, false)),
             DialAction::Retrieve(Some("701".into()))
@@ -200,8 +228,14 @@ mod tests {
         assert_eq!(parse(&with("*30701")), DialAction::ParkOrbit("701".into()));
         assert_eq!(parse(&with("#9")), DialAction::ParkGroup(None));
         // Longest code wins: *311 is its own code, not *31 + "1".
-        assert_eq!(parse(&with("*3117")), DialAction::Retrieve(Some("7".into())));
-        assert_eq!(parse(&with("*31702")), DialAction::Retrieve(Some("702".into())));
+        assert_eq!(
+            parse(&with("*3117")),
+            DialAction::Retrieve(Some("7".into()))
+        );
+        assert_eq!(
+            parse(&with("*31702")),
+            DialAction::Retrieve(Some("702".into()))
+        );
         assert_eq!(parse(&with("*68701")), DialAction::NotFeature);
     }
 
@@ -211,7 +245,10 @@ mod tests {
         assert!(check_params(&p("park_direct", "")).is_err());
         assert!(check_params(&p("park_direct", "*6a")).is_err());
         assert!(check_params(&p("retrieve", " , ")).is_err());
-        assert!(check_params(&p("retrieve", "*68")).is_err(), "clashes with park_direct");
+        assert!(
+            check_params(&p("retrieve", "*68")).is_err(),
+            "clashes with park_direct"
+        );
         assert!(check_params(&p("park_group", "*12345678901234567")).is_err());
     }
 }

@@ -69,8 +69,12 @@ pub enum RingPattern {
 }
 
 impl RingPattern {
-    pub const NAMES: [&'static str; 4] =
-        ["normal", "long-long", "short-short-long", "short-long-short"];
+    pub const NAMES: [&'static str; 4] = [
+        "normal",
+        "long-long",
+        "short-short-long",
+        "short-long-short",
+    ];
 
     pub fn parse(name: &str) -> Option<RingPattern> {
         Some(match name {
@@ -128,7 +132,10 @@ impl RecallSettings {
         let mut s = RecallSettings::default();
         if let Some(v) = param(params, "option") {
             s.option = RecallOption::parse(v).ok_or_else(|| {
-                format!("option `{v}` is not one of {}", RecallOption::NAMES.join(", "))
+                format!(
+                    "option `{v}` is not one of {}",
+                    RecallOption::NAMES.join(", ")
+                )
             })?;
         }
         if let Some(v) = param(params, "max_attempts") {
@@ -148,7 +155,10 @@ impl RecallSettings {
         s.hunt_group = uri_param(params, "hunt_group")?;
         if let Some(v) = param(params, "ring_pattern") {
             s.ring_pattern = RingPattern::parse(v).ok_or_else(|| {
-                format!("ring_pattern `{v}` is not one of {}", RingPattern::NAMES.join(", "))
+                format!(
+                    "ring_pattern `{v}` is not one of {}",
+                    RingPattern::NAMES.join(", ")
+                )
             })?;
         }
         Ok(s)
@@ -209,11 +219,18 @@ pub fn plan(call: &ParkedCall) -> RecallPlan {
         match parker {
             Some(p) => (0..s.max_attempts).map(|_| step(p, s.ring_ms)).collect(),
             // Unknown parker: the fallback, or else the hunt group, stands in.
-            None => substitute(&s).map(|(t, ms)| step(&t, ms)).into_iter().collect(),
+            None => substitute(&s)
+                .map(|(t, ms)| step(&t, ms))
+                .into_iter()
+                .collect(),
         }
     };
     let fallback_step = || s.fallback.as_deref().map(|f| step(f, s.ring_ms));
-    let hunt_step = || s.hunt_group.as_deref().map(|h| step(h, s.hunt_group_wait_ms));
+    let hunt_step = || {
+        s.hunt_group
+            .as_deref()
+            .map(|h| step(h, s.hunt_group_wait_ms))
+    };
 
     let mut steps = Vec::new();
     let end = match s.option {
@@ -292,7 +309,10 @@ mod tests {
     }
 
     fn targets(plan: &RecallPlan) -> Vec<(&str, u32)> {
-        plan.steps.iter().map(|s| (s.target.as_str(), s.ring_ms)).collect()
+        plan.steps
+            .iter()
+            .map(|s| (s.target.as_str(), s.ring_ms))
+            .collect()
     }
 
     fn planned(c: &ParkedCall) -> RecallPlan {
@@ -314,7 +334,12 @@ mod tests {
         ));
         assert_eq!(
             targets(&p),
-            [(ALICE, 20_000), (ALICE, 20_000), (ALICE, 20_000), (OPERATOR, 20_000)]
+            [
+                (ALICE, 20_000),
+                (ALICE, 20_000),
+                (ALICE, 20_000),
+                (OPERATOR, 20_000)
+            ]
         );
         assert_eq!(p.end, EndAction::Disconnect);
         // Without a fallback: the parker, then disconnect.
@@ -348,7 +373,11 @@ mod tests {
     fn webex_hunt_group_only() {
         let p = planned(&call(
             ALICE,
-            &[("option", "hunt-group-only"), ("hunt_group", HUNT), ("hunt_group_wait", "1m")],
+            &[
+                ("option", "hunt-group-only"),
+                ("hunt_group", HUNT),
+                ("hunt_group_wait", "1m"),
+            ],
         ));
         assert_eq!(targets(&p), [(HUNT, 60_000)]);
         assert_eq!(p.end, EndAction::Disconnect);
@@ -359,7 +388,10 @@ mod tests {
         let p = planned(&call(ALICE, &[("option", "transfer-back")]));
         assert!(p.steps.is_empty());
         assert_eq!(p.end, EndAction::Transfer(ALICE.into()));
-        let p = planned(&call("", &[("option", "transfer-back"), ("fallback", OPERATOR)]));
+        let p = planned(&call(
+            "",
+            &[("option", "transfer-back"), ("fallback", OPERATOR)],
+        ));
         assert_eq!(p.end, EndAction::Transfer(OPERATOR.into()));
         let p = planned(&call("", &[("option", "transfer-back")]));
         assert_eq!(p.end, EndAction::Disconnect);
@@ -370,7 +402,11 @@ mod tests {
         for option in RecallOption::NAMES {
             let p = planned(&call(
                 "",
-                &[("option", option), ("fallback", OPERATOR), ("max_attempts", "3")],
+                &[
+                    ("option", option),
+                    ("fallback", OPERATOR),
+                    ("max_attempts", "3"),
+                ],
             ));
             let rung: Vec<_> = p.steps.iter().map(|s| s.target.as_str()).collect();
             assert!(rung.iter().all(|t| *t == OPERATOR), "{option}: {rung:?}");

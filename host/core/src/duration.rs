@@ -57,11 +57,11 @@ pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         "0s".to_string()
-    } else if ms % 3_600_000 == 0 {
+    } else if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1_000 == 0 {
+    } else if ms.is_multiple_of(1_000) {
         format!("{}s", ms / 1_000)
     } else {
         format!("{ms}ms")
@@ -84,10 +84,22 @@ mod tests {
 
     #[test]
     fn refuses_bare_numbers_and_junk() {
-        assert!(matches!(parse_duration("45"), Err(DurationError::Malformed(_))));
-        assert!(matches!(parse_duration("s"), Err(DurationError::Malformed(_))));
-        assert!(matches!(parse_duration("4 5s"), Err(DurationError::Malformed(_))));
-        assert!(matches!(parse_duration("10d"), Err(DurationError::Malformed(_))));
+        assert!(matches!(
+            parse_duration("45"),
+            Err(DurationError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_duration("s"),
+            Err(DurationError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_duration("4 5s"),
+            Err(DurationError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_duration("10d"),
+            Err(DurationError::Malformed(_))
+        ));
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
         assert!(matches!(
             parse_duration("99999999999999999999h"),

@@ -291,7 +291,10 @@ pub fn check_recall_plan(plan: &RecallPlan) -> Result<(), String> {
 
 /// True when `uri` looks like a SIP, SIPS or tel URI we can put in a header.
 pub fn is_routable_uri(uri: &str) -> bool {
-    let lower = uri.get(..5).map(str::to_ascii_lowercase).unwrap_or_default();
+    let lower = uri
+        .get(..5)
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
     let has_scheme =
         lower.starts_with("sip:") || lower.starts_with("sips:") || lower.starts_with("tel:");
     has_scheme
@@ -320,7 +323,9 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
         .chars()
         .any(|c| c.is_control() || c.is_whitespace() || "<>\"@;:,?".contains(c))
     {
-        return Err(format!("{what} name {name:?} has characters SIP cannot carry"));
+        return Err(format!(
+            "{what} name {name:?} has characters SIP cannot carry"
+        ));
     }
     Ok(())
 }

@@ -1,0 +1,349 @@
+//! The one wasmtime `Engine` of a process, its limits, the epoch ticker, and
+//! the cache of compiled plugins.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::log;
+use crate::error::EngineError;
+
+/// Resource limits for every plugin instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock budget of one decision; the epoch ticker interrupts a
+    /// plugin that runs longer.
+    pub timeout: Duration,
+    /// Linear memory cap per instance.
+    pub memory_bytes: usize,
+    /// Bound on the wasm stack of a call.
+    pub stack_bytes: usize,
+    /// How many plugin instances may exist at once (the pooling allocator
+    /// reserves their memory up front).
+    pub max_instances: u32,
+    /// How many idle warm instances each plugin generation keeps.
+    pub warm_per_plugin: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_millis(10),
+            memory_bytes: 16 << 20,
+            stack_bytes: 512 << 10,
+            max_instances: 512,
+            warm_per_plugin: 64,
+        }
+    }
+}
+
+/// The period of the epoch ticker: deadlines are accurate to about this.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Somewhere compiled plugins persist across restarts, keyed by the wasm
+/// digest and the engine's compatibility hash. The server implements it with
+/// a directory; the runtime does no file IO itself.
+pub trait ArtifactStore: Send + Sync {
+    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    fn put(&self, key: &str, artifact: &[u8]);
+}
+
+/// An `ArtifactStore` in memory, for tests and benchmarks.
+#[derive(Default)]
+pub struct MemoryArtifactStore {
+    artifacts: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl ArtifactStore for MemoryArtifactStore {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.artifacts.lock().ok()?.get(key).cloned()
+    }
+    fn put(&self, key: &str, artifact: &[u8]) {
+        if let Ok(mut map) = self.artifacts.lock() {
+            map.insert(key.to_string(), artifact.to_vec());
+        }
+    }
+}
+
+/// Where a compiled component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompiledFrom {
+    /// Compiled from the `.wasm` now.
+    Wasm,
+    /// Loaded from the artifact store, no compilation.
+    Artifact,
+    /// Already compiled earlier in this process.
+    Memory,
+}
+
+/// The store data of one plugin instance.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    plugin: Arc<str>,
+    generation: u64,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The longest log line a plugin may write.
+const MAX_LOG_LINE: usize = 1024;
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let mut end = message.len().min(MAX_LOG_LINE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let message = &message[..end];
+        let (plugin, generation) = (&*self.plugin, self.generation);
+        match level {
+            log::Level::Trace => tracing::trace!(plugin, generation, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin, generation, "{message}"),
+            log::Level::Info => tracing::info!(plugin, generation, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin, generation, "{message}"),
+            log::Level::Error => tracing::error!(plugin, generation, "{message}"),
+        }
+    }
+}
+
+/// Clocks frozen at zero: plugins get time as a parameter, so that their
+/// decisions replay; a standard library that reads the clock sees 0.
+struct FrozenClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The wasmtime engine shared by every plugin, with its linker and caches.
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    deadline_ticks: u64,
+    engine_hash: String,
+    compiled: Mutex<HashMap<String, Component>>,
+    artifacts: Option<Arc<dyn ArtifactStore>>,
+    stop_ticker: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl PluginEngine {
+    pub fn new(
+        limits: Limits,
+        artifacts: Option<Arc<dyn ArtifactStore>>,
+    ) -> Result<PluginEngine, EngineError> {
+        if limits.timeout.is_zero() {
+            return Err(EngineError::Config(
+                "the plugin timeout must be above zero".into(),
+            ));
+        }
+        if limits.memory_bytes < (1 << 20) {
+            return Err(EngineError::Config(
+                "plugin memory must be at least 1MiB".into(),
+            ));
+        }
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits.max_instances)
+            .total_core_instances(limits.max_instances.saturating_mul(4))
+            .total_memories(limits.max_instances)
+            .total_tables(limits.max_instances.saturating_mul(2))
+            .max_memories_per_component(2)
+            .max_memory_size(limits.memory_bytes);
+
+        let mut config = Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .concurrency_support(false)
+            .epoch_interruption(true)
+            .max_wasm_stack(limits.stack_bytes)
+            // Reserve only what the cap allows: thousands of instances must
+            // fit in the address space, and bounds checks are cheap next to a
+            // component call.
+            .memory_reservation(limits.memory_bytes as u64)
+            .memory_guard_size(64 << 10)
+            .memory_reservation_for_growth(0);
+        let engine = Engine::new(&config).map_err(|e| EngineError::Config(format!("{e:#}")))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        log::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|e| EngineError::Config(format!("{e:#}")))?;
+
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = format!("{:016x}", hasher.finish());
+
+        // One tick past the budget, so a deadline never fires early.
+        let deadline_ticks =
+            (limits.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1) + 1;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("callpark-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| EngineError::Config(format!("epoch ticker: {e}")))?
+        };
+
+        Ok(PluginEngine {
+            engine,
+            linker,
+            limits,
+            deadline_ticks,
+            engine_hash,
+            compiled: Mutex::new(HashMap::new()),
+            artifacts,
+            stop_ticker,
+            ticker: Some(ticker),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<HostState> {
+        &self.linker
+    }
+
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        self.deadline_ticks
+    }
+
+    /// The cache key of a plugin: its SHA-256 and the engine's compatibility
+    /// hash (wasmtime version, target, settings).
+    pub fn cache_key(&self, wasm: &[u8]) -> String {
+        format!("{}-{}", digest(wasm), self.engine_hash)
+    }
+
+    /// Compiles a plugin, or takes it from a cache.
+    pub fn compile(&self, wasm: &[u8]) -> Result<(Component, CompiledFrom), String> {
+        let key = self.cache_key(wasm);
+        if let Some(c) = self.compiled.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok((c, CompiledFrom::Memory));
+        }
+        if let Some(store) = &self.artifacts
+            && let Some(artifact) = store.get(&key)
+        {
+            // SAFETY: artifacts are written only by `compile` below, through
+            // the store the administrator configured, and are keyed by the
+            // engine's compatibility hash; wasmtime still checks the header.
+            match unsafe { Component::deserialize(&self.engine, &artifact) } {
+                Ok(c) => {
+                    self.remember(key, &c);
+                    return Ok((c, CompiledFrom::Artifact));
+                }
+                Err(e) => tracing::warn!(key, "ignoring unusable compiled plugin: {e:#}"),
+            }
+        }
+        let component = Component::new(&self.engine, wasm).map_err(|e| format!("{e:#}"))?;
+        if let Some(store) = &self.artifacts {
+            match component.serialize() {
+                Ok(bytes) => store.put(&key, &bytes),
+                Err(e) => tracing::warn!(key, "could not serialize compiled plugin: {e:#}"),
+            }
+        }
+        self.remember(key, &component);
+        Ok((component, CompiledFrom::Wasm))
+    }
+
+    /// Forgets compiled plugins held in memory (the artifact store is kept).
+    pub fn clear_memory_cache(&self) {
+        if let Ok(mut m) = self.compiled.lock() {
+            m.clear();
+        }
+    }
+
+    fn remember(&self, key: String, component: &Component) {
+        if let Ok(mut m) = self.compiled.lock() {
+            // Bounded: every distinct plugin ever loaded would otherwise stay.
+            if m.len() >= 64 {
+                m.clear();
+            }
+            m.insert(key, component.clone());
+        }
+    }
+
+    /// A fresh store for one instance of a plugin: an empty WASI context
+    /// (no args, env, files, sockets; stdio discarded; frozen clocks;
+    /// deterministic random bytes) and the epoch deadline armed.
+    pub(crate) fn new_store(&self, plugin: Arc<str>, generation: u64) -> Store<HostState> {
+        let wasi = WasiCtx::builder()
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .secure_random(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0))
+            .insecure_random(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1))
+            .insecure_random_seed(0)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                wasi,
+                table: ResourceTable::new(),
+                plugin,
+                generation,
+            },
+        );
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.deadline_ticks);
+        store
+    }
+}
+
+impl Drop for PluginEngine {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Hex SHA-256 of a plugin.
+pub fn digest(wasm: &[u8]) -> String {
+    Sha256::digest(wasm)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

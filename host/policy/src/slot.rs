@@ -1,0 +1,280 @@
+//! One plugin slot (allocator, recall or dialing): the generation serving
+//! now, its warm instances, and how one decision is run with a deadline.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+use callpark_core::{Decision, Params};
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use crate::bindings::{allocator, dialing, recall};
+use crate::engine::{HostState, PluginEngine};
+use crate::error::CallFailure;
+use crate::stats::{Counter, SlotStats};
+
+/// One of the plugin worlds, as the host drives it.
+pub(crate) trait World: 'static {
+    const DECISION: Decision;
+    const WORLD: &'static str;
+    type Pre: Clone + Send + Sync + 'static;
+    type Bindings: Send + 'static;
+
+    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Self::Bindings>;
+    fn check_params(
+        bindings: &Self::Bindings,
+        store: &mut Store<HostState>,
+        params: &Params,
+    ) -> wasmtime::Result<Result<(), String>>;
+}
+
+pub(crate) struct AllocatorWorld;
+pub(crate) struct RecallWorld;
+pub(crate) struct DialingWorld;
+
+impl World for AllocatorWorld {
+    const DECISION: Decision = Decision::Allocator;
+    const WORLD: &'static str = "allocator-plugin";
+    type Pre = allocator::AllocatorPluginPre<HostState>;
+    type Bindings = allocator::AllocatorPlugin;
+
+    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+        allocator::AllocatorPluginPre::new(ip)
+    }
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Self::Bindings> {
+        pre.instantiate(store)
+    }
+    fn check_params(
+        b: &Self::Bindings,
+        store: &mut Store<HostState>,
+        params: &Params,
+    ) -> wasmtime::Result<Result<(), String>> {
+        b.callpark_policy_allocator()
+            .call_check_params(store, params)
+    }
+}
+
+impl World for RecallWorld {
+    const DECISION: Decision = Decision::Recall;
+    const WORLD: &'static str = "recall-plugin";
+    type Pre = recall::RecallPluginPre<HostState>;
+    type Bindings = recall::RecallPlugin;
+
+    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+        recall::RecallPluginPre::new(ip)
+    }
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Self::Bindings> {
+        pre.instantiate(store)
+    }
+    fn check_params(
+        b: &Self::Bindings,
+        store: &mut Store<HostState>,
+        params: &Params,
+    ) -> wasmtime::Result<Result<(), String>> {
+        b.callpark_policy_recall().call_check_params(store, params)
+    }
+}
+
+impl World for DialingWorld {
+    const DECISION: Decision = Decision::Dialing;
+    const WORLD: &'static str = "dialing-plugin";
+    type Pre = dialing::DialingPluginPre<HostState>;
+    type Bindings = dialing::DialingPlugin;
+
+    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+        dialing::DialingPluginPre::new(ip)
+    }
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Self::Bindings> {
+        pre.instantiate(store)
+    }
+    fn check_params(
+        b: &Self::Bindings,
+        store: &mut Store<HostState>,
+        params: &Params,
+    ) -> wasmtime::Result<Result<(), String>> {
+        b.callpark_policy_dialing().call_check_params(store, params)
+    }
+}
+
+/// An idle instance, ready for the next decision.
+struct Warm<W: World> {
+    store: Store<HostState>,
+    bindings: W::Bindings,
+}
+
+/// What identifies a loaded plugin in logs and the admin view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    /// The name it was loaded under (its file path, or `embedded:<name>`).
+    pub label: String,
+    /// Counts up by one with every swap into the slot.
+    pub generation: u64,
+    /// SHA-256 of the `.wasm`.
+    pub digest: String,
+    /// The params it was loaded with.
+    pub params: Params,
+}
+
+/// One loaded plugin in one slot. Decisions hold an `Arc` to the generation
+/// they started on, so a swap never cuts one short.
+pub(crate) struct Generation<W: World> {
+    pub(crate) info: PluginInfo,
+    label: Arc<str>,
+    pre: W::Pre,
+    engine: Arc<PluginEngine>,
+    warm: Mutex<Vec<Warm<W>>>,
+}
+
+impl<W: World> Generation<W> {
+    pub(crate) fn new(engine: Arc<PluginEngine>, pre: W::Pre, info: PluginInfo) -> Self {
+        Generation {
+            label: Arc::from(info.label.as_str()),
+            info,
+            pre,
+            engine,
+            warm: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn instantiate(&self) -> Result<Warm<W>, CallFailure> {
+        let mut store = self
+            .engine
+            .new_store(self.label.clone(), self.info.generation);
+        let bindings = W::instantiate(&self.pre, &mut store)
+            .map_err(|e| CallFailure::Instantiate(format!("{e:#}")))?;
+        Ok(Warm { store, bindings })
+    }
+
+    /// Runs one call on a warm instance (or a fresh one) with the deadline
+    /// armed. An instance whose call failed is dropped, never re-entered.
+    pub(crate) fn call<R>(
+        &self,
+        f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallFailure> {
+        let idle = self.warm.lock().ok().and_then(|mut w| w.pop());
+        let mut warm = match idle {
+            Some(w) => w,
+            None => self.instantiate()?,
+        };
+        warm.store.set_epoch_deadline(self.engine.deadline_ticks());
+        match f(&warm.bindings, &mut warm.store) {
+            Ok(r) => {
+                if let Ok(mut pool) = self.warm.lock()
+                    && pool.len() < self.engine.limits().warm_per_plugin
+                {
+                    pool.push(warm);
+                }
+                Ok(r)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Runs `check-params` on a fresh instance.
+    pub(crate) fn check_params(&self, params: &Params) -> Result<Result<(), String>, CallFailure> {
+        self.call(|b, store| W::check_params(b, store, params))
+    }
+
+    /// Instantiates once, so that a plugin whose start-up traps is refused
+    /// at load and the first decision finds a warm instance.
+    pub(crate) fn prewarm(&self) -> Result<(), CallFailure> {
+        let warm = self.instantiate()?;
+        if let Ok(mut pool) = self.warm.lock() {
+            pool.push(warm);
+        }
+        Ok(())
+    }
+
+    /// Idle instances kept now.
+    pub(crate) fn warm_count(&self) -> usize {
+        self.warm.lock().map(|w| w.len()).unwrap_or(0)
+    }
+}
+
+fn classify(e: wasmtime::Error) -> CallFailure {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => CallFailure::Timeout,
+        _ => CallFailure::Trap(format!("{e:#}")),
+    }
+}
+
+/// What the host does when a plugin fails a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// The built-in policy answers (default).
+    #[default]
+    Fallback,
+    /// The call gets an error response.
+    Reject,
+}
+
+/// A decision's outcome and the generation that made it.
+pub(crate) type Decided<W, R> = (Arc<Generation<W>>, Result<R, CallFailure>);
+
+/// A slot: the generation serving now (none: the built-in policy) and the
+/// slot's counters, which outlive generations.
+pub(crate) struct Slot<W: World> {
+    pub(crate) current: ArcSwapOption<Generation<W>>,
+    pub(crate) stats: SlotStats,
+    pub(crate) on_failure: Mutex<OnFailure>,
+    /// Loads into one slot run one at a time, so generations count up
+    /// without gaps and the last load wins.
+    pub(crate) load_lock: Mutex<u64>,
+}
+
+impl<W: World> Default for Slot<W> {
+    fn default() -> Self {
+        Slot {
+            current: ArcSwapOption::empty(),
+            stats: SlotStats::default(),
+            on_failure: Mutex::new(OnFailure::Fallback),
+            load_lock: Mutex::new(0),
+        }
+    }
+}
+
+impl<W: World> Slot<W> {
+    /// Runs a decision on the current generation, validates the answer and
+    /// keeps the counters. `None` means no plugin is loaded.
+    pub(crate) fn decide<R>(
+        &self,
+        run: impl FnOnce(&Generation<W>) -> Result<R, CallFailure>,
+        validate: impl FnOnce(&R) -> Result<(), String>,
+    ) -> Option<Decided<W, R>> {
+        let generation = self.current.load_full()?;
+        self.stats.count(Counter::Call);
+        let started = Instant::now();
+        let outcome = run(&generation).and_then(|answer| match validate(&answer) {
+            Ok(()) => Ok(answer),
+            Err(why) => Err(CallFailure::Invalid(why)),
+        });
+        self.stats.record_latency(started.elapsed());
+        if let Err(failure) = &outcome {
+            self.stats.count(match failure {
+                CallFailure::Timeout => Counter::Timeout,
+                CallFailure::Trap(_) => Counter::Trap,
+                CallFailure::Instantiate(_) => Counter::Instantiate,
+                CallFailure::Invalid(_) => Counter::Invalid,
+            });
+        }
+        Some((generation, outcome))
+    }
+
+    pub(crate) fn on_failure(&self) -> OnFailure {
+        self.on_failure.lock().map(|g| *g).unwrap_or_default()
+    }
+}
