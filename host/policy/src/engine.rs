@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::log;
@@ -19,8 +21,9 @@ use crate::error::EngineError;
 /// Resource limits for every plugin instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Wall-clock budget of one decision; the epoch ticker interrupts a
-    /// plugin that runs longer.
+    /// CPU-time budget of one decision. Checked by the epoch ticker once as
+    /// much wall-clock time has passed, then every tick; a plugin over its
+    /// budget is interrupted.
     pub timeout: Duration,
     /// Linear memory cap per instance.
     pub memory_bytes: usize,
@@ -90,6 +93,9 @@ pub(crate) struct HostState {
     table: ResourceTable,
     plugin: Arc<str>,
     generation: u64,
+    /// The calling thread's CPU time when the current call began.
+    pub(crate) call_started_cpu: Option<Duration>,
+    cpu_budget: Duration,
 }
 
 impl WasiView for HostState {
@@ -323,9 +329,27 @@ impl PluginEngine {
                 table: ResourceTable::new(),
                 plugin,
                 generation,
+                call_started_cpu: thread_cpu_time(),
+                cpu_budget: self.limits.timeout,
             },
         );
-        store.epoch_deadline_trap();
+        // The budget is CPU time, checked when the wall-clock deadline
+        // passes and then every tick: a plugin whose thread was preempted
+        // (two cores, media and SIP busy) is not blamed for the wait, and a
+        // plugin that spins is interrupted one tick after its budget.
+        store.epoch_deadline_callback(|ctx| {
+            let state = ctx.data();
+            let spent = match (state.call_started_cpu, thread_cpu_time()) {
+                (Some(start), Some(now)) => now.saturating_sub(start),
+                // No thread clock: the wall-clock deadline decides.
+                _ => return Ok(UpdateDeadline::Interrupt),
+            };
+            Ok(if spent >= state.cpu_budget {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
         store.set_epoch_deadline(self.deadline_ticks);
         store
     }
@@ -346,4 +370,17 @@ pub fn digest(wasm: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// CPU time consumed by the calling thread. The standard library has no
+/// per-thread CPU clock; POSIX `clock_gettime(CLOCK_THREAD_CPUTIME_ID)` is
+/// the one the kernel keeps.
+pub(crate) fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }

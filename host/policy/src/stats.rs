@@ -143,7 +143,8 @@ mod tests {
         let snap = s.snapshot();
         assert_eq!(snap.latency[0], (Duration::from_nanos(256), 2));
         assert_eq!(snap.latency[1], (Duration::from_nanos(512), 1));
-        assert_eq!(snap.latency_quantile(0.5), Some(Duration::from_nanos(256)));
+        assert_eq!(snap.latency_quantile(0.4), Some(Duration::from_nanos(256)));
+        assert_eq!(snap.latency_quantile(0.5), Some(Duration::from_nanos(512)));
         assert_eq!(snap.latency_quantile(0.8), Some(Duration::from_nanos(1024)));
         assert_eq!(
             snap.latency_quantile(1.0),

@@ -1,0 +1,293 @@
+//! The plugin runtime against real components: the default plugins, the
+//! example, and misbehaving fixtures built from `plugins/fixtures`.
+
+mod common;
+
+use std::sync::Arc;
+
+use callpark_builtin::BuiltinPolicy;
+use callpark_core::{Allocation, Decision, Policy, check_allocation};
+use callpark_policy::conformance;
+use callpark_policy::{
+    CompiledFrom, LoadError, MemoryArtifactStore, OnFailure, PolicyRuntime, embedded,
+};
+use common::{lot_request, plugin, runtime};
+
+fn load_defaults(rt: &PolicyRuntime) {
+    for d in Decision::ALL {
+        rt.load(d, &embedded::default_plugin(d), vec![])
+            .unwrap_or_else(|e| panic!("{d}: {e}"));
+    }
+}
+
+#[test]
+fn default_plugins_answer_exactly_as_the_builtin_policy() {
+    let rt = runtime();
+    load_defaults(&rt);
+    let builtin = BuiltinPolicy;
+    for strategy in ["first", "next", "random"] {
+        for case in conformance::allocator_cases() {
+            let mut req = case.input.clone();
+            req.params = vec![("strategy".into(), strategy.into())];
+            assert_eq!(rt.allocate(&req), builtin.allocate(&req), "{}", case.name);
+        }
+    }
+    for case in conformance::dialing_cases() {
+        assert_eq!(
+            rt.parse_dial(&case.input),
+            builtin.parse_dial(&case.input),
+            "{}",
+            case.name
+        );
+    }
+    for option in callpark_builtin::recall::RecallOption::NAMES {
+        for case in conformance::recall_cases() {
+            let mut call = case.input.clone();
+            call.params = vec![
+                ("option".into(), option.into()),
+                ("fallback".into(), "sip:operator@example.com".into()),
+                ("hunt_group".into(), "sip:frontdesk@example.com".into()),
+                ("max_attempts".into(), "3".into()),
+            ];
+            assert_eq!(
+                rt.plan_recall(&call),
+                builtin.plan_recall(&call),
+                "{option}: {}",
+                case.name
+            );
+        }
+    }
+    for d in Decision::ALL {
+        let stats = rt.stats(d);
+        assert!(stats.calls > 0, "{d} was never asked");
+        assert_eq!(stats.failures(), 0, "{d}: {stats:?}");
+    }
+}
+
+#[test]
+fn plugin_params_reach_the_plugin() {
+    let rt = runtime();
+    let params = vec![("strategy".to_string(), "next".to_string())];
+    rt.load(
+        Decision::Allocator,
+        &embedded::default_plugin(Decision::Allocator),
+        params,
+    )
+    .unwrap();
+    let mut req = lot_request(3);
+    req.last_orbit = Some("701".into());
+    assert_eq!(rt.allocate(&req), Ok(Allocation::Orbit("702".into())));
+}
+
+#[test]
+fn an_infinite_loop_times_out_the_builtin_answers_and_the_instance_is_recycled() {
+    let rt = runtime();
+    rt.load(Decision::Allocator, &plugin("fixture_spin"), vec![])
+        .expect("the spinner passes the canaries");
+    let big = lot_request(50);
+    let answer = rt.allocate(&big).expect("fallback answers");
+    assert_eq!(answer, Allocation::Orbit("701".into()));
+    let stats = rt.stats(Decision::Allocator);
+    assert_eq!((stats.timeouts, stats.fallbacks), (1, 1), "{stats:?}");
+    // The interrupted instance was dropped, not put back.
+    assert_eq!(rt.warm_instances(Decision::Allocator), 0);
+    // A small request runs on a fresh instance, which is kept warm.
+    assert_eq!(
+        rt.allocate(&lot_request(3)),
+        Ok(Allocation::Orbit("701".into()))
+    );
+    assert_eq!(rt.warm_instances(Decision::Allocator), 1);
+    assert_eq!(rt.stats(Decision::Allocator).failures(), 1);
+}
+
+#[test]
+fn a_memory_hog_hits_its_cap_and_traps() {
+    let rt = runtime();
+    rt.load(Decision::Allocator, &plugin("fixture_hog"), vec![])
+        .unwrap();
+    let answer = rt.allocate(&lot_request(50)).expect("fallback answers");
+    assert!(check_allocation(&lot_request(50), &answer).is_ok());
+    let stats = rt.stats(Decision::Allocator);
+    assert_eq!(
+        (stats.traps, stats.timeouts, stats.fallbacks),
+        (1, 0, 1),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_panic_is_a_trap_and_the_instance_is_dropped() {
+    let rt = runtime();
+    rt.load(Decision::Allocator, &plugin("fixture_panic"), vec![])
+        .unwrap();
+    assert_eq!(rt.warm_instances(Decision::Allocator), 1);
+    assert_eq!(
+        rt.allocate(&lot_request(50)),
+        Ok(Allocation::Orbit("701".into()))
+    );
+    let stats = rt.stats(Decision::Allocator);
+    assert_eq!((stats.traps, stats.fallbacks), (1, 1), "{stats:?}");
+    assert_eq!(rt.warm_instances(Decision::Allocator), 0);
+}
+
+#[test]
+fn an_orbit_outside_the_candidates_is_a_failure() {
+    let rt = runtime();
+    rt.load(Decision::Allocator, &plugin("fixture_rogue_orbit"), vec![])
+        .unwrap();
+    let req = lot_request(50);
+    let answer = rt.allocate(&req).unwrap();
+    assert_eq!(answer, Allocation::Orbit("701".into()));
+    let stats = rt.stats(Decision::Allocator);
+    assert_eq!((stats.invalid, stats.fallbacks), (1, 1), "{stats:?}");
+}
+
+#[test]
+fn reject_mode_refuses_the_call_instead_of_falling_back() {
+    let rt = runtime();
+    rt.load(Decision::Allocator, &plugin("fixture_rogue_orbit"), vec![])
+        .unwrap();
+    rt.set_on_failure(Decision::Allocator, OnFailure::Reject);
+    let err = rt.allocate(&lot_request(50)).unwrap_err();
+    assert_eq!(err.decision, Decision::Allocator);
+    assert!(
+        err.reason.contains("not among the candidates"),
+        "{}",
+        err.reason
+    );
+    let stats = rt.stats(Decision::Allocator);
+    assert_eq!((stats.rejects, stats.fallbacks), (1, 0));
+}
+
+#[test]
+fn wrong_worlds_and_versions_are_refused_at_load_and_the_old_plugin_keeps_serving() {
+    let rt = runtime();
+    let first = rt
+        .load(
+            Decision::Allocator,
+            &embedded::default_plugin(Decision::Allocator),
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(first.info.generation, 1);
+
+    let err = rt
+        .load(Decision::Allocator, &plugin("fixture_wrong_world"), vec![])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LoadError::World {
+                world: "allocator-plugin",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let err = rt
+        .load(
+            Decision::Allocator,
+            &plugin("fixture_incompatible_version"),
+            vec![],
+        )
+        .unwrap_err();
+    assert!(matches!(err, LoadError::Imports { .. }), "{err}");
+    assert!(
+        err.to_string().contains("callpark:policy/log@0.2.0"),
+        "{err}"
+    );
+
+    let err = rt
+        .load(
+            Decision::Allocator,
+            &embedded::default_plugin(Decision::Dialing),
+            vec![],
+        )
+        .unwrap_err();
+    assert!(matches!(err, LoadError::World { .. }), "{err}");
+
+    let err = rt
+        .load(
+            Decision::Allocator,
+            &callpark_policy::PluginSource::new("junk.wasm", &b"\0asm junk"[..]),
+            vec![],
+        )
+        .unwrap_err();
+    assert!(matches!(err, LoadError::Compile { .. }), "{err}");
+
+    let err = rt
+        .load(
+            Decision::Allocator,
+            &embedded::default_plugin(Decision::Allocator),
+            vec![("strategy".into(), "lifo".into())],
+        )
+        .unwrap_err();
+    assert!(matches!(err, LoadError::Params { .. }), "{err}");
+    assert!(err.to_string().contains("lifo"), "{err}");
+
+    let serving = rt.current(Decision::Allocator).unwrap();
+    assert_eq!(
+        (serving.label.as_str(), serving.generation),
+        ("embedded:allocator", 1)
+    );
+    assert_eq!(rt.stats(Decision::Allocator).refused_loads, 5);
+    assert_eq!(
+        rt.allocate(&lot_request(3)),
+        Ok(Allocation::Orbit("701".into()))
+    );
+}
+
+#[test]
+fn a_plugin_that_fails_its_canary_is_refused() {
+    // The VIP example refuses to load without its required params.
+    let rt = runtime();
+    let err = rt
+        .load(Decision::Allocator, &plugin("vip_allocator"), vec![])
+        .unwrap_err();
+    assert!(matches!(err, LoadError::Params { .. }), "{err}");
+    assert!(rt.current(Decision::Allocator).is_none());
+}
+
+#[test]
+fn the_vip_example_reserves_a_block_for_listed_domains() {
+    let rt = runtime();
+    let params = vec![
+        ("vip_domains".to_string(), "bigcustomer.com".to_string()),
+        ("vip_orbits".to_string(), "748-750".to_string()),
+    ];
+    rt.load(Decision::Allocator, &plugin("vip_allocator"), params)
+        .unwrap();
+    let mut req = lot_request(50);
+    req.parked_uri = "sip:ceo@BigCustomer.com".into();
+    assert_eq!(rt.allocate(&req), Ok(Allocation::Orbit("748".into())));
+    req.parked_uri = "sip:someone@elsewhere.net".into();
+    assert_eq!(rt.allocate(&req), Ok(Allocation::Orbit("701".into())));
+    // Regular callers never get the reserved block, even when it is all
+    // that is left.
+    let mut full = lot_request(50);
+    for orbit in &mut full.candidates[..47] {
+        orbit.occupied = 1;
+    }
+    match rt.allocate(&full).unwrap() {
+        Allocation::Rejected(r) => assert_eq!(r.code, callpark_core::RejectCode::Full),
+        other => panic!("expected full, got {other:?}"),
+    }
+    assert_eq!(rt.stats(Decision::Allocator).failures(), 0);
+}
+
+#[test]
+fn compiled_plugins_are_cached_by_digest() {
+    let store = Arc::new(MemoryArtifactStore::default());
+    let source = embedded::default_plugin(Decision::Recall);
+    let rt = PolicyRuntime::new(Default::default(), Some(store.clone())).unwrap();
+    let first = rt.load(Decision::Recall, &source, vec![]).unwrap();
+    assert_eq!(first.compiled_from, CompiledFrom::Wasm);
+    let again = rt.load(Decision::Recall, &source, vec![]).unwrap();
+    assert_eq!(again.compiled_from, CompiledFrom::Memory);
+    assert_eq!(again.info.generation, 2);
+    drop(rt);
+    let restarted = PolicyRuntime::new(Default::default(), Some(store)).unwrap();
+    let cached = restarted.load(Decision::Recall, &source, vec![]).unwrap();
+    assert_eq!(cached.compiled_from, CompiledFrom::Artifact);
+}
