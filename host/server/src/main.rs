@@ -1,1 +1,96 @@
-fn main() {}
+//! `callpark`: the SIP Call Park server and its administration commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use callpark_server::config::{Config, DEFAULT_CONFIG};
+use callpark_server::logging::{self, LogFormat};
+use callpark_server::plugin_check;
+
+/// callpark: a SIP Call Park server whose policy lives in WebAssembly plugins.
+#[derive(Parser)]
+#[command(name = "callpark", version, about, long_about = None)]
+struct Cli {
+    /// How log lines are written (to stderr).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with policy plugins (WASM components of callpark:policy@0.1.0).
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// Validate a configuration file without serving; exits non-zero with
+    /// file, line and field on any error.
+    Check {
+        /// The TOML configuration to validate.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print the embedded default configuration, a starting point for your own.
+    DefaultConfig,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Check a plugin: the worlds it implements, its check-params, and every
+    /// conformance case, one line each. Exits non-zero on any failure.
+    Check {
+        /// The plugin component (.wasm).
+        file: PathBuf,
+        /// Plugin parameters, as key=value (repeatable), e.g.
+        /// --params strategy=next.
+        #[arg(long, value_name = "KEY=VALUE", num_args = 1.., action = clap::ArgAction::Append)]
+        params: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("callpark: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Plugin {
+            command: PluginCommand::Check { file, params },
+        } => {
+            let params = plugin_check::parse_params(&params)?;
+            let passed = plugin_check::run(&file, &params, &mut std::io::stdout().lock())?;
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Check { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::DefaultConfig => {
+            print!("{DEFAULT_CONFIG}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -52,9 +52,9 @@ fn vip_params(params: &[(String, String)]) -> Result<VipParams, String> {
         }
         let (lo, hi) = part.split_once('-').unwrap_or((part, part));
         let num = |s: &str| {
-            s.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("vip_orbits: `{part}` is not a number or a range like 790-799"))
+            s.trim().parse::<u64>().map_err(|_| {
+                format!("vip_orbits: `{part}` is not a number or a range like 790-799")
+            })
         };
         let (lo, hi) = (num(lo)?, num(hi)?);
         if lo > hi {
@@ -106,7 +106,10 @@ impl exports::callpark::policy::allocator::Guest for VipAllocator {
             .drain(..)
             .partition(|c| is_reserved(&vip, &c.number));
         if is_vip {
-            log(Level::Info, &format!("VIP caller {} gets the reserved block", req.parked_uri));
+            log(
+                Level::Info,
+                &format!("VIP caller {} gets the reserved block", req.parked_uri),
+            );
             req.candidates = reserved.into_iter().chain(regular).collect();
         } else {
             req.candidates = regular;

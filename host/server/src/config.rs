@@ -1,0 +1,1068 @@
+//! The TOML configuration: schema, the embedded default, and validation
+//! whose every error names the file, the line and the field.
+//!
+//! Keys left out of a file take the embedded default's values
+//! (`src/default.toml`, which a test keeps equal to `Config::default()`);
+//! a file without `[[range]]` gets the default range 701-750.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use callpark_builtin::recall::{RecallOption, RingPattern};
+use callpark_core::{Params, is_routable_uri, parse_duration};
+use serde::Deserialize;
+
+/// The embedded default configuration.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// A configuration error, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based; 0 when the error is about the file as a whole.
+    pub line: usize,
+    /// Dotted path of the field, e.g. `range[2].start`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.file, self.line, self.field, self.message
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub media: MediaConfig,
+    pub defaults: OrbitDefaults,
+    pub recall: RecallConfig,
+    #[serde(default = "default_ranges")]
+    pub range: Vec<RangeConfig>,
+    pub orbit: Vec<OrbitConfig>,
+    pub group: Vec<GroupConfig>,
+    pub features: FeaturesConfig,
+    pub access: AccessConfig,
+    pub plugins: PluginsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            media: MediaConfig::default(),
+            defaults: OrbitDefaults::default(),
+            recall: RecallConfig::default(),
+            range: default_ranges(),
+            orbit: Vec::new(),
+            group: Vec::new(),
+            features: FeaturesConfig::default(),
+            access: AccessConfig::default(),
+            plugins: PluginsConfig::default(),
+        }
+    }
+}
+
+fn default_ranges() -> Vec<RangeConfig> {
+    vec![RangeConfig {
+        name: "main".into(),
+        start: "701".into(),
+        end: "750".into(),
+    }]
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: Vec<String>,
+    pub domain: String,
+    pub outbound_proxy: String,
+    pub max_parked_calls: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec!["0.0.0.0:5060".into()],
+            domain: String::new(),
+            outbound_proxy: String::new(),
+            max_parked_calls: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    pub rtp_ports: String,
+    pub music: String,
+    pub music_on_hold: bool,
+    pub rtp_timeout: String,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_ports: "20000-39999".into(),
+            music: String::new(),
+            music_on_hold: true,
+            rtp_timeout: "60s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrbitDefaults {
+    pub recall_after: String,
+    pub capacity: u32,
+    pub escape_key: String,
+    pub ring_pattern: String,
+    pub blf_state: String,
+    pub max_lifetime: String,
+}
+
+impl Default for OrbitDefaults {
+    fn default() -> Self {
+        OrbitDefaults {
+            recall_after: "45s".into(),
+            capacity: 1,
+            escape_key: String::new(),
+            ring_pattern: "normal".into(),
+            blf_state: "early".into(),
+            max_lifetime: "24h".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecallConfig {
+    pub option: String,
+    pub max_attempts: u32,
+    pub ring_time: String,
+    pub fallback: String,
+}
+
+impl Default for RecallConfig {
+    fn default() -> Self {
+        RecallConfig {
+            option: "parker-then-fallback".into(),
+            max_attempts: 1,
+            ring_time: "30s".into(),
+            fallback: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeConfig {
+    pub name: String,
+    pub start: String,
+    pub end: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrbitConfig {
+    pub number: String,
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub music: Option<String>,
+    pub capacity: Option<u32>,
+    pub recall_after: Option<String>,
+    pub escape_key: Option<String>,
+    pub ring_pattern: Option<String>,
+    pub blf_state: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupConfig {
+    pub name: String,
+    pub members: Vec<String>,
+    pub destinations: Vec<String>,
+    pub use_members_as_destinations: bool,
+    pub recall: Option<String>,
+    pub hunt_group: String,
+    pub hunt_group_wait: Option<String>,
+    pub ring_pattern: Option<String>,
+    pub recall_after: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeaturesConfig {
+    pub park_direct: String,
+    pub park_group: String,
+    pub retrieve: Vec<String>,
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        FeaturesConfig {
+            park_direct: "*68".into(),
+            park_group: "#58".into(),
+            retrieve: vec!["*88".into(), "*4".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    pub park: String,
+    pub parkers: Vec<String>,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            park: "all".into(),
+            parkers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    pub allocator: String,
+    pub recall: String,
+    pub dialing: String,
+    pub watch: bool,
+    pub timeout: String,
+    pub memory: String,
+    pub on_failure: String,
+    pub cache_dir: String,
+    pub params: PluginParams,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            allocator: String::new(),
+            recall: String::new(),
+            dialing: String::new(),
+            watch: true,
+            timeout: "10ms".into(),
+            memory: "16MiB".into(),
+            on_failure: "fallback".into(),
+            cache_dir: String::new(),
+            params: PluginParams::default(),
+        }
+    }
+}
+
+/// Extra params per plugin slot, e.g. `[plugins.params.allocator]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginParams {
+    pub allocator: BTreeMap<String, toml::Value>,
+    pub recall: BTreeMap<String, toml::Value>,
+    pub dialing: BTreeMap<String, toml::Value>,
+}
+
+impl Default for PluginParams {
+    fn default() -> Self {
+        PluginParams {
+            allocator: BTreeMap::from([("strategy".into(), toml::Value::from("first"))]),
+            recall: BTreeMap::new(),
+            dialing: BTreeMap::new(),
+        }
+    }
+}
+
+/// Parses `"16MiB"`, `"512KiB"`, `"1GiB"` or a plain number of bytes.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let (digits, mult) = if let Some(n) = t.strip_suffix("GiB") {
+        (n, 1usize << 30)
+    } else if let Some(n) = t.strip_suffix("MiB") {
+        (n, 1 << 20)
+    } else if let Some(n) = t.strip_suffix("KiB") {
+        (n, 1 << 10)
+    } else {
+        (t, 1)
+    };
+    digits
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("`{text}` is not a size like \"16MiB\""))
+}
+
+/// The failure policy of the plugin slots.
+pub fn parse_on_failure(text: &str) -> Result<callpark_policy::OnFailure, String> {
+    match text {
+        "fallback" => Ok(callpark_policy::OnFailure::Fallback),
+        "reject" => Ok(callpark_policy::OnFailure::Reject),
+        other => Err(format!("`{other}` is not one of fallback, reject")),
+    }
+}
+
+fn toml_param(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Array(items) => items.iter().map(toml_param).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+impl Config {
+    /// The embedded default.
+    pub fn embedded() -> Config {
+        Config::parse(DEFAULT_CONFIG, "<embedded default>").expect("the embedded default is valid")
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: 0,
+            field: "-".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |s| line_of(text, s.start));
+            let field = field_at(text, e.span().map_or(0, |s| s.start));
+            ConfigError {
+                file: file.to_string(),
+                line,
+                field,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        if let Err((path, message)) = config.validate() {
+            return Err(ConfigError {
+                file: file.to_string(),
+                line: locate(text, &path),
+                field: render_path(&path),
+                message,
+            });
+        }
+        Ok(config)
+    }
+
+    /// A path relative to the configuration file's folder.
+    pub fn resolve(base: Option<&Path>, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        match base {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+
+    /// The params each plugin slot is loaded with: the `[plugins.params.*]`
+    /// tables, plus `[features]` for dialing and `[recall]` for recall, so
+    /// that a custom plugin sees the same facts as the default one.
+    pub fn plugin_params(&self) -> [(callpark_core::Decision, Params); 3] {
+        use callpark_core::Decision;
+        let table = |t: &BTreeMap<String, toml::Value>| -> Params {
+            t.iter().map(|(k, v)| (k.clone(), toml_param(v))).collect()
+        };
+        let overlay = |mut base: Params, extra: Params| {
+            for (k, v) in extra {
+                base.retain(|(b, _)| *b != k);
+                base.push((k, v));
+            }
+            base
+        };
+        let f = &self.features;
+        let dialing = vec![
+            ("park_direct".to_string(), f.park_direct.clone()),
+            ("park_group".to_string(), f.park_group.clone()),
+            ("retrieve".to_string(), f.retrieve.join(",")),
+        ];
+        let r = &self.recall;
+        let recall = vec![
+            ("option".to_string(), r.option.clone()),
+            ("max_attempts".to_string(), r.max_attempts.to_string()),
+            ("ring_time".to_string(), r.ring_time.clone()),
+            ("fallback".to_string(), r.fallback.clone()),
+            (
+                "ring_pattern".to_string(),
+                self.defaults.ring_pattern.clone(),
+            ),
+        ];
+        let p = &self.plugins.params;
+        [
+            (Decision::Allocator, table(&p.allocator)),
+            (Decision::Recall, overlay(recall, table(&p.recall))),
+            (Decision::Dialing, overlay(dialing, table(&p.dialing))),
+        ]
+    }
+
+    fn validate(&self) -> Result<(), (Vec<PathPart>, String)> {
+        use PathPart::{Index as I, Key as K};
+        let at = |parts: &[PathPart], msg: String| Err((parts.to_vec(), msg));
+
+        if self.server.listen.is_empty() {
+            return at(
+                &[K("server"), K("listen")],
+                "needs at least one address".into(),
+            );
+        }
+        for (i, addr) in self.server.listen.iter().enumerate() {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return at(
+                    &[K("server"), K("listen"), I(i)],
+                    format!("`{addr}` is not an address like \"127.0.0.1:5060\""),
+                );
+            }
+        }
+        if !self.server.outbound_proxy.is_empty() && !is_routable_uri(&self.server.outbound_proxy) {
+            return at(
+                &[K("server"), K("outbound_proxy")],
+                format!("`{}` is not a sip: URI", self.server.outbound_proxy),
+            );
+        }
+        if self.server.max_parked_calls == 0 {
+            return at(
+                &[K("server"), K("max_parked_calls")],
+                "must be above 0".into(),
+            );
+        }
+        if let Err(msg) = parse_port_range(&self.media.rtp_ports) {
+            return at(&[K("media"), K("rtp_ports")], msg);
+        }
+        duration_in(
+            &self.media.rtp_timeout,
+            Duration::from_secs(5),
+            Duration::from_secs(3600),
+        )
+        .or_else(|m| at(&[K("media"), K("rtp_timeout")], m))?;
+
+        let d = &self.defaults;
+        check_recall_after(&d.recall_after)
+            .or_else(|m| at(&[K("defaults"), K("recall_after")], m))?;
+        check_capacity(d.capacity).or_else(|m| at(&[K("defaults"), K("capacity")], m))?;
+        check_escape_key(&d.escape_key).or_else(|m| at(&[K("defaults"), K("escape_key")], m))?;
+        check_ring_pattern(&d.ring_pattern)
+            .or_else(|m| at(&[K("defaults"), K("ring_pattern")], m))?;
+        check_blf_state(&d.blf_state).or_else(|m| at(&[K("defaults"), K("blf_state")], m))?;
+        duration_in(
+            &d.max_lifetime,
+            Duration::from_secs(60),
+            Duration::from_secs(7 * 86_400),
+        )
+        .or_else(|m| at(&[K("defaults"), K("max_lifetime")], m))?;
+
+        let r = &self.recall;
+        if RecallOption::parse(&r.option).is_none() {
+            return at(
+                &[K("recall"), K("option")],
+                format!(
+                    "`{}` is not one of {}",
+                    r.option,
+                    RecallOption::NAMES.join(", ")
+                ),
+            );
+        }
+        if !(1..=10).contains(&r.max_attempts) {
+            return at(
+                &[K("recall"), K("max_attempts")],
+                format!("{} is not in 1..10", r.max_attempts),
+            );
+        }
+        duration_in(
+            &r.ring_time,
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+        )
+        .or_else(|m| at(&[K("recall"), K("ring_time")], m))?;
+        if !r.fallback.is_empty() && !is_routable_uri(&r.fallback) {
+            return at(
+                &[K("recall"), K("fallback")],
+                format!("`{}` is not a sip:, sips: or tel: URI", r.fallback),
+            );
+        }
+
+        // Orbits: every range expanded, then single orbits, all unique.
+        let mut numbers: Vec<(String, Vec<PathPart>)> = Vec::new();
+        let mut spans: Vec<(u64, u64, usize, &str)> = Vec::new();
+        for (i, range) in self.range.iter().enumerate() {
+            let here = |f: &'static str| vec![K("range"), I(i), K(f)];
+            if range.name.trim().is_empty() {
+                return at(&here("name"), "a range needs a name".into());
+            }
+            if self.range[..i].iter().any(|o| o.name == range.name) {
+                return at(
+                    &here("name"),
+                    format!("range name `{}` is used twice", range.name),
+                );
+            }
+            let (prefix, lo) = split_orbit(&range.start).map_err(|m| (here("start"), m))?;
+            let (prefix_end, hi) = split_orbit(&range.end).map_err(|m| (here("end"), m))?;
+            if range.start.len() != range.end.len() {
+                return at(
+                    &here("end"),
+                    format!(
+                        "`{}` and `{}` must have the same length",
+                        range.start, range.end
+                    ),
+                );
+            }
+            if prefix != prefix_end {
+                return at(
+                    &here("end"),
+                    "start and end must share their * or # prefix".into(),
+                );
+            }
+            if lo > hi {
+                return at(
+                    &here("end"),
+                    format!("`{}` is below start `{}`", range.end, range.start),
+                );
+            }
+            if hi - lo >= 100_000 {
+                return at(&here("end"), "a range holds at most 100000 orbits".into());
+            }
+            for &(olo, ohi, j, opfx) in &spans {
+                if opfx == prefix && lo <= ohi && olo <= hi {
+                    return at(
+                        &here("start"),
+                        format!("overlaps range `{}`", self.range[j].name),
+                    );
+                }
+            }
+            spans.push((lo, hi, i, prefix));
+            let width = range.start.len() - prefix.len();
+            for n in lo..=hi {
+                numbers.push((format!("{prefix}{n:0width$}"), here("start")));
+            }
+        }
+        for (i, orbit) in self.orbit.iter().enumerate() {
+            let here = |f: &'static str| vec![K("orbit"), I(i), K(f)];
+            split_orbit(&orbit.number).map_err(|m| (here("number"), m))?;
+            if self.orbit[..i].iter().any(|o| o.number == orbit.number) {
+                return at(
+                    &here("number"),
+                    format!("orbit {} is configured twice", orbit.number),
+                );
+            }
+            if !numbers.iter().any(|(n, _)| *n == orbit.number) {
+                numbers.push((orbit.number.clone(), here("number")));
+            }
+            if let Some(c) = orbit.capacity {
+                check_capacity(c).or_else(|m| at(&here("capacity"), m))?;
+            }
+            if let Some(v) = &orbit.recall_after {
+                check_recall_after(v).or_else(|m| at(&here("recall_after"), m))?;
+            }
+            if let Some(v) = &orbit.escape_key {
+                check_escape_key(v).or_else(|m| at(&here("escape_key"), m))?;
+            }
+            if let Some(v) = &orbit.ring_pattern {
+                check_ring_pattern(v).or_else(|m| at(&here("ring_pattern"), m))?;
+            }
+            if let Some(v) = &orbit.blf_state {
+                check_blf_state(v).or_else(|m| at(&here("blf_state"), m))?;
+            }
+        }
+        if numbers.is_empty() {
+            return at(&[K("range")], "no orbits are configured".into());
+        }
+        for (i, orbit) in self.orbit.iter().enumerate() {
+            if let Some(name) = &orbit.name
+                && numbers.iter().any(|(n, _)| n == name && *n != orbit.number)
+            {
+                return at(
+                    &[K("orbit"), I(i), K("name")],
+                    format!("name `{name}` is another orbit's number"),
+                );
+            }
+        }
+
+        for (i, group) in self.group.iter().enumerate() {
+            let here = |f: &'static str| vec![K("group"), I(i), K(f)];
+            if group.name.trim().is_empty() {
+                return at(&here("name"), "a group needs a name".into());
+            }
+            if self.group[..i].iter().any(|g| g.name == group.name) {
+                return at(
+                    &here("name"),
+                    format!("group `{}` is configured twice", group.name),
+                );
+            }
+            for (j, dest) in group.destinations.iter().enumerate() {
+                if !numbers.iter().any(|(n, _)| n == dest) {
+                    return at(
+                        &[K("group"), I(i), K("destinations"), I(j)],
+                        format!("`{dest}` is not a configured orbit"),
+                    );
+                }
+            }
+            if group.use_members_as_destinations && !group.destinations.is_empty() {
+                return at(
+                    &here("use_members_as_destinations"),
+                    "give destinations or use_members_as_destinations, not both".into(),
+                );
+            }
+            if !group.use_members_as_destinations && group.destinations.is_empty() {
+                return at(
+                    &here("destinations"),
+                    "a group needs destinations (or use_members_as_destinations = true)".into(),
+                );
+            }
+            for (j, m) in group.members.iter().enumerate() {
+                if !is_routable_uri(m) {
+                    return at(
+                        &[K("group"), I(i), K("members"), I(j)],
+                        format!("`{m}` is not a sip: URI"),
+                    );
+                }
+            }
+            if let Some(option) = &group.recall
+                && RecallOption::parse(option).is_none()
+            {
+                return at(
+                    &here("recall"),
+                    format!(
+                        "`{option}` is not one of {}",
+                        RecallOption::NAMES.join(", ")
+                    ),
+                );
+            }
+            let needs_hunt = matches!(
+                group.recall.as_deref(),
+                Some("parker-then-hunt-group" | "hunt-group-only")
+            );
+            if needs_hunt && group.hunt_group.is_empty() {
+                return at(
+                    &here("hunt_group"),
+                    "this recall option needs a hunt_group URI".into(),
+                );
+            }
+            if !group.hunt_group.is_empty() && !is_routable_uri(&group.hunt_group) {
+                return at(
+                    &here("hunt_group"),
+                    format!("`{}` is not a sip:, sips: or tel: URI", group.hunt_group),
+                );
+            }
+            if let Some(v) = &group.hunt_group_wait {
+                duration_in(v, Duration::from_secs(1), Duration::from_secs(600))
+                    .or_else(|m| at(&here("hunt_group_wait"), m))?;
+            }
+            if let Some(v) = &group.ring_pattern {
+                check_ring_pattern(v).or_else(|m| at(&here("ring_pattern"), m))?;
+            }
+            if let Some(v) = &group.recall_after {
+                check_recall_after(v).or_else(|m| at(&here("recall_after"), m))?;
+            }
+        }
+
+        let dialing_params = self.plugin_params()[2].1.clone();
+        if let Err(m) = callpark_builtin::dialing::check_params(&dialing_params) {
+            return at(&[K("features")], m);
+        }
+        match self.access.park.as_str() {
+            "all" | "members" | "listed" => {}
+            other => {
+                return at(
+                    &[K("access"), K("park")],
+                    format!("`{other}` is not one of all, members, listed"),
+                );
+            }
+        }
+        if self.access.park == "members" && self.group.is_empty() {
+            return at(
+                &[K("access"), K("park")],
+                "`members` needs at least one [[group]]".into(),
+            );
+        }
+        for (i, p) in self.access.parkers.iter().enumerate() {
+            if !is_routable_uri(p) {
+                return at(
+                    &[K("access"), K("parkers"), I(i)],
+                    format!("`{p}` is not a sip: URI"),
+                );
+            }
+        }
+
+        let pl = &self.plugins;
+        duration_in(
+            &pl.timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(1),
+        )
+        .or_else(|m| at(&[K("plugins"), K("timeout")], m))?;
+        let memory = parse_size(&pl.memory).map_err(|m| (vec![K("plugins"), K("memory")], m))?;
+        if !((1 << 20)..=(1 << 30)).contains(&memory) {
+            return at(
+                &[K("plugins"), K("memory")],
+                "must be between 1MiB and 1GiB".into(),
+            );
+        }
+        parse_on_failure(&pl.on_failure).map_err(|m| (vec![K("plugins"), K("on_failure")], m))?;
+        Ok(())
+    }
+}
+
+fn duration_in(text: &str, min: Duration, max: Duration) -> Result<(), String> {
+    let d = parse_duration(text).map_err(|e| e.to_string())?;
+    if d < min || d > max {
+        return Err(format!(
+            "`{text}` is out of range ({}..{})",
+            callpark_core::format_duration(min),
+            callpark_core::format_duration(max)
+        ));
+    }
+    Ok(())
+}
+
+/// `"0s"` (never) or 10 s..10 min (sipX and Lync limits).
+fn check_recall_after(text: &str) -> Result<(), String> {
+    let d = parse_duration(text).map_err(|e| e.to_string())?;
+    if d.is_zero() || (Duration::from_secs(10)..=Duration::from_secs(600)).contains(&d) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{text}` must be \"0s\" (never) or between 10s and 10m"
+        ))
+    }
+}
+
+fn check_capacity(c: u32) -> Result<(), String> {
+    if (1..=1000).contains(&c) {
+        Ok(())
+    } else {
+        Err(format!("{c} is not in 1..1000"))
+    }
+}
+
+fn check_escape_key(k: &str) -> Result<(), String> {
+    let ok = k.is_empty()
+        || (k.len() == 1
+            && k.chars()
+                .all(|c| c.is_ascii_digit() || c == '*' || c == '#'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{k}` is not one DTMF key (0-9, *, #) or empty"))
+    }
+}
+
+fn check_ring_pattern(p: &str) -> Result<(), String> {
+    RingPattern::parse(p)
+        .map(|_| ())
+        .ok_or_else(|| format!("`{p}` is not one of {}", RingPattern::NAMES.join(", ")))
+}
+
+fn check_blf_state(s: &str) -> Result<(), String> {
+    match s {
+        "early" | "confirmed" => Ok(()),
+        other => Err(format!("`{other}` is not one of early, confirmed")),
+    }
+}
+
+/// `"20000-39999"` -> (20000, 39999), even bounds' count at least 2.
+pub fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("`{text}` is not a port range like \"20000-39999\"");
+    let (lo, hi) = text.split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo < 1024 || lo >= hi {
+        return Err(format!(
+            "`{text}`: ports must be above 1023 and start below end"
+        ));
+    }
+    Ok((lo, hi))
+}
+
+/// Splits `"*701"` into (`"*"`, 701). Orbit numbers are digits with an
+/// optional `*` or `#` prefix (Lync allows both).
+fn split_orbit(text: &str) -> Result<(&'static str, u64), String> {
+    let (prefix, digits) = match text.as_bytes().first() {
+        Some(b'*') => ("*", &text[1..]),
+        Some(b'#') => ("#", &text[1..]),
+        _ => ("", text),
+    };
+    if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "`{text}` is not an orbit number (digits, optionally after * or #)"
+        ));
+    }
+    Ok((
+        prefix,
+        digits
+            .parse()
+            .map_err(|_| format!("`{text}` is too long"))?,
+    ))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PathPart {
+    Key(&'static str),
+    Index(usize),
+}
+
+fn render_path(path: &[PathPart]) -> String {
+    let mut out = String::new();
+    for part in path {
+        match part {
+            PathPart::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            PathPart::Index(i) => out.push_str(&format!("[{}]", i + 1)),
+        }
+    }
+    out
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line of a field, found through toml_edit's spans; the nearest
+/// enclosing table when the field itself is absent (a default).
+fn locate(text: &str, path: &[PathPart]) -> usize {
+    let Ok(doc) = toml_edit::Document::parse(text) else {
+        return 0;
+    };
+    let mut best = 0;
+    let mut item: Option<&toml_edit::Item> = None;
+    let mut table: Option<&toml_edit::Table> = Some(doc.as_table());
+    for part in path {
+        match (part, item, table) {
+            (PathPart::Key(k), _, Some(t)) => {
+                let Some(next) = t.get(k) else { break };
+                if let Some(span) = t.key(k).and_then(|key| key.span()).or_else(|| next.span()) {
+                    best = line_of(text, span.start);
+                }
+                item = Some(next);
+                table = next.as_table();
+            }
+            (PathPart::Index(i), Some(it), _) => {
+                if let Some(aot) = it.as_array_of_tables() {
+                    let Some(t) = aot.get(*i) else { break };
+                    if let Some(span) = t.span() {
+                        best = line_of(text, span.start);
+                    }
+                    table = Some(t);
+                    item = None;
+                } else if let Some(arr) = it.as_array() {
+                    let Some(v) = arr.get(*i) else { break };
+                    if let Some(span) = v.span() {
+                        best = line_of(text, span.start);
+                    }
+                    break;
+                } else {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    best
+}
+
+/// The dotted key on the line of a parse error, for the message's field.
+fn field_at(text: &str, offset: usize) -> String {
+    let line_start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    let mut section = String::new();
+    for l in text[..line_start].lines() {
+        let l = l.trim();
+        if let Some(h) = l.strip_prefix("[[").and_then(|h| h.split("]]").next()) {
+            section = h.trim().to_string();
+        } else if let Some(h) = l.strip_prefix('[').and_then(|h| h.split(']').next()) {
+            section = h.trim().to_string();
+        }
+    }
+    match (section.is_empty(), key.is_empty() || key.starts_with('[')) {
+        (true, true) => "-".into(),
+        (true, false) => key.into(),
+        (false, true) => section,
+        (false, false) => format!("{section}.{key}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> ConfigError {
+        Config::parse(text, "park.toml").unwrap_err()
+    }
+
+    #[test]
+    fn the_embedded_default_equals_the_built_in_defaults() {
+        assert_eq!(Config::embedded(), Config::default());
+        assert_eq!(Config::parse("", "empty.toml").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let text = r##"
+[server]
+listen = ["127.0.0.1:5060"]
+domain = "park.example.com"
+outbound_proxy = ""
+max_parked_calls = 20000
+[media]
+rtp_ports = "20000-39999"
+music = ""
+music_on_hold = true
+[defaults]
+recall_after = "45s"
+capacity = 1
+escape_key = ""
+ring_pattern = "normal"
+blf_state = "early"
+max_lifetime = "24h"
+[recall]
+option = "parker-then-fallback"
+max_attempts = 1
+ring_time = "30s"
+fallback = ""
+[[range]]
+name = "main"
+start = "701"
+end = "750"
+[[orbit]]
+number = "799"
+name = "Sales"
+music = "music/sales.wav"
+capacity = 5
+[[group]]
+name = "front-desk"
+members = ["sip:alice@example.com"]
+destinations = ["701", "702", "703"]
+recall = "parker-then-hunt-group"
+hunt_group = "sip:frontdesk@example.com"
+hunt_group_wait = "30s"
+[features]
+park_direct = "*68"
+park_group = "#58"
+retrieve = ["*88", "*4"]
+[access]
+park = "all"
+parkers = []
+[plugins]
+allocator = ""
+recall = ""
+dialing = ""
+watch = true
+timeout = "10ms"
+memory = "16MiB"
+on_failure = "fallback"
+"##;
+        let c = Config::parse(text, "example.toml").unwrap();
+        assert_eq!(c.orbit[0].capacity, Some(5));
+        assert_eq!(c.group[0].destinations.len(), 3);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = err("[recall]\nmax_attempts = 11\n");
+        assert_eq!(
+            (e.file.as_str(), e.line, e.field.as_str()),
+            ("park.toml", 2, "recall.max_attempts")
+        );
+        assert_eq!(
+            e.to_string(),
+            "park.toml:2: recall.max_attempts: 11 is not in 1..10"
+        );
+
+        let e = err(
+            "[[range]]\nname = \"a\"\nstart = \"701\"\nend = \"750\"\n\n[[range]]\nname = \"b\"\nstart = \"740\"\nend = \"760\"\n",
+        );
+        assert_eq!((e.line, e.field.as_str()), (8, "range[2].start"), "{e}");
+        assert!(e.message.contains("overlaps range `a`"), "{e}");
+
+        let e = err("[[range]]\nname = \"a\"\nstart = \"701\"\nend = \"7500\"\n");
+        assert_eq!((e.line, e.field.as_str()), (4, "range[1].end"), "{e}");
+
+        let e = err("[defaults]\nrecall_after = \"5s\"\n");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (2, "defaults.recall_after"),
+            "{e}"
+        );
+
+        let e = err("[[group]]\nname = \"g\"\ndestinations = [\"701\", \"999\"]\n");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (3, "group[1].destinations[2]"),
+            "{e}"
+        );
+
+        let e = err("[plugins]\non_failure = \"explode\"\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "plugins.on_failure"), "{e}");
+    }
+
+    #[test]
+    fn syntax_and_type_errors_are_located_too() {
+        let e = err("[server]\nmax_parked_calls = \"lots\"\n");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (2, "server.max_parked_calls"),
+            "{e}"
+        );
+        let e = err("[server]\nlisten = [\"127.0.0.1:5060\"\n");
+        assert!(e.line >= 2, "{e}");
+        let e = err("[media]\nmusik = \"x.wav\"\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "media.musik"), "{e}");
+        assert!(e.message.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn orbit_rules() {
+        assert!(
+            Config::parse(
+                "[[range]]\nname = \"lync\"\nstart = \"*700\"\nend = \"*799\"\n",
+                "f"
+            )
+            .is_ok()
+        );
+        let e = err("[[range]]\nname = \"a\"\nstart = \"*70\"\nend = \"#79\"\n");
+        assert_eq!(e.field, "range[1].end");
+        let e = err("[[orbit]]\nnumber = \"701\"\n[[orbit]]\nnumber = \"701\"\n");
+        assert_eq!((e.line, e.field.as_str()), (4, "orbit[2].number"), "{e}");
+        let e = err("[[orbit]]\nnumber = \"7a1\"\n");
+        assert_eq!(e.field, "orbit[1].number");
+        let e = err("[features]\nretrieve = [\"*68\"]\n");
+        assert_eq!(e.field, "features");
+    }
+
+    #[test]
+    fn plugin_params_carry_features_and_recall_settings() {
+        let c = Config::parse("[recall]\nmax_attempts = 3\n[features]\nretrieve = [\"*7\"]\n[plugins.params.recall]\nextra = 5\n", "f").unwrap();
+        let [(_, alloc), (_, recall), (_, dialing)] = c.plugin_params();
+        assert_eq!(alloc, vec![("strategy".to_string(), "first".to_string())]);
+        assert!(recall.contains(&("max_attempts".into(), "3".into())));
+        assert!(recall.contains(&("extra".into(), "5".into())));
+        assert!(dialing.contains(&("retrieve".into(), "*7".into())));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("16MB").is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! `callpark plugin check`: which worlds a `.wasm` implements, and how it
+//! fares on `check-params` and every conformance case, one line per case.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use callpark_core::Params;
+use callpark_policy::{Limits, PluginSource, PolicyRuntime};
+
+/// Parses `key=value` arguments.
+pub fn parse_params(args: &[String]) -> anyhow::Result<Params> {
+    let mut params: Params = Vec::new();
+    for arg in args {
+        let (k, v) = arg
+            .split_once('=')
+            .with_context(|| format!("--params takes key=value, got `{arg}`"))?;
+        let k = k.trim();
+        if k.is_empty() {
+            anyhow::bail!("--params `{arg}` has an empty key");
+        }
+        params.retain(|(key, _)| key != k);
+        params.push((k.to_string(), v.to_string()));
+    }
+    Ok(params)
+}
+
+/// Checks a plugin file and writes the report. Returns whether it passed.
+pub fn run(path: &Path, params: &Params, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let runtime = PolicyRuntime::new(Limits::default(), None)?;
+    let report = runtime.check(&PluginSource::new(path.display().to_string(), wasm), params);
+    writeln!(out, "plugin {}", report.label)?;
+    writeln!(out, "  sha256 {}", report.digest)?;
+    if let Some(fatal) = &report.fatal {
+        writeln!(out, "  FAIL {fatal}")?;
+        writeln!(out, "FAIL: not a usable callpark plugin")?;
+        return Ok(false);
+    }
+    let implemented = report.implemented();
+    if implemented.is_empty() {
+        writeln!(
+            out,
+            "  implements: none of the callpark:policy@0.1.0 worlds"
+        )?;
+    } else {
+        writeln!(out, "  implements: {}", implemented.join(", "))?;
+    }
+    let (mut cases, mut failed) = (0, 0);
+    for world in &report.worlds {
+        match &world.implemented {
+            Err(why) => writeln!(out, "  {:<17} not implemented ({why})", world.world)?,
+            Ok(()) => {
+                match &world.params {
+                    Some(Ok(())) => writeln!(out, "  {:<17} ok   check-params", world.world)?,
+                    Some(Err(why)) => {
+                        failed += 1;
+                        writeln!(out, "  {:<17} FAIL check-params: {why}", world.world)?
+                    }
+                    None => {}
+                }
+                for case in &world.cases {
+                    cases += 1;
+                    match &case.result {
+                        Ok(answer) => {
+                            writeln!(out, "  {:<17} ok   {} -> {answer}", world.world, case.name)?
+                        }
+                        Err(why) => {
+                            failed += 1;
+                            writeln!(out, "  {:<17} FAIL {}: {why}", world.world, case.name)?
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let passed = report.passed();
+    if passed {
+        writeln!(out, "PASS: {cases} cases")?;
+    } else if implemented.is_empty() {
+        writeln!(out, "FAIL: implements no callpark policy world")?;
+    } else {
+        writeln!(
+            out,
+            "FAIL: {failed} failed of {cases} cases and check-params"
+        )?;
+    }
+    Ok(passed)
+}

@@ -1,0 +1,283 @@
+//! Loading the configured plugins, and reloading them when their files
+//! change or the process gets SIGHUP. Loads run on blocking threads, off the
+//! decision path; a refused plugin leaves the previous one serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use callpark_core::{Decision, Params};
+use callpark_policy::{
+    ArtifactStore, Limits, LoadReport, PluginSource, PolicyRuntime, digest, embedded,
+};
+use notify::Watcher;
+
+use crate::config::{Config, parse_on_failure, parse_size};
+
+/// Compiled plugins in a directory, one file per cache key.
+pub struct DirArtifactStore {
+    dir: PathBuf,
+}
+
+impl DirArtifactStore {
+    pub fn new(dir: PathBuf) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating plugin cache {}", dir.display()))?;
+        Ok(DirArtifactStore { dir })
+    }
+}
+
+impl ArtifactStore for DirArtifactStore {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.dir.join(format!("{key}.cwasm"))).ok()
+    }
+
+    fn put(&self, key: &str, artifact: &[u8]) {
+        // Write then rename, so a reader never sees half an artifact.
+        let tmp = self.dir.join(format!(".{key}.{}.tmp", std::process::id()));
+        let done = self.dir.join(format!("{key}.cwasm"));
+        if let Err(e) = std::fs::write(&tmp, artifact).and_then(|_| std::fs::rename(&tmp, &done)) {
+            tracing::warn!(cache = %self.dir.display(), "could not store a compiled plugin: {e}");
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
+/// Where a slot's plugin comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginOrigin {
+    Embedded,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+struct SlotSetup {
+    decision: Decision,
+    origin: PluginOrigin,
+    params: Params,
+    /// Digest and params of what was loaded last, to skip no-op reloads.
+    loaded: Option<(String, Params)>,
+}
+
+/// The configured plugins of a running server and their runtime.
+pub struct PluginSupervisor {
+    runtime: Arc<PolicyRuntime>,
+    slots: Mutex<Vec<SlotSetup>>,
+    watch: bool,
+}
+
+/// What one reload attempt did.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    Swapped(LoadReport),
+    Unchanged,
+    Refused(String),
+}
+
+impl PluginSupervisor {
+    /// Builds the runtime from `[plugins]` and loads every slot. At start-up
+    /// a plugin that does not load is an error: a server must not come up
+    /// silently on a policy other than the one configured.
+    pub fn start(config: &Config, config_dir: Option<&Path>) -> anyhow::Result<Arc<Self>> {
+        let pl = &config.plugins;
+        let limits = Limits {
+            timeout: callpark_core::parse_duration(&pl.timeout)?,
+            memory_bytes: parse_size(&pl.memory).map_err(anyhow::Error::msg)?,
+            ..Limits::default()
+        };
+        let artifacts: Option<Arc<dyn ArtifactStore>> = if pl.cache_dir.is_empty() {
+            None
+        } else {
+            Some(Arc::new(DirArtifactStore::new(Config::resolve(
+                config_dir,
+                &pl.cache_dir,
+            ))?))
+        };
+        let runtime = Arc::new(PolicyRuntime::new(limits, artifacts)?);
+        let on_failure = parse_on_failure(&pl.on_failure).map_err(anyhow::Error::msg)?;
+        let mut slots = Vec::new();
+        for (decision, params) in config.plugin_params() {
+            runtime.set_on_failure(decision, on_failure);
+            let path = match decision {
+                Decision::Allocator => &pl.allocator,
+                Decision::Recall => &pl.recall,
+                Decision::Dialing => &pl.dialing,
+            };
+            let origin = if path.is_empty() {
+                PluginOrigin::Embedded
+            } else {
+                PluginOrigin::File(Config::resolve(config_dir, path))
+            };
+            slots.push(SlotSetup {
+                decision,
+                origin,
+                params,
+                loaded: None,
+            });
+        }
+        let supervisor = Arc::new(PluginSupervisor {
+            runtime,
+            slots: Mutex::new(slots),
+            watch: pl.watch,
+        });
+        for decision in Decision::ALL {
+            match supervisor.reload(decision) {
+                ReloadOutcome::Refused(why) => anyhow::bail!("{decision} plugin: {why}"),
+                ReloadOutcome::Swapped(_) | ReloadOutcome::Unchanged => {}
+            }
+        }
+        Ok(supervisor)
+    }
+
+    pub fn runtime(&self) -> &Arc<PolicyRuntime> {
+        &self.runtime
+    }
+
+    /// The plugin files being watched.
+    pub fn watched_files(&self) -> Vec<(Decision, PathBuf)> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .iter()
+            .filter_map(|s| match &s.origin {
+                PluginOrigin::File(p) => Some((s.decision, p.clone())),
+                PluginOrigin::Embedded => None,
+            })
+            .collect()
+    }
+
+    /// Re-reads a slot's plugin and swaps it in if it changed. Blocking:
+    /// call it from a blocking thread.
+    pub fn reload(&self, decision: Decision) -> ReloadOutcome {
+        let setup = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            match slots.iter().find(|s| s.decision == decision) {
+                Some(s) => s.clone(),
+                None => return ReloadOutcome::Unchanged,
+            }
+        };
+        let source = match &setup.origin {
+            PluginOrigin::Embedded => embedded::default_plugin(decision),
+            PluginOrigin::File(path) => match std::fs::read(path) {
+                Ok(wasm) => PluginSource::new(path.display().to_string(), wasm),
+                Err(e) => {
+                    let why = format!("cannot read {}: {e}", path.display());
+                    tracing::warn!(plugin = %path.display(), %decision, "plugin refused; the previous policy keeps serving: {why}");
+                    return ReloadOutcome::Refused(why);
+                }
+            },
+        };
+        let fingerprint = (digest(&source.wasm), setup.params.clone());
+        if setup.loaded.as_ref() == Some(&fingerprint) {
+            tracing::debug!(plugin = %source.label, %decision, "plugin unchanged");
+            return ReloadOutcome::Unchanged;
+        }
+        match self.runtime.load(decision, &source, setup.params.clone()) {
+            Ok(report) => {
+                let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(s) = slots.iter_mut().find(|s| s.decision == decision) {
+                    s.loaded = Some(fingerprint);
+                }
+                ReloadOutcome::Swapped(report)
+            }
+            Err(e) => ReloadOutcome::Refused(e.to_string()),
+        }
+    }
+
+    /// Reloads every slot (SIGHUP).
+    pub fn reload_all(&self) -> Vec<(Decision, ReloadOutcome)> {
+        Decision::ALL
+            .into_iter()
+            .map(|d| (d, self.reload(d)))
+            .collect()
+    }
+
+    /// Watches the plugin files (when `watch = true`) and SIGHUP until
+    /// `shutdown` resolves. `ready` fires once both are armed.
+    pub async fn watch(
+        self: Arc<Self>,
+        ready: tokio::sync::oneshot::Sender<()>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+        let files = self.watched_files();
+        // Directories are watched, not files: deploy tools replace a file by
+        // renaming a new one over it, which ends a watch on the old inode.
+        let _watcher = if self.watch && !files.is_empty() {
+            let mut watcher =
+                notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                    if let Ok(event) = event
+                        && !matches!(event.kind, notify::EventKind::Access(_))
+                    {
+                        for path in event.paths {
+                            let _ = tx.send(path);
+                        }
+                    }
+                })
+                .context("starting the plugin file watcher")?;
+            let mut dirs: Vec<PathBuf> = files
+                .iter()
+                .filter_map(|(_, p)| p.parent().map(Path::to_path_buf))
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            for dir in &dirs {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir.as_path()
+                };
+                watcher
+                    .watch(dir, notify::RecursiveMode::NonRecursive)
+                    .with_context(|| format!("watching {}", dir.display()))?;
+            }
+            Some(watcher)
+        } else {
+            None
+        };
+        let _ = ready.send(());
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading plugins");
+                    let me = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || me.reload_all()).await;
+                }
+                Some(path) = changed.recv() => {
+                    // Let a writer finish: gather events until 200 ms of quiet.
+                    let mut paths = vec![path];
+                    while let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(200), changed.recv()).await {
+                        paths.push(p);
+                    }
+                    let decisions: Vec<Decision> = files
+                        .iter()
+                        .filter(|(_, f)| paths.iter().any(|p| same_file(p, f)))
+                        .map(|(d, _)| *d)
+                        .collect();
+                    for decision in decisions {
+                        let me = self.clone();
+                        let _ = tokio::task::spawn_blocking(move || me.reload(decision)).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn same_file(event_path: &Path, configured: &Path) -> bool {
+    if event_path == configured {
+        return true;
+    }
+    match (event_path.canonicalize(), configured.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => {
+            event_path.file_name() == configured.file_name()
+                && event_path.parent().and_then(|p| p.canonicalize().ok())
+                    == configured.parent().and_then(|p| p.canonicalize().ok())
+        }
+    }
+}
