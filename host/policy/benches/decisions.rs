@@ -101,10 +101,19 @@ fn decisions(rt: &PolicyRuntime, n: usize, label: &str) {
     let big = request(50);
     let (d, p) = (dial(), parked());
     let rows: [(&str, Box<dyn Fn()>); 4] = [
-        ("allocator, 10 candidates", Box::new(|| drop(rt.allocate(&small)))),
-        ("allocator, 50 candidates", Box::new(|| drop(rt.allocate(&big)))),
+        (
+            "allocator, 10 candidates",
+            Box::new(|| drop(rt.allocate(&small))),
+        ),
+        (
+            "allocator, 50 candidates",
+            Box::new(|| drop(rt.allocate(&big))),
+        ),
         ("dialing *88701", Box::new(|| drop(rt.parse_dial(&d)))),
-        ("recall, 3 attempts + fallback", Box::new(|| drop(rt.plan_recall(&p)))),
+        (
+            "recall, 3 attempts + fallback",
+            Box::new(|| drop(rt.plan_recall(&p))),
+        ),
     ];
     for (name, f) in rows {
         let fig = measure(n, f);
@@ -115,7 +124,11 @@ fn decisions(rt: &PolicyRuntime, n: usize, label: &str) {
         );
     }
     for dec in Decision::ALL {
-        assert_eq!(rt.stats(dec).failures(), 0, "{dec} failed during the benchmark");
+        assert_eq!(
+            rt.stats(dec).failures(),
+            0,
+            "{dec} failed during the benchmark"
+        );
     }
 }
 
@@ -124,7 +137,9 @@ fn main() {
     // do not need.
     let runtime = PolicyRuntime::new(Limits::default(), None).expect("engine");
     for d in Decision::ALL {
-        runtime.load(d, &embedded::default_plugin(d), vec![]).expect("default plugin");
+        runtime
+            .load(d, &embedded::default_plugin(d), vec![])
+            .expect("default plugin");
     }
     println!("== plugin decisions (default plugins, through Policy, validated) ==");
     decisions(&runtime, 50_000, "warm instance");
@@ -138,7 +153,9 @@ fn main() {
     )
     .expect("engine");
     for d in Decision::ALL {
-        fresh.load(d, &embedded::default_plugin(d), vec![]).expect("default plugin");
+        fresh
+            .load(d, &embedded::default_plugin(d), vec![])
+            .expect("default plugin");
     }
     decisions(&fresh, 5_000, "fresh instance");
 
@@ -161,7 +178,10 @@ fn main() {
             rt.engine().clear_memory_cache();
             let report = rt.load(d, &source, vec![]).expect("load");
             if i > 0 {
-                assert_eq!(report.compiled_from, callpark_policy::CompiledFrom::Artifact);
+                assert_eq!(
+                    report.compiled_from,
+                    callpark_policy::CompiledFrom::Artifact
+                );
                 from_cache.push(report.took);
             }
         }

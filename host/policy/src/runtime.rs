@@ -174,23 +174,24 @@ fn run_cases<I: Clone + HasParams, O: PartialEq + std::fmt::Debug>(
 }
 
 trait HasParams {
+    fn params(&self) -> &Params;
     fn set_params(&mut self, params: Params);
 }
-impl HasParams for ParkRequest {
-    fn set_params(&mut self, params: Params) {
-        self.params = params;
-    }
+
+macro_rules! has_params {
+    ($($t:ty),*) => {$(
+        impl HasParams for $t {
+            fn params(&self) -> &Params {
+                &self.params
+            }
+            fn set_params(&mut self, params: Params) {
+                self.params = params;
+            }
+        }
+    )*};
 }
-impl HasParams for DialContext {
-    fn set_params(&mut self, params: Params) {
-        self.params = params;
-    }
-}
-impl HasParams for ParkedCall {
-    fn set_params(&mut self, params: Params) {
-        self.params = params;
-    }
-}
+
+has_params!(ParkRequest, DialContext, ParkedCall);
 
 /// Type-checks a compiled plugin against world `W` and instantiates it once.
 fn prepare<W: World>(
@@ -573,73 +574,52 @@ fn check_world<W: World>(
 
 impl Policy for PolicyRuntime {
     fn allocate(&self, req: &ParkRequest) -> Result<Allocation, PolicyError> {
-        let mut params = None;
-        let outcome = self.allocator.decide(
-            |g| {
-                let req = ParkRequest {
-                    params: merged(&g.info.params, &req.params),
-                    ..req.clone()
-                };
-                let answer = allocate_on(g, &req);
-                params = Some(req.params);
-                answer
-            },
+        decide(
+            &self.allocator,
+            req,
+            allocate_on,
             |a| check_allocation(req, a),
-        );
-        Self::settle(&self.allocator, outcome, || {
-            let req = ParkRequest {
-                params: params.unwrap_or_else(|| req.params.clone()),
-                ..req.clone()
-            };
-            self.builtin.allocate(&req)
-        })
+            |r| self.builtin.allocate(r),
+        )
     }
 
     fn parse_dial(&self, ctx: &DialContext) -> Result<DialAction, PolicyError> {
-        let mut params = None;
-        let outcome = self.dialing.decide(
-            |g| {
-                let ctx = DialContext {
-                    params: merged(&g.info.params, &ctx.params),
-                    ..ctx.clone()
-                };
-                let answer = parse_on(g, &ctx);
-                params = Some(ctx.params);
-                answer
-            },
-            check_dial_action,
-        );
-        Self::settle(&self.dialing, outcome, || {
-            let ctx = DialContext {
-                params: params.unwrap_or_else(|| ctx.params.clone()),
-                ..ctx.clone()
-            };
-            self.builtin.parse_dial(&ctx)
+        decide(&self.dialing, ctx, parse_on, check_dial_action, |c| {
+            self.builtin.parse_dial(c)
         })
     }
 
     fn plan_recall(&self, call: &ParkedCall) -> Result<RecallPlan, PolicyError> {
-        let mut params = None;
-        let outcome = self.recall.decide(
-            |g| {
-                let call = ParkedCall {
-                    params: merged(&g.info.params, &call.params),
-                    ..call.clone()
-                };
-                let answer = plan_on(g, &call);
-                params = Some(call.params);
-                answer
-            },
-            check_recall_plan,
-        );
-        Self::settle(&self.recall, outcome, || {
-            let call = ParkedCall {
-                params: params.unwrap_or_else(|| call.params.clone()),
-                ..call.clone()
-            };
-            self.builtin.plan_recall(&call)
+        decide(&self.recall, call, plan_on, check_recall_plan, |c| {
+            self.builtin.plan_recall(c)
         })
     }
+}
+
+/// One decision through a slot: the slot's params laid under the input's,
+/// the plugin's answer validated, and on failure the built-in policy (with
+/// the same effective params) or a refusal, per the slot's `on_failure`.
+fn decide<W: World, I: Clone + HasParams, R>(
+    slot: &Slot<W>,
+    input: &I,
+    call_on: fn(&Generation<W>, &I) -> Result<R, CallFailure>,
+    validate: impl FnOnce(&R) -> Result<(), String>,
+    builtin: impl FnOnce(&I) -> Result<R, PolicyError>,
+) -> Result<R, PolicyError> {
+    let mut effective: Option<I> = None;
+    let outcome = slot.decide(
+        |g| {
+            let mut with_params = input.clone();
+            with_params.set_params(merged(&g.info.params, input.params()));
+            let answer = call_on(g, &with_params);
+            effective = Some(with_params);
+            answer
+        },
+        validate,
+    );
+    PolicyRuntime::settle(slot, outcome, || {
+        builtin(effective.as_ref().unwrap_or(input))
+    })
 }
 
 #[cfg(test)]
