@@ -65,6 +65,9 @@ fn parked() -> ParkedCall {
     }
 }
 
+/// A named decision to time.
+type Row<'a> = (&'static str, Box<dyn Fn() + 'a>);
+
 struct Figures {
     median: Duration,
     p99: Duration,
@@ -100,7 +103,7 @@ fn decisions(rt: &PolicyRuntime, n: usize, label: &str) {
     let small = request(10);
     let big = request(50);
     let (d, p) = (dial(), parked());
-    let rows: [(&str, Box<dyn Fn()>); 4] = [
+    let rows: [Row; 4] = [
         (
             "allocator, 10 candidates",
             Box::new(|| drop(rt.allocate(&small))),
