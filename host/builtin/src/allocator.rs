@@ -48,8 +48,8 @@ pub fn allocate(req: &ParkRequest) -> Allocation {
     let strategy = Strategy::from_params(&req.params).unwrap_or(Strategy::First);
     match &req.target {
         ParkTarget::Orbit(number) => directed(req, number),
-        ParkTarget::Group(name) => hunt(req, strategy, &format!("group {name}")),
-        ParkTarget::DefaultLot => hunt(req, strategy, "the park lot"),
+        ParkTarget::Group(name) => hunt(req, strategy, || format!("group {name}")),
+        ParkTarget::DefaultLot => hunt(req, strategy, || "the park lot".to_string()),
     }
 }
 
@@ -69,10 +69,11 @@ fn directed(req: &ParkRequest, number: &str) -> Allocation {
     }
 }
 
-fn hunt(req: &ParkRequest, strategy: Strategy, what: &str) -> Allocation {
+/// `what` names the group or lot in a refusal; built only when refusing.
+fn hunt(req: &ParkRequest, strategy: Strategy, what: impl Fn() -> String) -> Allocation {
     let n = req.candidates.len();
     if n == 0 {
-        return reject(RejectCode::Full, format!("{what} has no orbits"));
+        return reject(RejectCode::Full, format!("{} has no orbits", what()));
     }
     let start = match strategy {
         Strategy::First => 0,
@@ -84,7 +85,7 @@ fn hunt(req: &ParkRequest, strategy: Strategy, what: &str) -> Allocation {
         Strategy::Random => {
             let free: Vec<_> = req.candidates.iter().filter(|c| c.has_room()).collect();
             if free.is_empty() {
-                return reject(RejectCode::Full, format!("{what} is full"));
+                return reject(RejectCode::Full, format!("{} is full", what()));
             }
             let pick = (req.entropy % free.len() as u64) as usize;
             return Allocation::Orbit(free[pick].number.clone());
@@ -94,7 +95,7 @@ fn hunt(req: &ParkRequest, strategy: Strategy, what: &str) -> Allocation {
         .map(|k| &req.candidates[(start + k) % n])
         .find(|c| c.has_room())
         .map(|c| Allocation::Orbit(c.number.clone()))
-        .unwrap_or_else(|| reject(RejectCode::Full, format!("{what} is full")))
+        .unwrap_or_else(|| reject(RejectCode::Full, format!("{} is full", what())))
 }
 
 fn reject(code: RejectCode, reason: String) -> Allocation {

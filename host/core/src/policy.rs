@@ -262,21 +262,31 @@ pub fn check_recall_plan(plan: &RecallPlan) -> Result<(), String> {
         ));
     }
     for (i, step) in plan.steps.iter().enumerate() {
-        check_uri(&format!("step {} target", i + 1), &step.target)?;
+        // Messages are built only on failure: this runs on every decision.
+        let n = i + 1;
+        if !is_routable_uri(&step.target) {
+            return Err(format!(
+                "step {n} target {:?} is not a sip:, sips: or tel: URI",
+                step.target
+            ));
+        }
         if !RING_MS_RANGE.contains(&step.ring_ms) {
             return Err(format!(
-                "step {} rings {} ms (allowed {}..={})",
-                i + 1,
+                "step {n} rings {} ms (allowed {}..={})",
                 step.ring_ms,
                 RING_MS_RANGE.start(),
                 RING_MS_RANGE.end()
             ));
         }
-        if let Some(v) = &step.alert_info {
-            check_text(&format!("step {} alert-info", i + 1), v, MAX_URI_LEN)?;
+        if let Some(v) = &step.alert_info
+            && !text_ok(v, MAX_URI_LEN)
+        {
+            return check_text(&format!("step {n} alert-info"), v, MAX_URI_LEN);
         }
-        if let Some(v) = &step.display {
-            check_text(&format!("step {} display", i + 1), v, MAX_NAME_LEN * 2)?;
+        if let Some(v) = &step.display
+            && !text_ok(v, MAX_NAME_LEN * 2)
+        {
+            return check_text(&format!("step {n} display"), v, MAX_NAME_LEN * 2);
         }
     }
     match &plan.end {
@@ -328,6 +338,10 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+fn text_ok(text: &str, max: usize) -> bool {
+    text.len() <= max && !text.chars().any(char::is_control)
 }
 
 fn check_text(what: &str, text: &str, max: usize) -> Result<(), String> {

@@ -4,7 +4,7 @@
 use crate::bindings::types as wit;
 use callpark_core as core;
 
-pub(crate) fn park_request(r: &core::ParkRequest) -> wit::ParkRequest {
+pub(crate) fn park_request(r: &core::ParkRequest, params: &core::Params) -> wit::ParkRequest {
     wit::ParkRequest {
         parker: r.parker.clone(),
         parked_uri: r.parked_uri.clone(),
@@ -27,7 +27,7 @@ pub(crate) fn park_request(r: &core::ParkRequest) -> wit::ParkRequest {
         last_orbit: r.last_orbit.clone(),
         now_ms: r.now_ms,
         entropy: r.entropy,
-        params: r.params.clone(),
+        params: params.clone(),
     }
 }
 
@@ -46,14 +46,14 @@ pub(crate) fn allocation(a: wit::Allocation) -> core::Allocation {
     }
 }
 
-pub(crate) fn dial_context(c: &core::DialContext) -> wit::DialContext {
+pub(crate) fn dial_context(c: &core::DialContext, params: &core::Params) -> wit::DialContext {
     wit::DialContext {
         dialed: c.dialed.clone(),
         caller: c.caller.clone(),
         referred_by: c.referred_by.clone(),
         has_replaces: c.has_replaces,
         dialed_is_orbit: c.dialed_is_orbit,
-        params: c.params.clone(),
+        params: params.clone(),
     }
 }
 
@@ -66,7 +66,7 @@ pub(crate) fn dial_action(a: wit::DialAction) -> core::DialAction {
     }
 }
 
-pub(crate) fn parked_call(c: &core::ParkedCall) -> wit::ParkedCall {
+pub(crate) fn parked_call(c: &core::ParkedCall, params: &core::Params) -> wit::ParkedCall {
     wit::ParkedCall {
         orbit: c.orbit.clone(),
         group: c.group.clone(),
@@ -81,7 +81,7 @@ pub(crate) fn parked_call(c: &core::ParkedCall) -> wit::ParkedCall {
             core::RecallReason::EscapeKey => wit::RecallReason::EscapeKey,
             core::RecallReason::OrbitRemoved => wit::RecallReason::OrbitRemoved,
         },
-        params: c.params.clone(),
+        params: params.clone(),
     }
 }
 

@@ -122,20 +122,29 @@ fn merged(base: &Params, extra: &Params) -> Params {
 fn allocate_on(
     g: &Generation<AllocatorWorld>,
     req: &ParkRequest,
+    params: &Params,
 ) -> Result<Allocation, CallFailure> {
-    let req = convert::park_request(req);
+    let req = convert::park_request(req, params);
     g.call(|b, store| b.callpark_policy_allocator().call_allocate(store, &req))
         .map(convert::allocation)
 }
 
-fn parse_on(g: &Generation<DialingWorld>, ctx: &DialContext) -> Result<DialAction, CallFailure> {
-    let ctx = convert::dial_context(ctx);
+fn parse_on(
+    g: &Generation<DialingWorld>,
+    ctx: &DialContext,
+    params: &Params,
+) -> Result<DialAction, CallFailure> {
+    let ctx = convert::dial_context(ctx, params);
     g.call(|b, store| b.callpark_policy_dialing().call_parse(store, &ctx))
         .map(convert::dial_action)
 }
 
-fn plan_on(g: &Generation<RecallWorld>, call: &ParkedCall) -> Result<RecallPlan, CallFailure> {
-    let call = convert::parked_call(call);
+fn plan_on(
+    g: &Generation<RecallWorld>,
+    call: &ParkedCall,
+    params: &Params,
+) -> Result<RecallPlan, CallFailure> {
+    let call = convert::parked_call(call, params);
     g.call(|b, store| b.callpark_policy_recall().call_plan(store, &call))
         .map(convert::recall_plan)
 }
@@ -243,7 +252,7 @@ fn allocator_cases(g: &Generation<AllocatorWorld>, p: &Params, canary: bool) -> 
         conformance::allocator_cases(),
         p,
         canary,
-        |r| allocate_on(g, r),
+        |r| allocate_on(g, r, &r.params),
         check_allocation,
     )
 }
@@ -253,7 +262,7 @@ fn dialing_cases(g: &Generation<DialingWorld>, p: &Params, canary: bool) -> Vec<
         conformance::dialing_cases(),
         p,
         canary,
-        |c| parse_on(g, c),
+        |c| parse_on(g, c, &c.params),
         |_, a| check_dial_action(a),
     )
 }
@@ -263,7 +272,7 @@ fn recall_cases(g: &Generation<RecallWorld>, p: &Params, canary: bool) -> Vec<Ca
         conformance::recall_cases(),
         p,
         canary,
-        |c| plan_on(g, c),
+        |c| plan_on(g, c, &c.params),
         |_, plan| check_recall_plan(plan),
     )
 }
@@ -602,23 +611,28 @@ impl Policy for PolicyRuntime {
 fn decide<W: World, I: Clone + HasParams, R>(
     slot: &Slot<W>,
     input: &I,
-    call_on: fn(&Generation<W>, &I) -> Result<R, CallFailure>,
+    call_on: fn(&Generation<W>, &I, &Params) -> Result<R, CallFailure>,
     validate: impl FnOnce(&R) -> Result<(), String>,
     builtin: impl FnOnce(&I) -> Result<R, PolicyError>,
 ) -> Result<R, PolicyError> {
-    let mut effective: Option<I> = None;
+    let mut effective: Option<Params> = None;
     let outcome = slot.decide(
         |g| {
-            let mut with_params = input.clone();
-            with_params.set_params(merged(&g.info.params, input.params()));
-            let answer = call_on(g, &with_params);
-            effective = Some(with_params);
+            let params = merged(&g.info.params, input.params());
+            let answer = call_on(g, input, &params);
+            effective = Some(params);
             answer
         },
         validate,
     );
-    PolicyRuntime::settle(slot, outcome, || {
-        builtin(effective.as_ref().unwrap_or(input))
+    // The input is cloned only on the failure path.
+    PolicyRuntime::settle(slot, outcome, || match effective {
+        Some(params) => {
+            let mut with_params = input.clone();
+            with_params.set_params(params);
+            builtin(&with_params)
+        }
+        None => builtin(input),
     })
 }
 

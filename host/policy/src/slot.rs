@@ -170,7 +170,7 @@ impl<W: World> Generation<W> {
             Some(w) => w,
             None => self.instantiate()?,
         };
-        warm.store.data_mut().call_started_cpu = crate::engine::thread_cpu_time();
+        warm.store.data_mut().cpu_at_deadline = None;
         warm.store.set_epoch_deadline(self.engine.deadline_ticks());
         match f(&warm.bindings, &mut warm.store) {
             Ok(r) => {
