@@ -1,0 +1,6 @@
+//! Sans-IO SIP for callpark: no sockets, no clock, no files.
+//!
+//! - [`sdp`]: SDP offer/answer (RFC 3264) for the audio a park server speaks:
+//!   PCMU, PCMA and telephone-event.
+
+pub mod sdp;
