@@ -282,3 +282,54 @@ mod tests {
         assert!(Music::from_wav("empty.wav", &empty).is_err());
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+
+    fn load(rel: &str) -> Music {
+        let path = format!("{}/../../music/{rel}", env!("CARGO_MANIFEST_DIR"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        Music::from_wav(rel, &bytes).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn loudness(m: &Music) -> f64 {
+        let n = m.frames() as u64;
+        let sum: f64 = (0..n)
+            .flat_map(|f| m.frame(Codec::Pcma, f).to_vec())
+            .map(|b| f64::from(crate::g711::alaw_to_linear(b)).abs())
+            .sum();
+        sum / (n as f64 * FRAME_SAMPLES as f64)
+    }
+
+    #[test]
+    fn the_default_hold_music_loads_and_is_audible() {
+        let m = load("hold.wav");
+        assert_eq!(m.duration_ms(), 40_000);
+        assert!(loudness(&m) > 1_000.0, "{}", loudness(&m));
+    }
+
+    #[test]
+    fn every_prompt_loads_and_speaks() {
+        for name in [
+            "0",
+            "1",
+            "2",
+            "3",
+            "4",
+            "5",
+            "6",
+            "7",
+            "8",
+            "9",
+            "star",
+            "hash",
+            "parked-on",
+            "nothing-parked",
+        ] {
+            let m = load(&format!("prompts/{name}.wav"));
+            assert!(m.duration_ms() >= 200, "{name}: {} ms", m.duration_ms());
+            assert!(loudness(&m) > 300.0, "{name}: {}", loudness(&m));
+        }
+    }
+}
