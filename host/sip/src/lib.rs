@@ -3,4 +3,7 @@
 //! - [`sdp`]: SDP offer/answer (RFC 3264) for the audio a park server speaks:
 //!   PCMU, PCMA and telephone-event.
 
+pub mod codec;
+pub mod message;
 pub mod sdp;
+pub mod uri;
