@@ -187,19 +187,22 @@ pub struct Via {
 impl Via {
     pub fn parse(text: &str) -> Result<Via, HeaderError> {
         let bad = |r: &str| HeaderError::bad("Via", format!("{r}: `{text}`"));
+        // sent-protocol allows LWS around each '/' (RFC 3261 §25.1).
         let t = text.trim();
-        let (proto, rest) = t
-            .split_once(|c: char| c.is_whitespace())
-            .ok_or_else(|| bad("no sent-by"))?;
-        let mut parts = proto.split('/').map(str::trim);
-        let (name, version, transport) = (parts.next(), parts.next(), parts.next());
-        if !name.is_some_and(|n| n.eq_ignore_ascii_case("SIP")) || version != Some("2.0") {
+        let (name, rest) = t.split_once('/').ok_or_else(|| bad("not SIP/2.0"))?;
+        let (version, rest) = rest.split_once('/').ok_or_else(|| bad("not SIP/2.0"))?;
+        if !name.trim().eq_ignore_ascii_case("SIP") || version.trim() != "2.0" {
             return Err(bad("not SIP/2.0"));
         }
-        let transport = transport
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| bad("no transport"))?
-            .to_ascii_uppercase();
+        let rest = rest.trim_start();
+        let end = rest
+            .find(|c: char| c.is_whitespace())
+            .ok_or_else(|| bad("no sent-by"))?;
+        let transport = rest[..end].to_ascii_uppercase();
+        if transport.is_empty() {
+            return Err(bad("no transport"));
+        }
+        let rest = &rest[end..];
         let rest = rest.trim();
         let (sent_by, params) = rest.split_once(';').unwrap_or((rest, ""));
         let (host, port) = split_host_port(sent_by).ok_or_else(|| bad("bad sent-by"))?;

@@ -270,6 +270,21 @@ pub fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The content of a quoted string whose opening quote is gone: escapes
+/// undone, up to the closing quote, which must end the text.
+fn unquote(text: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?),
+            '"' => return chars.as_str().trim().is_empty().then_some(out),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
 /// `"Display" <uri>;params`, or a bare `uri;params` (where the parameters
 /// belong to the header, as RFC 3261 §20 says).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,11 +312,10 @@ impl NameAddr {
         if let Some(open) = t.find('<') {
             let close = t[open..].find('>').ok_or_else(|| err("unclosed <"))? + open;
             let display = t[..open].trim();
-            let display = display
-                .strip_prefix('"')
-                .and_then(|d| d.strip_suffix('"'))
-                .map(|d| d.replace("\\\"", "\"").replace("\\\\", "\\"))
-                .unwrap_or_else(|| display.to_string());
+            let display = match display.strip_prefix('"') {
+                Some(quoted) => unquote(quoted).ok_or_else(|| err("unbalanced quotes"))?,
+                None => display.to_string(),
+            };
             let uri = Uri::parse(&t[open + 1..close])?;
             let rest = t[close + 1..].trim();
             Ok(NameAddr {
