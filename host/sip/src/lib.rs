@@ -6,4 +6,5 @@
 pub mod codec;
 pub mod message;
 pub mod sdp;
+pub mod transaction;
 pub mod uri;

@@ -137,6 +137,22 @@ impl Headers {
         }
     }
 
+    /// Puts a header first (a new top Via).
+    pub fn push_front(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(0, (name.into(), value.into()));
+    }
+
+    /// Changes the first header of this name, keeping its position.
+    pub fn replace_first(&mut self, name: &str, value: impl Into<String>) {
+        if let Some(h) = self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            h.1 = value.into();
+        }
+    }
+
     pub fn remove(&mut self, name: &str) {
         self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }

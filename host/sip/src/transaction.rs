@@ -1,0 +1,878 @@
+//! RFC 3261 §17 transactions (with the RFC 6026 `Accepted` state), sans-IO.
+//!
+//! Feed datagrams and stream frames in with `handle_message`, requests and
+//! responses from the transaction user with `send_request` and
+//! `send_response`, and time with `handle_timeout`; drain `poll_event`,
+//! `poll_transmit` and `poll_timeout`. Time is a `Duration` from any origin.
+//!
+//! Over UDP the layer retransmits (timers A, E, G and our 2xx until the ACK
+//! arrives) and absorbs retransmissions of what it already answered. Over
+//! TCP it never retransmits and its wait timers (D, I, J, K) are zero.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::codec::{parse, serialize_request, serialize_response};
+use crate::message::{HeaderView, Message, Method, Request, Response, Via};
+use crate::uri::Host;
+
+/// RTT estimate (RFC 3261 §17.1.1.1).
+pub const T1: Duration = Duration::from_millis(500);
+/// The longest retransmit interval for non-INVITE requests and INVITE responses.
+pub const T2: Duration = Duration::from_secs(4);
+/// How long a message may live in the network.
+pub const T4: Duration = Duration::from_secs(5);
+
+/// Where a message came from or goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    /// A TCP connection, named by the server's connection id.
+    Tcp(u64),
+}
+
+impl Transport {
+    pub fn reliable(self) -> bool {
+        matches!(self, Transport::Tcp(_))
+    }
+
+    fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp(_) => "TCP",
+        }
+    }
+}
+
+/// A remote address on a transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// Bytes to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub peer: Peer,
+    pub bytes: Vec<u8>,
+}
+
+/// A transaction's handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxId(u64);
+
+/// What the transaction user hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxEvent {
+    /// A new request (not ACK, not a retransmission). Answer it with
+    /// `send_response(tx, ...)`. A CANCEL has already been answered with
+    /// 200 when it matched an INVITE: see `Cancelled`.
+    Request {
+        tx: TxId,
+        request: Request,
+        peer: Peer,
+    },
+    /// An ACK for a 2xx we sent (or a stray ACK): the dialog's business.
+    Ack { request: Request, peer: Peer },
+    /// A CANCEL matched the INVITE transaction `invite`, still proceeding;
+    /// the transaction user should answer that INVITE with 487.
+    Cancelled { invite: TxId, cancel: Request },
+    /// A response to a request we sent (2xx retransmissions included, so
+    /// that the dialog can ACK each).
+    Response { tx: TxId, response: Response },
+    /// A request we sent got no final response in time (timer B or F):
+    /// treat as 408.
+    Timeout { tx: TxId },
+    /// Our 2xx to an INVITE was never acknowledged (64*T1): the dialog
+    /// should end with a BYE.
+    AckTimeout { tx: TxId },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerState {
+    Trying,
+    Proceeding,
+    Completed,
+    Confirmed,
+    Accepted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientState {
+    Calling,
+    Proceeding,
+    Completed,
+    Accepted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// G: retransmit a non-2xx final response to INVITE; also our 2xx
+    /// retransmission in `Accepted` (RFC 3261 §13.3.1.4).
+    Retransmit,
+    /// H, J, L (server) and B, F, M, D, K (client): the transaction ends
+    /// or gives up.
+    Finish,
+    /// I: confirmed INVITE transactions linger to absorb ACKs.
+    Linger,
+}
+
+#[derive(Debug)]
+struct ServerTx {
+    key: ServerKey,
+    is_invite: bool,
+    state: ServerState,
+    peer: Peer,
+    request: Request,
+    last_response: Option<Vec<u8>>,
+    interval: Duration,
+    /// For matching the ACK of a 2xx: Call-ID and CSeq number.
+    dialog_key: (String, u32),
+}
+
+#[derive(Debug)]
+struct ClientTx {
+    key: ClientKey,
+    is_invite: bool,
+    state: ClientState,
+    peer: Peer,
+    request: Request,
+    bytes: Vec<u8>,
+    interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ServerKey {
+    branch: String,
+    sent_by: String,
+    /// ACK is matched to INVITE, so INVITE and ACK share `INVITE`.
+    method: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    branch: String,
+    method: String,
+}
+
+/// The transaction layer of one SIP endpoint.
+pub struct Transactions {
+    /// Our `sent-by` for the Via of requests we send (`host:port`).
+    sent_by: String,
+    entropy: u64,
+    next_id: u64,
+    server: HashMap<TxId, ServerTx>,
+    server_keys: HashMap<ServerKey, TxId>,
+    accepted_by_dialog: HashMap<(String, u32), TxId>,
+    client: HashMap<TxId, ClientTx>,
+    client_keys: HashMap<ClientKey, TxId>,
+    /// Deadlines. Entries of finished transactions or replaced timers are
+    /// skipped when they come due.
+    timers: BTreeMap<(Duration, u64), (TxId, Timer)>,
+    armed: HashMap<(TxId, u8), (Duration, u64)>,
+    timer_seq: u64,
+    events: VecDeque<TxEvent>,
+    transmits: VecDeque<Transmit>,
+}
+
+fn timer_slot(t: Timer) -> u8 {
+    match t {
+        Timer::Retransmit => 0,
+        Timer::Finish => 1,
+        Timer::Linger => 2,
+    }
+}
+
+fn server_key(via: &Via, method: &Method) -> Option<ServerKey> {
+    let branch = via.branch()?;
+    // RFC 2543 peers without the magic cookie are not supported: every SIP
+    // phone of this century sends one.
+    if !branch.starts_with("z9hG4bK") {
+        return None;
+    }
+    let method = match method {
+        Method::Ack => "INVITE".to_string(),
+        m => m.as_str().to_string(),
+    };
+    let sent_by = match via.port {
+        Some(p) => format!("{}:{p}", via.host),
+        None => via.host.to_string(),
+    };
+    Some(ServerKey {
+        branch: branch.to_string(),
+        sent_by: sent_by.to_ascii_lowercase(),
+        method,
+    })
+}
+
+impl Transactions {
+    /// `sent_by` is what we put in our Via (`host:port`); `entropy` seeds
+    /// branch generation.
+    pub fn new(sent_by: impl Into<String>, entropy: u64) -> Transactions {
+        Transactions {
+            sent_by: sent_by.into(),
+            entropy: entropy | 1,
+            next_id: 0,
+            server: HashMap::new(),
+            server_keys: HashMap::new(),
+            accepted_by_dialog: HashMap::new(),
+            client: HashMap::new(),
+            client_keys: HashMap::new(),
+            timers: BTreeMap::new(),
+            armed: HashMap::new(),
+            timer_seq: 0,
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
+        }
+    }
+
+    /// Live transactions (server, client).
+    pub fn len(&self) -> (usize, usize) {
+        (self.server.len(), self.client.len())
+    }
+
+    /// A fresh token (xorshift64*): branches, tags, Call-IDs.
+    pub fn token(&mut self) -> String {
+        let mut x = self.entropy;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.entropy = x;
+        format!("{:016x}", x.wrapping_mul(0x2545_F491_4F6C_DD1D))
+    }
+
+    fn id(&mut self) -> TxId {
+        self.next_id += 1;
+        TxId(self.next_id)
+    }
+
+    fn arm(&mut self, now: Duration, tx: TxId, timer: Timer, after: Duration) {
+        self.disarm(tx, timer);
+        self.timer_seq += 1;
+        let at = (now + after, self.timer_seq);
+        self.timers.insert(at, (tx, timer));
+        self.armed.insert((tx, timer_slot(timer)), at);
+    }
+
+    fn disarm(&mut self, tx: TxId, timer: Timer) {
+        if let Some(at) = self.armed.remove(&(tx, timer_slot(timer))) {
+            self.timers.remove(&at);
+        }
+    }
+
+    fn forget_server(&mut self, id: TxId) {
+        if let Some(tx) = self.server.remove(&id) {
+            self.server_keys.remove(&tx.key);
+            if self.accepted_by_dialog.get(&tx.dialog_key) == Some(&id) {
+                self.accepted_by_dialog.remove(&tx.dialog_key);
+            }
+        }
+        for t in [Timer::Retransmit, Timer::Finish, Timer::Linger] {
+            self.disarm(id, t);
+        }
+    }
+
+    fn forget_client(&mut self, id: TxId) {
+        if let Some(tx) = self.client.remove(&id) {
+            self.client_keys.remove(&tx.key);
+        }
+        for t in [Timer::Retransmit, Timer::Finish, Timer::Linger] {
+            self.disarm(id, t);
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<TxEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Takes in a parsed message from `peer`.
+    pub fn handle_message(&mut self, now: Duration, message: Message, peer: Peer) {
+        match message {
+            Message::Request(r) => self.handle_request(now, r, peer),
+            Message::Response(r) => self.handle_response(now, r),
+        }
+    }
+
+    /// Parses and takes in bytes; malformed requests that can be answered
+    /// get 400 with a Warning, the rest are dropped. Returns the parse
+    /// error, for logging.
+    pub fn handle_bytes(&mut self, now: Duration, bytes: &[u8], peer: Peer) -> Result<(), String> {
+        match parse(bytes) {
+            Ok(m) => {
+                self.handle_message(now, m, peer);
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(request) = e.request.as_deref()
+                    && request.method != Method::Ack
+                    && request.top_via().is_ok()
+                    && ["From", "To", "Call-ID", "CSeq"]
+                        .iter()
+                        .all(|h| request.header(h).is_some())
+                {
+                    let mut response = request.response(400, None);
+                    let warning: String = e
+                        .reason
+                        .chars()
+                        .filter(|c| *c != '"' && !c.is_control())
+                        .take(200)
+                        .collect();
+                    response
+                        .headers
+                        .push("Warning", format!("399 callpark \"{warning}\""));
+                    let bytes = serialize_response(&response);
+                    self.transmits.push_back(Transmit {
+                        peer: response_peer(request, peer),
+                        bytes,
+                    });
+                }
+                Err(e.reason)
+            }
+        }
+    }
+
+    fn handle_request(&mut self, now: Duration, mut request: Request, peer: Peer) {
+        // RFC 3261 §18.2.1 and RFC 3581: note where the request really came
+        // from, so that responses find their way back through NAT.
+        let Ok(mut via) = request.top_via() else {
+            return;
+        };
+        let ip = peer.addr.ip();
+        if via.host != Host::Ip(ip) {
+            via.set_param("received", Some(ip.to_string()));
+        }
+        if via.param("rport").is_some() {
+            via.set_param("rport", Some(peer.addr.port().to_string()));
+            via.set_param("received", Some(ip.to_string()));
+        }
+        rewrite_top_via(&mut request, &via);
+
+        let Some(key) = server_key(&via, &request.method) else {
+            // No RFC 3261 branch: handled without a transaction.
+            if request.method == Method::Ack {
+                self.events.push_back(TxEvent::Ack { request, peer });
+            }
+            return;
+        };
+
+        if let Some(&id) = self.server_keys.get(&key) {
+            let tx = self.server.get_mut(&id).expect("key map and table agree");
+            if request.method == Method::Ack {
+                if tx.state == ServerState::Accepted {
+                    // A peer that ACKs our 2xx with the INVITE's branch.
+                    let dialog = tx.dialog_key.clone();
+                    self.accepted_by_dialog.remove(&dialog);
+                    self.disarm(id, Timer::Retransmit);
+                    self.events.push_back(TxEvent::Ack { request, peer });
+                    return;
+                }
+                if tx.state == ServerState::Completed {
+                    tx.state = ServerState::Confirmed;
+                    self.disarm(id, Timer::Retransmit);
+                    self.disarm(id, Timer::Finish);
+                    let linger = if peer.transport.reliable() {
+                        Duration::ZERO
+                    } else {
+                        T4
+                    };
+                    self.arm(now, id, Timer::Linger, linger);
+                }
+                return;
+            }
+            // A retransmission: repeat the last response, if any.
+            if let Some(bytes) = tx.last_response.clone() {
+                let peer = tx.peer;
+                self.transmits.push_back(Transmit { peer, bytes });
+            }
+            return;
+        }
+
+        if request.method == Method::Ack {
+            // The ACK of a 2xx travels in a new transaction: match by dialog.
+            let dialog = (
+                request.call_id().unwrap_or_default().to_string(),
+                request.cseq().map(|c| c.0).unwrap_or_default(),
+            );
+            if let Some(id) = self.accepted_by_dialog.remove(&dialog) {
+                self.disarm(id, Timer::Retransmit);
+            }
+            self.events.push_back(TxEvent::Ack { request, peer });
+            return;
+        }
+
+        if request.method == Method::Cancel {
+            let invite_key = ServerKey {
+                method: "INVITE".into(),
+                ..key.clone()
+            };
+            let id = self.id();
+            let mut ok = request.response(200, None);
+            let matched = self.server_keys.get(&invite_key).copied();
+            if matched.is_none() {
+                ok = request.response(481, None);
+            }
+            let bytes = serialize_response(&ok);
+            let reply_to = response_peer(&request, peer);
+            self.transmits.push_back(Transmit {
+                peer: reply_to,
+                bytes: bytes.clone(),
+            });
+            self.insert_server(
+                now,
+                id,
+                key,
+                false,
+                ServerState::Completed,
+                reply_to,
+                request.clone(),
+                Some(bytes),
+            );
+            if let Some(invite) = matched
+                && self
+                    .server
+                    .get(&invite)
+                    .is_some_and(|t| t.state == ServerState::Proceeding)
+            {
+                self.events.push_back(TxEvent::Cancelled {
+                    invite,
+                    cancel: request,
+                });
+            }
+            return;
+        }
+
+        let id = self.id();
+        let is_invite = request.method == Method::Invite;
+        let reply_to = response_peer(&request, peer);
+        let state = if is_invite {
+            ServerState::Proceeding
+        } else {
+            ServerState::Trying
+        };
+        let mut last = None;
+        if is_invite {
+            // Stop the caller's retransmissions at once (§17.2.1).
+            let trying = serialize_response(&request.response(100, None));
+            self.transmits.push_back(Transmit {
+                peer: reply_to,
+                bytes: trying.clone(),
+            });
+            last = Some(trying);
+        }
+        self.insert_server(
+            now,
+            id,
+            key,
+            is_invite,
+            state,
+            reply_to,
+            request.clone(),
+            last,
+        );
+        self.events.push_back(TxEvent::Request {
+            tx: id,
+            request,
+            peer,
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert_server(
+        &mut self,
+        now: Duration,
+        id: TxId,
+        key: ServerKey,
+        is_invite: bool,
+        state: ServerState,
+        peer: Peer,
+        request: Request,
+        last_response: Option<Vec<u8>>,
+    ) {
+        let dialog_key = (
+            request.call_id().unwrap_or_default().to_string(),
+            request.cseq().map(|c| c.0).unwrap_or_default(),
+        );
+        self.server_keys.insert(key.clone(), id);
+        self.server.insert(
+            id,
+            ServerTx {
+                key,
+                is_invite,
+                state,
+                peer,
+                request,
+                last_response,
+                interval: T1,
+                dialog_key,
+            },
+        );
+        if state == ServerState::Completed {
+            // A CANCEL's own transaction: absorb retransmissions (timer J).
+            let wait = if peer.transport.reliable() {
+                Duration::ZERO
+            } else {
+                64 * T1
+            };
+            self.arm(now, id, Timer::Finish, wait);
+        }
+    }
+
+    /// Sends a response in a server transaction. Provisional responses may
+    /// be sent many times; the first final one completes the transaction.
+    pub fn send_response(&mut self, now: Duration, tx: TxId, response: Response) {
+        let Some(t) = self.server.get_mut(&tx) else {
+            return;
+        };
+        if matches!(
+            t.state,
+            ServerState::Completed | ServerState::Confirmed | ServerState::Accepted
+        ) {
+            return;
+        }
+        let bytes = serialize_response(&response);
+        let peer = t.peer;
+        self.transmits.push_back(Transmit {
+            peer,
+            bytes: bytes.clone(),
+        });
+        t.last_response = Some(bytes);
+        let reliable = peer.transport.reliable();
+        if response.status < 200 {
+            if t.state == ServerState::Trying {
+                t.state = ServerState::Proceeding;
+            }
+            return;
+        }
+        if t.is_invite && response.status < 300 {
+            // RFC 6026: Accepted. Our 2xx is resent until the ACK (§13.3.1.4).
+            t.state = ServerState::Accepted;
+            t.interval = T1;
+            let key = t.dialog_key.clone();
+            self.accepted_by_dialog.insert(key, tx);
+            if !reliable {
+                self.arm(now, tx, Timer::Retransmit, T1);
+            }
+            self.arm(now, tx, Timer::Finish, 64 * T1);
+        } else if t.is_invite {
+            t.state = ServerState::Completed;
+            t.interval = T1;
+            if !reliable {
+                self.arm(now, tx, Timer::Retransmit, T1);
+            }
+            self.arm(now, tx, Timer::Finish, 64 * T1);
+        } else {
+            t.state = ServerState::Completed;
+            let wait = if reliable { Duration::ZERO } else { 64 * T1 };
+            self.arm(now, tx, Timer::Finish, wait);
+        }
+    }
+
+    /// Sends a request in a new client transaction to `peer`. A Via with a
+    /// fresh branch is put on top. Not for ACK: see `send_ack`.
+    pub fn send_request(&mut self, now: Duration, mut request: Request, peer: Peer) -> TxId {
+        let branch = format!("z9hG4bK{}", self.token());
+        request.headers.push_front(
+            "Via",
+            format!(
+                "SIP/2.0/{} {};branch={branch};rport",
+                peer.transport.via_name(),
+                self.sent_by
+            ),
+        );
+        let bytes = serialize_request(&request);
+        let id = self.id();
+        let is_invite = request.method == Method::Invite;
+        let key = ClientKey {
+            branch,
+            method: request.method.as_str().to_string(),
+        };
+        self.transmits.push_back(Transmit {
+            peer,
+            bytes: bytes.clone(),
+        });
+        self.client_keys.insert(key.clone(), id);
+        self.client.insert(
+            id,
+            ClientTx {
+                key,
+                is_invite,
+                state: ClientState::Calling,
+                peer,
+                request,
+                bytes,
+                interval: T1,
+            },
+        );
+        if !peer.transport.reliable() {
+            self.arm(now, id, Timer::Retransmit, T1);
+        }
+        self.arm(now, id, Timer::Finish, 64 * T1);
+        id
+    }
+
+    /// Sends an ACK for a 2xx (a transaction of its own, never retransmitted
+    /// by this layer; the dialog re-sends it for each 2xx retransmission).
+    pub fn send_ack(&mut self, mut ack: Request, peer: Peer) {
+        let branch = format!("z9hG4bK{}", self.token());
+        ack.headers.push_front(
+            "Via",
+            format!(
+                "SIP/2.0/{} {};branch={branch};rport",
+                peer.transport.via_name(),
+                self.sent_by
+            ),
+        );
+        self.transmits.push_back(Transmit {
+            peer,
+            bytes: serialize_request(&ack),
+        });
+    }
+
+    /// The request a client transaction sent (with our Via).
+    pub fn client_request(&self, tx: TxId) -> Option<&Request> {
+        self.client.get(&tx).map(|t| &t.request)
+    }
+
+    /// The request that opened a server transaction.
+    pub fn server_request(&self, tx: TxId) -> Option<&Request> {
+        self.server.get(&tx).map(|t| &t.request)
+    }
+
+    fn handle_response(&mut self, now: Duration, response: Response) {
+        let Ok(via) = response.top_via() else { return };
+        let Some(branch) = via.branch() else { return };
+        let Ok((_, method)) = response.cseq() else {
+            return;
+        };
+        let key = ClientKey {
+            branch: branch.to_string(),
+            method: method.as_str().to_string(),
+        };
+        let Some(&id) = self.client_keys.get(&key) else {
+            return;
+        };
+        let t = self.client.get_mut(&id).expect("key map and table agree");
+        let reliable = t.peer.transport.reliable();
+        let status = response.status;
+        match (t.is_invite, t.state, status) {
+            (_, ClientState::Calling | ClientState::Proceeding, 100..=199) => {
+                t.state = ClientState::Proceeding;
+                if !t.is_invite {
+                    // Timer E keeps firing at T2 in Proceeding.
+                    t.interval = T2;
+                }
+                if t.is_invite {
+                    self.disarm(id, Timer::Retransmit);
+                }
+                self.events
+                    .push_back(TxEvent::Response { tx: id, response });
+            }
+            (true, ClientState::Calling | ClientState::Proceeding, 200..=299) => {
+                t.state = ClientState::Accepted;
+                self.disarm(id, Timer::Retransmit);
+                // Timer M: keep passing 2xx retransmissions up.
+                self.arm(now, id, Timer::Finish, 64 * T1);
+                self.events
+                    .push_back(TxEvent::Response { tx: id, response });
+            }
+            (true, ClientState::Accepted, 200..=299) => {
+                self.events
+                    .push_back(TxEvent::Response { tx: id, response });
+            }
+            (true, ClientState::Calling | ClientState::Proceeding, _) => {
+                t.state = ClientState::Completed;
+                let ack = ack_for_error(&t.request, &response);
+                let peer = t.peer;
+                self.transmits.push_back(Transmit {
+                    peer,
+                    bytes: serialize_request(&ack),
+                });
+                self.disarm(id, Timer::Retransmit);
+                // Timer D: absorb retransmissions of the final response.
+                let wait = if reliable {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(32)
+                };
+                self.arm(now, id, Timer::Finish, wait);
+                self.events
+                    .push_back(TxEvent::Response { tx: id, response });
+            }
+            (true, ClientState::Completed, 300..) => {
+                // A retransmitted error: ACK again.
+                let ack = ack_for_error(&t.request, &response);
+                let peer = t.peer;
+                self.transmits.push_back(Transmit {
+                    peer,
+                    bytes: serialize_request(&ack),
+                });
+            }
+            (false, ClientState::Calling | ClientState::Proceeding, 200..) => {
+                t.state = ClientState::Completed;
+                self.disarm(id, Timer::Retransmit);
+                // Timer K.
+                let wait = if reliable { Duration::ZERO } else { T4 };
+                self.arm(now, id, Timer::Finish, wait);
+                self.events
+                    .push_back(TxEvent::Response { tx: id, response });
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs every timer due by `now`.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        while let Some((&(at, seq), &(id, timer))) = self.timers.iter().next() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, seq));
+            self.armed.remove(&(id, timer_slot(timer)));
+            if self.server.contains_key(&id) {
+                self.server_timer(at, id, timer);
+            } else if self.client.contains_key(&id) {
+                self.client_timer(at, id, timer);
+            }
+        }
+    }
+
+    fn server_timer(&mut self, at: Duration, id: TxId, timer: Timer) {
+        let t = self.server.get_mut(&id).expect("checked");
+        match timer {
+            Timer::Retransmit => {
+                if let Some(bytes) = t.last_response.clone() {
+                    let peer = t.peer;
+                    self.transmits.push_back(Transmit { peer, bytes });
+                }
+                // G and the 2xx retransmission both double up to T2.
+                t.interval = (t.interval * 2).min(T2);
+                let next = t.interval;
+                self.arm(at, id, Timer::Retransmit, next);
+            }
+            Timer::Finish => {
+                if t.state == ServerState::Accepted
+                    && self.accepted_by_dialog.contains_key(&t.dialog_key)
+                {
+                    self.events.push_back(TxEvent::AckTimeout { tx: id });
+                }
+                self.forget_server(id);
+            }
+            Timer::Linger => self.forget_server(id),
+        }
+    }
+
+    fn client_timer(&mut self, at: Duration, id: TxId, timer: Timer) {
+        let t = self.client.get_mut(&id).expect("checked");
+        match timer {
+            Timer::Retransmit => {
+                if matches!(t.state, ClientState::Calling | ClientState::Proceeding) {
+                    let peer = t.peer;
+                    let bytes = t.bytes.clone();
+                    self.transmits.push_back(Transmit { peer, bytes });
+                    // A doubles without bound (B ends it); E is capped at T2.
+                    t.interval = if t.is_invite {
+                        t.interval * 2
+                    } else {
+                        (t.interval * 2).min(T2)
+                    };
+                    let next = t.interval;
+                    self.arm(at, id, Timer::Retransmit, next);
+                }
+            }
+            Timer::Finish | Timer::Linger => {
+                if matches!(t.state, ClientState::Calling | ClientState::Proceeding) {
+                    self.events.push_back(TxEvent::Timeout { tx: id });
+                }
+                self.forget_client(id);
+            }
+        }
+    }
+}
+
+/// Where a response goes (RFC 3261 §18.2.2, RFC 3581): over a stream, back
+/// on the connection; over UDP, to `received` and `rport` when the client
+/// asked for rport, else to `received` (or the sent-by host) and the Via port.
+fn response_peer(request: &Request, peer: Peer) -> Peer {
+    if peer.transport.reliable() {
+        return peer;
+    }
+    let Ok(via) = request.top_via() else {
+        return peer;
+    };
+    if via.param("rport").is_some() {
+        return peer;
+    }
+    let ip = via
+        .param("received")
+        .flatten()
+        .and_then(|r| r.parse().ok())
+        .or(match via.host {
+            Host::Ip(ip) => Some(ip),
+            Host::Name(_) => None,
+        })
+        .unwrap_or(peer.addr.ip());
+    Peer {
+        transport: peer.transport,
+        addr: SocketAddr::new(ip, via.port.unwrap_or(5060)),
+    }
+}
+
+fn rewrite_top_via(request: &mut Request, via: &Via) {
+    let all: Vec<String> = request.headers.get_all("Via").map(str::to_string).collect();
+    let Some(first) = all.first() else { return };
+    let rest: Vec<&str> = crate::message::split_commas(first)
+        .into_iter()
+        .skip(1)
+        .collect();
+    let mut top = via.to_string();
+    for r in rest {
+        top.push_str(", ");
+        top.push_str(r);
+    }
+    request.headers.replace_first("Via", top);
+}
+
+/// The ACK for a non-2xx final response (§17.1.1.3): same Request-URI,
+/// top Via, From, Call-ID and CSeq number; To from the response.
+fn ack_for_error(invite: &Request, response: &Response) -> Request {
+    let mut headers = crate::message::Headers::new();
+    if let Some(v) = invite.headers.get("Via") {
+        headers.push(
+            "Via",
+            crate::message::split_commas(v)
+                .first()
+                .copied()
+                .unwrap_or(v),
+        );
+    }
+    for name in ["From", "Call-ID"] {
+        if let Some(v) = invite.headers.get(name) {
+            headers.push(name, v);
+        }
+    }
+    if let Some(to) = response.headers.get("To") {
+        headers.push("To", to);
+    }
+    let seq = invite.cseq().map(|c| c.0).unwrap_or(1);
+    headers.push("CSeq", format!("{seq} ACK"));
+    headers.push("Max-Forwards", "70");
+    for route in invite.headers.get_all("Route") {
+        headers.push("Route", route);
+    }
+    Request {
+        method: Method::Ack,
+        uri: invite.uri.clone(),
+        headers,
+        body: Vec::new(),
+    }
+}
