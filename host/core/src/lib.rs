@@ -5,6 +5,7 @@
 //! how the default plugins share the built-in policy's types.
 
 pub mod duration;
+pub mod lot;
 pub mod policy;
 
 pub use duration::{DurationError, format_duration, parse_duration};
