@@ -1,0 +1,91 @@
+//! The UAS side of a dialog (RFC 3261 §12): what we need to send requests
+//! inside a call we answered.
+
+use callpark_sip::message::{HeaderView, Headers, Method, Request};
+use callpark_sip::transaction::Peer;
+use callpark_sip::uri::{NameAddr, Uri};
+
+#[derive(Debug, Clone)]
+pub struct Dialog {
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: String,
+    /// Their From (with their tag): our requests' To.
+    pub remote: NameAddr,
+    /// The INVITE's To (our identity): our requests' From, with our tag.
+    pub local: NameAddr,
+    /// The peer's URI, for logs and parker identity.
+    pub remote_uri: String,
+    /// Their Contact: the Request-URI of our requests.
+    pub remote_target: Uri,
+    /// Record-Route, in order (RFC 3261 §12.1.1).
+    pub route_set: Vec<String>,
+    pub local_seq: u32,
+    /// Where the INVITE came from; in-dialog requests go back there, which
+    /// also works through NAT.
+    pub peer: Peer,
+    pub confirmed: bool,
+}
+
+impl Dialog {
+    pub fn from_invite(invite: &Request, local_tag: String, peer: Peer, token: String) -> Dialog {
+        let remote = invite
+            .from()
+            .unwrap_or_else(|_| NameAddr::new(invite.uri.clone()));
+        let local = invite
+            .to()
+            .unwrap_or_else(|_| NameAddr::new(invite.uri.clone()))
+            .with_param("tag", &local_tag);
+        let remote_target = invite
+            .contact()
+            .ok()
+            .flatten()
+            .map(|c| c.uri)
+            .unwrap_or_else(|| remote.uri.clone());
+        let route_set = invite
+            .headers
+            .get_all("Record-Route")
+            .flat_map(|v| {
+                callpark_sip::message::split_commas(v)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // Our CSeq numbers start at a random point below 2^31 (§8.1.1.5).
+        let local_seq = (u32::from_str_radix(&token[..8], 16).unwrap_or(1) & 0x7FFF_FFFF).max(1);
+        Dialog {
+            call_id: invite.call_id().unwrap_or_default().to_string(),
+            remote_tag: remote.tag().unwrap_or_default().to_string(),
+            remote_uri: remote.uri.to_string(),
+            local_tag,
+            remote,
+            local,
+            remote_target,
+            route_set,
+            local_seq,
+            peer,
+            confirmed: false,
+        }
+    }
+
+    /// A new request inside the dialog (BYE, re-INVITE, INFO ...).
+    pub fn request(&mut self, method: Method) -> Request {
+        self.local_seq += 1;
+        let mut headers = Headers::new();
+        for route in &self.route_set {
+            headers.push("Route", route.clone());
+        }
+        headers.push("Max-Forwards", "70");
+        headers.push("From", self.local.to_string());
+        headers.push("To", self.remote.to_string());
+        headers.push("Call-ID", self.call_id.clone());
+        headers.push("CSeq", format!("{} {}", self.local_seq, method));
+        Request {
+            method,
+            uri: self.remote_target.without_headers(),
+            headers,
+            body: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,1094 @@
+//! Sans-IO call control: one shard of a park server.
+//!
+//! The engine owns the SIP transaction layer, the dialogs of every leg
+//! (parked callers and the phones that retrieved them), the park lot, and
+//! the pacer that plays hold music. The server feeds it datagrams, RTP and
+//! time and writes out what it produces; tests drive it the same way in
+//! virtual time.
+//!
+//! Media is anchored in the server on one shared RTP address: every SDP
+//! answer points there, and incoming RTP is told apart by its source
+//! address. A socket per call would cap a process at its open-file limit.
+
+mod dialog;
+mod relay;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use callpark_core::lot::{CallId, ParkLot, Parked, same_party};
+use callpark_core::{
+    Allocation, DialAction, DialContext, ParkRequest, ParkTarget, Policy, RejectCode,
+};
+use callpark_media::pacer::{Pacer, StreamId, StreamSpec};
+use callpark_media::{Codec, Music};
+use callpark_sip::message::{HeaderView, Method, Request, Response};
+use callpark_sip::sdp::{self, AgreedAudio, Direction, Law, LocalMedia};
+use callpark_sip::transaction::{Peer, Transactions, Transmit, Transport, TxEvent, TxId};
+use callpark_sip::uri::{Host, NameAddr, Uri};
+
+pub use dialog::Dialog;
+
+/// Who may park (`[access] park`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    All,
+    /// Members of a call park group.
+    Members,
+    /// These parker URIs.
+    Listed(Vec<String>),
+}
+
+/// What an engine needs to know about its deployment.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Our SIP address: `sent-by` of our Vias and the host of our Contact.
+    pub sip_addr: SocketAddr,
+    /// The shared RTP address every SDP answer points at.
+    pub media_addr: SocketAddr,
+    /// Where recalls, MESSAGE and NOTIFY go when set.
+    pub outbound_proxy: Option<SocketAddr>,
+    pub max_parked_calls: usize,
+    /// A bare orbit number with nothing parked on it parks the caller
+    /// (FreeSWITCH valet semantics), so that phones that send no
+    /// Referred-By can still blind-transfer to an orbit.
+    pub bare_orbit_parks_when_empty: bool,
+    pub access: Access,
+    /// Milliseconds since the Unix epoch at engine time zero: plugins get
+    /// wall-clock time, the engine runs on a monotonic one.
+    pub epoch_ms_at_zero: u64,
+    pub entropy: u64,
+}
+
+/// Hold music: a default, per-orbit overrides, or silence when music is off.
+#[derive(Debug, Clone)]
+pub struct MusicLibrary {
+    pub default: Music,
+    /// By the key orbits name in their `music` setting.
+    pub by_key: HashMap<String, Music>,
+    pub music_on_hold: bool,
+}
+
+impl MusicLibrary {
+    fn for_orbit(&self, key: Option<&str>) -> Music {
+        if !self.music_on_hold {
+            return Music::silence();
+        }
+        key.and_then(|k| self.by_key.get(k))
+            .unwrap_or(&self.default)
+            .clone()
+    }
+}
+
+/// What happened, for logs and (later) the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineEvent {
+    Parked {
+        call: CallId,
+        orbit: String,
+        parker: String,
+        caller: String,
+    },
+    Retrieved {
+        call: CallId,
+        orbit: String,
+        by: String,
+    },
+    /// The parked caller hung up (or vanished) before anyone retrieved it.
+    Abandoned { call: CallId, orbit: String },
+    /// A bridged call ended.
+    Ended { call: CallId },
+    /// A request was refused; `status` and why, for the log.
+    Refused {
+        method: String,
+        dialed: String,
+        status: u16,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct LegId(u64);
+
+#[derive(Debug)]
+struct Leg {
+    call: CallId,
+    dialog: Dialog,
+    /// The INVITE's server transaction until the ACK.
+    invite_tx: Option<TxId>,
+    media: Option<AgreedAudio>,
+    /// Where the leg's RTP comes from (learned; first the SDP address).
+    rtp_source: Option<SocketAddr>,
+    /// Our SDP offer waited for an answer in the ACK (late offer).
+    awaiting_answer: bool,
+    local_sdp_version: u64,
+}
+
+#[derive(Debug)]
+enum CallState {
+    /// On an orbit, hearing music.
+    Parked {
+        caller: LegId,
+        stream: Option<StreamId>,
+    },
+    /// Retrieved: the caller bridged to the retriever.
+    Bridged { caller: LegId, retriever: LegId },
+}
+
+/// One shard's call control.
+pub struct Engine {
+    cfg: EngineConfig,
+    policy: Arc<dyn Policy>,
+    lot: ParkLot,
+    music: MusicLibrary,
+    tx: Transactions,
+    pacer: Pacer,
+    legs: HashMap<LegId, Leg>,
+    /// (Call-ID, our tag) -> leg.
+    dialogs: HashMap<(String, String), LegId>,
+    rtp_sources: HashMap<SocketAddr, LegId>,
+    calls: HashMap<CallId, CallState>,
+    next_id: u64,
+    events: VecDeque<EngineEvent>,
+    draining: bool,
+}
+
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+
+fn warning(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .filter(|c| *c != '"' && !c.is_control())
+        .take(200)
+        .collect();
+    format!("399 callpark \"{clean}\"")
+}
+
+impl Engine {
+    pub fn new(
+        cfg: EngineConfig,
+        lot: ParkLot,
+        music: MusicLibrary,
+        policy: Arc<dyn Policy>,
+    ) -> Engine {
+        let sent_by = cfg.sip_addr.to_string();
+        let entropy = cfg.entropy;
+        Engine {
+            cfg,
+            policy,
+            lot,
+            music,
+            tx: Transactions::new(sent_by, entropy),
+            pacer: Pacer::new(),
+            legs: HashMap::new(),
+            dialogs: HashMap::new(),
+            rtp_sources: HashMap::new(),
+            calls: HashMap::new(),
+            next_id: 0,
+            events: VecDeque::new(),
+            draining: false,
+        }
+    }
+
+    pub fn lot(&self) -> &ParkLot {
+        &self.lot
+    }
+
+    /// Parked (not yet retrieved) calls.
+    pub fn parked_calls(&self) -> usize {
+        self.lot.parked_count()
+    }
+
+    /// Calls of any kind (parked or bridged).
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.tx.poll_transmit()
+    }
+
+    pub fn poll_event(&mut self) -> Option<EngineEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next time `handle_timeout` or `pace_media` has work.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        match (self.tx.poll_timeout(), self.pacer.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// SIP timers.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.tx.handle_timeout(now);
+        self.drain_tx(now);
+    }
+
+    /// Sends the hold music due by `now` through `send(dest, packet)`.
+    pub fn pace_media(
+        &mut self,
+        now: Duration,
+        mut send: impl FnMut(SocketAddr, &[u8]),
+    ) -> callpark_media::pacer::PaceReport {
+        let legs = &self.legs;
+        self.pacer.handle_timeout(now, |tag, packet, _late| {
+            if let Some(dest) = legs.get(&LegId(tag)).and_then(|l| l.rtp_source) {
+                send(dest, packet);
+            }
+        })
+    }
+
+    /// One SIP datagram or stream frame.
+    pub fn handle_sip(&mut self, now: Duration, bytes: &[u8], peer: Peer) {
+        if let Err(reason) = self.tx.handle_bytes(now, bytes, peer) {
+            tracing::debug!(peer = %peer.addr, %reason, "malformed SIP message");
+        }
+        self.drain_tx(now);
+    }
+
+    /// One RTP packet that arrived on the shared media address. Parked
+    /// callers' packets are dropped here (cheaply); bridged legs are relayed
+    /// through `send(dest, packet)`.
+    pub fn handle_rtp(
+        &mut self,
+        packet: &mut [u8],
+        src: SocketAddr,
+        mut send: impl FnMut(SocketAddr, &[u8]),
+    ) {
+        let Some(&leg_id) = self.rtp_sources.get(&src) else {
+            return;
+        };
+        let Some(leg) = self.legs.get(&leg_id) else {
+            return;
+        };
+        let Some(CallState::Bridged { caller, retriever }) = self.calls.get(&leg.call) else {
+            return;
+        };
+        let other = if *caller == leg_id {
+            *retriever
+        } else {
+            *caller
+        };
+        let Some(other) = self.legs.get(&other) else {
+            return;
+        };
+        let (Some(from), Some(to), Some(dest)) = (&leg.media, &other.media, other.rtp_source)
+        else {
+            return;
+        };
+        if relay::rewrite(packet, from, to) {
+            send(dest, packet);
+        }
+    }
+
+    /// Stops taking new parks and hangs up every call (SIGTERM).
+    pub fn shutdown(&mut self, now: Duration) {
+        self.draining = true;
+        let legs: Vec<LegId> = self.legs.keys().copied().collect();
+        for leg in legs {
+            self.bye(now, leg);
+        }
+        let calls: Vec<CallId> = self.calls.keys().copied().collect();
+        for call in calls {
+            self.end_call(call);
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn now_ms(&self, now: Duration) -> u64 {
+        self.cfg.epoch_ms_at_zero + now.as_millis() as u64
+    }
+
+    fn drain_tx(&mut self, now: Duration) {
+        while let Some(event) = self.tx.poll_event() {
+            match event {
+                TxEvent::Request { tx, request, peer } => self.on_request(now, tx, request, peer),
+                TxEvent::Ack { request, .. } => self.on_ack(now, &request),
+                TxEvent::Cancelled { invite, .. } => self.on_cancelled(now, invite),
+                TxEvent::AckTimeout { tx } => {
+                    if let Some(leg) = self
+                        .legs
+                        .iter()
+                        .find(|(_, l)| l.invite_tx == Some(tx))
+                        .map(|(id, _)| *id)
+                    {
+                        tracing::info!("a 2xx was never acknowledged; hanging up");
+                        self.bye(now, leg);
+                        self.drop_leg(leg);
+                    }
+                }
+                TxEvent::Response { .. } | TxEvent::Timeout { .. } => {}
+            }
+        }
+    }
+
+    fn respond(
+        &mut self,
+        now: Duration,
+        tx: TxId,
+        request: &Request,
+        status: u16,
+        why: Option<&str>,
+    ) {
+        let mut r = request.response(status, Some(&self.tx.token()[..8]));
+        if let Some(why) = why {
+            r.headers.push("Warning", warning(why));
+        }
+        if status == 405 || status == 501 || request.method == Method::Options {
+            r.headers.push("Allow", ALLOW);
+        }
+        if status == 503 {
+            r.headers.push("Retry-After", "5");
+        }
+        if status >= 300 {
+            self.events.push_back(EngineEvent::Refused {
+                method: request.method.to_string(),
+                dialed: request.uri.user_decoded().unwrap_or_default(),
+                status,
+                reason: why.unwrap_or("").to_string(),
+            });
+        }
+        self.tx.send_response(now, tx, r);
+    }
+
+    fn contact(&self, peer: Peer) -> String {
+        let host = Host::Ip(self.cfg.sip_addr.ip());
+        match peer.transport {
+            Transport::Udp => format!("<sip:callpark@{host}:{}>", self.cfg.sip_addr.port()),
+            Transport::Tcp(_) => format!(
+                "<sip:callpark@{host}:{};transport=tcp>",
+                self.cfg.sip_addr.port()
+            ),
+        }
+    }
+
+    fn on_request(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer) {
+        let in_dialog = request.to().ok().and_then(|t| t.tag().map(str::to_string));
+        match (&request.method, in_dialog) {
+            (Method::Invite, None) => self.on_invite(now, tx, request, peer),
+            (Method::Invite, Some(tag)) => self.on_reinvite(now, tx, request, tag),
+            (Method::Bye, Some(tag)) => self.on_bye(now, tx, request, tag),
+            (Method::Options, _) => {
+                let mut r = request.response(200, None);
+                r.headers.push("Allow", ALLOW);
+                r.headers.push("Accept", "application/sdp");
+                r.headers.push("Supported", "replaces");
+                self.tx.send_response(now, tx, r);
+            }
+            (Method::Info, Some(tag)) if self.leg_by_dialog(&request, &tag).is_some() => {
+                self.respond(now, tx, &request, 200, None)
+            }
+            (Method::Bye | Method::Info, _) => {
+                self.respond(now, tx, &request, 481, Some("no such call"))
+            }
+            (Method::Other(_), _) => {
+                self.respond(now, tx, &request, 501, Some("method not implemented"))
+            }
+            _ => self.respond(
+                now,
+                tx,
+                &request,
+                501,
+                Some("not supported by this park server yet"),
+            ),
+        }
+    }
+
+    fn leg_by_dialog(&self, request: &Request, our_tag: &str) -> Option<LegId> {
+        let call_id = request.call_id().ok()?;
+        self.dialogs
+            .get(&(call_id.to_string(), our_tag.to_string()))
+            .copied()
+    }
+
+    fn on_invite(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer) {
+        if self.draining {
+            return self.respond(now, tx, &request, 503, Some("shutting down"));
+        }
+        // An INVITE with Replaces for one of our dialogs takes that leg's
+        // place (attended park, or a pickup from a busy lamp).
+        match request.replaces() {
+            Ok(Some(replaces)) => {
+                let key = (replaces.call_id.clone(), replaces.to_tag.clone());
+                if let Some(&old) = self.dialogs.get(&key) {
+                    return self.take_over(now, tx, request, peer, old);
+                }
+                return self.respond(
+                    now,
+                    tx,
+                    &request,
+                    481,
+                    Some("the call to replace does not exist"),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => return self.respond(now, tx, &request, 400, Some(&e.to_string())),
+        }
+        let dialed = request.uri.user_decoded().unwrap_or_default();
+        let caller = request
+            .from()
+            .map(|f| f.uri.to_string())
+            .unwrap_or_default();
+        let referred_by = request
+            .referred_by()
+            .ok()
+            .flatten()
+            .map(|r| r.uri.to_string());
+        let ctx = DialContext {
+            dialed: dialed.clone(),
+            caller: caller.clone(),
+            referred_by: referred_by.clone(),
+            has_replaces: false,
+            dialed_is_orbit: self.lot.is_orbit(&dialed),
+            params: Vec::new(),
+        };
+        let action = match self.policy.parse_dial(&ctx) {
+            Ok(a) => a,
+            Err(e) => return self.respond(now, tx, &request, 503, Some(&e.to_string())),
+        };
+        // The parker: whoever referred the caller here, else the caller
+        // itself (dialing the code is the first half of an attended park).
+        let parker = referred_by.clone().unwrap_or_default();
+        let acting = referred_by.unwrap_or_else(|| caller.clone());
+        match action {
+            DialAction::ParkOrbit(o) => match self.lot.resolve(&o).map(|o| o.number.clone()) {
+                Some(number) => self.park(
+                    now,
+                    tx,
+                    request,
+                    peer,
+                    ParkTarget::Orbit(number),
+                    parker,
+                    acting,
+                ),
+                None => self.respond(
+                    now,
+                    tx,
+                    &request,
+                    404,
+                    Some(&format!("orbit {o} does not exist")),
+                ),
+            },
+            DialAction::ParkGroup(None) => {
+                let target = if self.lot.groups().is_empty() {
+                    ParkTarget::DefaultLot
+                } else {
+                    match self.lot.group_of(&acting) {
+                        Some(g) => ParkTarget::Group(g.name.clone()),
+                        None => {
+                            return self.respond(
+                                now,
+                                tx,
+                                &request,
+                                403,
+                                Some(&format!("{acting} is in no call park group")),
+                            );
+                        }
+                    }
+                };
+                self.park(now, tx, request, peer, target, parker, acting)
+            }
+            DialAction::ParkGroup(Some(g)) => match self.lot.group(&g).map(|g| g.name.clone()) {
+                Some(name) => self.park(
+                    now,
+                    tx,
+                    request,
+                    peer,
+                    ParkTarget::Group(name),
+                    parker,
+                    acting,
+                ),
+                None => self.respond(
+                    now,
+                    tx,
+                    &request,
+                    404,
+                    Some(&format!("group {g} does not exist")),
+                ),
+            },
+            DialAction::Retrieve(orbit) => {
+                let number = match &orbit {
+                    Some(o) => match self.lot.resolve(o) {
+                        Some(cfg) => Some(cfg.number.clone()),
+                        None => {
+                            return self.respond(
+                                now,
+                                tx,
+                                &request,
+                                404,
+                                Some(&format!("orbit {o} does not exist")),
+                            );
+                        }
+                    },
+                    None => None,
+                };
+                match self.lot.retrieve(number.as_deref()) {
+                    Some(parked) => self.retrieve(now, tx, request, peer, parked),
+                    None => match number {
+                        Some(n) if self.cfg.bare_orbit_parks_when_empty && n == dialed => {
+                            self.park(now, tx, request, peer, ParkTarget::Orbit(n), parker, acting)
+                        }
+                        Some(n) => self.respond(
+                            now,
+                            tx,
+                            &request,
+                            404,
+                            Some(&format!("Nothing parked on {n}")),
+                        ),
+                        None => self.respond(now, tx, &request, 404, Some("Nothing parked")),
+                    },
+                }
+            }
+            DialAction::NotFeature => self.respond(
+                now,
+                tx,
+                &request,
+                404,
+                Some(&format!("{dialed} is not an orbit or a park code")),
+            ),
+        }
+    }
+
+    fn may_park(&self, acting: &str) -> bool {
+        match &self.cfg.access {
+            Access::All => true,
+            Access::Members => self.lot.group_of(acting).is_some(),
+            Access::Listed(list) => list.iter().any(|p| same_party(p, acting)),
+        }
+    }
+
+    /// Reads the INVITE's offer (or prepares a late offer) for a new leg.
+    fn negotiate(
+        &mut self,
+        request: &Request,
+    ) -> Result<(Option<AgreedAudio>, String, u64), (u16, String)> {
+        let session = u64::from(self.id() as u32) << 8;
+        let local = LocalMedia {
+            addr: self.cfg.media_addr.ip(),
+            port: self.cfg.media_addr.port(),
+            session_id: session,
+            version: 1,
+        };
+        if request.body.is_empty() {
+            return Ok((None, sdp::offer(&local, Direction::SendRecv), session));
+        }
+        if request.content_type().as_deref() != Some("application/sdp") {
+            return Err((415, "only application/sdp bodies are understood".into()));
+        }
+        let text = String::from_utf8_lossy(&request.body);
+        let offer = sdp::parse(&text).map_err(|e| (400, e.to_string()))?;
+        let mut agreed = sdp::negotiate(&offer).map_err(|e| match e {
+            sdp::SdpError::NoCommonCodec(_) => (488, e.to_string()),
+            sdp::SdpError::Malformed(_) => (400, e.to_string()),
+        })?;
+        // A parked call must keep sending (RFC 4733 digits): answer
+        // sendrecv unless the phone put us on hold.
+        if agreed.direction == Direction::RecvOnly {
+            agreed.direction = Direction::SendRecv;
+        }
+        let answer = sdp::answer(&offer, &agreed, &local);
+        Ok((Some(agreed), answer, session))
+    }
+
+    fn new_leg(
+        &mut self,
+        call: CallId,
+        request: &Request,
+        peer: Peer,
+        tx: TxId,
+        media: Option<AgreedAudio>,
+        session: u64,
+    ) -> LegId {
+        let local_tag = self.tx.token()[..10].to_string();
+        let dialog = Dialog::from_invite(request, local_tag.clone(), peer, self.tx.token());
+        let id = LegId(self.id());
+        let rtp_source = media
+            .as_ref()
+            .map(|m| SocketAddr::new(m.remote_addr, m.remote_port));
+        if let Some(src) = rtp_source {
+            self.rtp_sources.insert(src, id);
+        }
+        self.dialogs.insert((dialog.call_id.clone(), local_tag), id);
+        self.legs.insert(
+            id,
+            Leg {
+                call,
+                dialog,
+                invite_tx: Some(tx),
+                awaiting_answer: media.is_none(),
+                media,
+                rtp_source,
+                local_sdp_version: session,
+            },
+        );
+        id
+    }
+
+    fn answer_200(
+        &mut self,
+        now: Duration,
+        tx: TxId,
+        request: &Request,
+        leg: LegId,
+        sdp_body: String,
+        peer: Peer,
+    ) {
+        let tag = self.legs[&leg].dialog.local_tag.clone();
+        let mut r: Response = request.response(200, Some(&tag));
+        r.headers.push("Contact", self.contact(peer));
+        r.headers.push("Allow", ALLOW);
+        r.headers.push("Supported", "replaces");
+        r.headers.push("Content-Type", "application/sdp");
+        r.body = sdp_body.into_bytes();
+        self.tx.send_response(now, tx, r);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn park(
+        &mut self,
+        now: Duration,
+        tx: TxId,
+        request: Request,
+        peer: Peer,
+        target: ParkTarget,
+        parker: String,
+        acting: String,
+    ) {
+        if self.lot.parked_count() >= self.cfg.max_parked_calls {
+            return self.respond(now, tx, &request, 503, Some("the park server is full"));
+        }
+        if !self.may_park(&acting) {
+            return self.respond(
+                now,
+                tx,
+                &request,
+                403,
+                Some(&format!("{acting} may not park calls")),
+            );
+        }
+        let (candidates, last_orbit) = match self.lot.candidates(&target) {
+            Ok(c) => c,
+            Err(e) => return self.respond(now, tx, &request, 404, Some(&e.to_string())),
+        };
+        let from = request.from().ok();
+        let req = ParkRequest {
+            parker: parker.clone(),
+            parked_uri: from.as_ref().map(|f| f.uri.to_string()).unwrap_or_default(),
+            parked_display: from
+                .as_ref()
+                .and_then(|f| f.display.clone())
+                .unwrap_or_default(),
+            target: target.clone(),
+            candidates,
+            last_orbit,
+            now_ms: self.now_ms(now),
+            entropy: u64::from_str_radix(&self.tx.token(), 16).unwrap_or(0),
+            params: Vec::new(),
+        };
+        let orbit = match self.policy.allocate(&req) {
+            Ok(Allocation::Orbit(o)) => o,
+            Ok(Allocation::Rejected(r)) => {
+                let status = match r.code {
+                    RejectCode::Busy | RejectCode::Full => 486,
+                    RejectCode::NotFound => 404,
+                    RejectCode::Forbidden => 403,
+                };
+                return self.respond(now, tx, &request, status, Some(&r.reason));
+            }
+            Err(e) => return self.respond(now, tx, &request, 503, Some(&e.to_string())),
+        };
+        let (media, body, session) = match self.negotiate(&request) {
+            Ok(x) => x,
+            Err((status, why)) => return self.respond(now, tx, &request, status, Some(&why)),
+        };
+        let call = CallId(self.id());
+        let leg = self.new_leg(call, &request, peer, tx, media, session);
+        let parked = Parked {
+            call,
+            orbit: orbit.clone(),
+            parked_at_ms: self.now_ms(now),
+            parker: parker.clone(),
+            parked_uri: req.parked_uri.clone(),
+            parked_display: req.parked_display.clone(),
+        };
+        if let Err(e) = self.lot.park(&target, parked) {
+            self.drop_leg(leg);
+            return self.respond(now, tx, &request, 486, Some(&e.to_string()));
+        }
+        self.answer_200(now, tx, &request, leg, body, peer);
+        let music_key = self.lot.orbit(&orbit).and_then(|o| o.music.clone());
+        let stream = self.start_music(now, leg, music_key.as_deref());
+        self.calls.insert(
+            call,
+            CallState::Parked {
+                caller: leg,
+                stream,
+            },
+        );
+        tracing::info!(call_id = %self.legs[&leg].dialog.call_id, %orbit, parker = %parker, caller = %req.parked_uri, "parked");
+        self.events.push_back(EngineEvent::Parked {
+            call,
+            orbit: orbit.clone(),
+            parker: parker.clone(),
+            caller: req.parked_uri,
+        });
+        if !parker.is_empty() {
+            self.tell_parker(now, &parker, &orbit);
+        }
+    }
+
+    fn start_music(&mut self, now: Duration, leg: LegId, key: Option<&str>) -> Option<StreamId> {
+        let l = self.legs.get(&leg)?;
+        let media = l.media.as_ref()?;
+        let codec = match media.law {
+            Law::Pcmu => Codec::Pcmu,
+            Law::Pcma => Codec::Pcma,
+        };
+        let token = self.tx.token();
+        let bits = u64::from_str_radix(&token, 16).unwrap_or(0);
+        let spec = StreamSpec {
+            codec,
+            payload_type: media.payload_type,
+            ssrc: bits as u32,
+            first_seq: (bits >> 32) as u16,
+            first_ts: (bits >> 16) as u32,
+            music: self.music.for_orbit(key),
+            tag: leg.0,
+        };
+        Some(self.pacer.add(now, spec))
+    }
+
+    /// "Parked on 701", by SIP MESSAGE to the parker.
+    fn tell_parker(&mut self, now: Duration, parker: &str, orbit: &str) {
+        let Ok(uri) = Uri::parse(parker) else { return };
+        let dest = match (self.cfg.outbound_proxy, &uri.host) {
+            (Some(proxy), _) => proxy,
+            (None, Some(Host::Ip(ip))) => SocketAddr::new(*ip, uri.port.unwrap_or(5060)),
+            // A name needs DNS, which the outbound proxy does for us.
+            (None, _) => {
+                tracing::debug!(
+                    parker,
+                    "no outbound proxy: not telling a parker named by host name"
+                );
+                return;
+            }
+        };
+        let text = format!("Parked on {orbit}");
+        let from = format!(
+            "<sip:callpark@{}>;tag={}",
+            Host::Ip(self.cfg.sip_addr.ip()),
+            &self.tx.token()[..8]
+        );
+        let mut headers = callpark_sip::message::Headers::new();
+        headers.push("Max-Forwards", "70");
+        headers.push("From", from);
+        headers.push("To", NameAddr::new(uri.without_headers()).to_string());
+        headers.push("Call-ID", format!("{}@callpark", self.tx.token()));
+        headers.push("CSeq", "1 MESSAGE");
+        headers.push("Content-Type", "text/plain");
+        let request = Request {
+            method: Method::Message,
+            uri: uri.without_headers(),
+            headers,
+            body: text.into_bytes(),
+        };
+        self.tx.send_request(
+            now,
+            request,
+            Peer {
+                transport: Transport::Udp,
+                addr: dest,
+            },
+        );
+    }
+
+    fn retrieve(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer, parked: Parked) {
+        let (media, body, session) = match self.negotiate(&request) {
+            Ok(x) => x,
+            Err((status, why)) => {
+                // Put the call back where it was: it is still parked.
+                let orbit = parked.orbit.clone();
+                let _ = self.lot.park(&ParkTarget::Orbit(orbit), parked);
+                return self.respond(now, tx, &request, status, Some(&why));
+            }
+        };
+        let call = parked.call;
+        let retriever = self.new_leg(call, &request, peer, tx, media, session);
+        self.answer_200(now, tx, &request, retriever, body, peer);
+        let Some(CallState::Parked { caller, stream }) = self.calls.remove(&call) else {
+            return;
+        };
+        if let Some(s) = stream {
+            self.pacer.remove(s);
+        }
+        self.calls
+            .insert(call, CallState::Bridged { caller, retriever });
+        let by = request
+            .from()
+            .map(|f| f.uri.to_string())
+            .unwrap_or_default();
+        tracing::info!(call_id = %self.legs[&caller].dialog.call_id, orbit = %parked.orbit, %by, "retrieved");
+        self.events.push_back(EngineEvent::Retrieved {
+            call,
+            orbit: parked.orbit,
+            by,
+        });
+    }
+
+    /// An INVITE with Replaces takes an existing leg's place: the new party
+    /// is parked on (or bridged in) the same call, the old leg is hung up.
+    fn take_over(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer, old: LegId) {
+        let (media, body, session) = match self.negotiate(&request) {
+            Ok(x) => x,
+            Err((status, why)) => return self.respond(now, tx, &request, status, Some(&why)),
+        };
+        let call = self.legs[&old].call;
+        let new = self.new_leg(call, &request, peer, tx, media, session);
+        self.answer_200(now, tx, &request, new, body, peer);
+        match self.calls.remove(&call) {
+            Some(CallState::Parked { stream, .. }) => {
+                if let Some(s) = stream {
+                    self.pacer.remove(s);
+                }
+                let key = self
+                    .lot
+                    .get(call)
+                    .and_then(|p| self.lot.orbit(&p.orbit))
+                    .and_then(|o| o.music.clone());
+                let stream = self.start_music(now, new, key.as_deref());
+                self.calls.insert(
+                    call,
+                    CallState::Parked {
+                        caller: new,
+                        stream,
+                    },
+                );
+                // The replaced leg was the parker (attended park): the
+                // parked party is now the newcomer.
+                let replaced_uri = self.legs[&old].dialog.remote_uri.clone();
+                let from = request.from().ok();
+                if let Some(p) = self.lot.remove(call) {
+                    let updated = Parked {
+                        parker: if p.parker.is_empty() {
+                            replaced_uri
+                        } else {
+                            p.parker
+                        },
+                        parked_uri: from
+                            .as_ref()
+                            .map(|f| f.uri.to_string())
+                            .unwrap_or(p.parked_uri),
+                        parked_display: from.and_then(|f| f.display).unwrap_or_default(),
+                        ..p
+                    };
+                    let orbit = updated.orbit.clone();
+                    let _ = self.lot.park(&ParkTarget::Orbit(orbit), updated);
+                }
+            }
+            Some(CallState::Bridged { caller, retriever }) => {
+                let (caller, retriever) = if caller == old {
+                    (new, retriever)
+                } else {
+                    (caller, new)
+                };
+                self.calls
+                    .insert(call, CallState::Bridged { caller, retriever });
+            }
+            None => {}
+        }
+        self.bye(now, old);
+        self.drop_leg(old);
+    }
+
+    fn on_ack(&mut self, now: Duration, request: &Request) {
+        let Some(tag) = request.to().ok().and_then(|t| t.tag().map(str::to_string)) else {
+            return;
+        };
+        let Some(id) = self.leg_by_dialog(request, &tag) else {
+            return;
+        };
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        leg.invite_tx = None;
+        leg.dialog.confirmed = true;
+        if leg.awaiting_answer && !request.body.is_empty() {
+            // Late offer: the answer arrives in the ACK.
+            let answer = sdp::parse(&String::from_utf8_lossy(&request.body))
+                .and_then(|sd| sdp::negotiate(&sd));
+            if let Ok(agreed) = answer {
+                let src = SocketAddr::new(agreed.remote_addr, agreed.remote_port);
+                leg.media = Some(agreed);
+                leg.rtp_source = Some(src);
+                leg.awaiting_answer = false;
+                self.rtp_sources.insert(src, id);
+                let call = leg.call;
+                let needs_music = matches!(
+                    self.calls.get(&call),
+                    Some(CallState::Parked { stream: None, .. })
+                );
+                if needs_music {
+                    let key = self
+                        .lot
+                        .get(call)
+                        .and_then(|p| self.lot.orbit(&p.orbit))
+                        .and_then(|o| o.music.clone());
+                    let started = self.start_music(now, id, key.as_deref());
+                    if let Some(CallState::Parked { stream, .. }) = self.calls.get_mut(&call) {
+                        *stream = started;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_cancelled(&mut self, now: Duration, invite: TxId) {
+        let leg = self
+            .legs
+            .iter()
+            .find(|(_, l)| l.invite_tx == Some(invite))
+            .map(|(id, _)| *id);
+        if let Some(request) = self.tx.server_request(invite).cloned() {
+            self.respond(now, invite, &request, 487, None);
+        }
+        if let Some(leg) = leg {
+            self.leg_gone(now, leg);
+        }
+    }
+
+    fn on_reinvite(&mut self, now: Duration, tx: TxId, request: Request, tag: String) {
+        let Some(id) = self.leg_by_dialog(&request, &tag) else {
+            return self.respond(now, tx, &request, 481, Some("no such call"));
+        };
+        let version = {
+            let leg = self.legs.get_mut(&id).expect("indexed");
+            leg.local_sdp_version += 1;
+            leg.local_sdp_version
+        };
+        let local = LocalMedia {
+            addr: self.cfg.media_addr.ip(),
+            port: self.cfg.media_addr.port(),
+            session_id: version,
+            version,
+        };
+        let body = if request.body.is_empty() {
+            sdp::offer(&local, Direction::SendRecv)
+        } else {
+            let text = String::from_utf8_lossy(&request.body);
+            let offer = match sdp::parse(&text) {
+                Ok(o) => o,
+                Err(e) => return self.respond(now, tx, &request, 400, Some(&e.to_string())),
+            };
+            let agreed = match sdp::negotiate(&offer) {
+                Ok(a) => a,
+                Err(e) => return self.respond(now, tx, &request, 488, Some(&e.to_string())),
+            };
+            let answer = sdp::answer(&offer, &agreed, &local);
+            // Hold and resume: the relay follows the new address and codec.
+            let leg = self.legs.get_mut(&id).expect("indexed");
+            if let Some(old) = leg.rtp_source.take() {
+                self.rtp_sources.remove(&old);
+            }
+            let src = SocketAddr::new(agreed.remote_addr, agreed.remote_port);
+            leg.rtp_source = Some(src);
+            leg.media = Some(agreed);
+            self.rtp_sources.insert(src, id);
+            answer
+        };
+        let leg = &self.legs[&id];
+        let mut r = request.response(200, Some(&leg.dialog.local_tag));
+        r.headers.push("Contact", self.contact(leg.dialog.peer));
+        r.headers.push("Content-Type", "application/sdp");
+        r.body = body.into_bytes();
+        self.tx.send_response(now, tx, r);
+    }
+
+    fn on_bye(&mut self, now: Duration, tx: TxId, request: Request, tag: String) {
+        let Some(id) = self.leg_by_dialog(&request, &tag) else {
+            return self.respond(now, tx, &request, 481, Some("no such call"));
+        };
+        let r = request.response(200, None);
+        self.tx.send_response(now, tx, r);
+        self.leg_gone(now, id);
+    }
+
+    /// A leg hung up: end its call and hang up the other leg, if any.
+    fn leg_gone(&mut self, now: Duration, id: LegId) {
+        let Some(leg) = self.legs.get(&id) else {
+            return;
+        };
+        let call = leg.call;
+        match self.calls.get(&call) {
+            Some(CallState::Parked { caller, .. }) if *caller == id => {
+                let orbit = self
+                    .lot
+                    .get(call)
+                    .map(|p| p.orbit.clone())
+                    .unwrap_or_default();
+                tracing::info!(call_id = %leg.dialog.call_id, %orbit, "abandoned while parked");
+                self.end_call(call);
+                self.events
+                    .push_back(EngineEvent::Abandoned { call, orbit });
+            }
+            Some(CallState::Bridged { caller, retriever }) => {
+                let other = if *caller == id { *retriever } else { *caller };
+                self.bye(now, other);
+                self.end_call(call);
+                self.events.push_back(EngineEvent::Ended { call });
+            }
+            _ => {}
+        }
+        self.drop_leg(id);
+    }
+
+    fn end_call(&mut self, call: CallId) {
+        self.lot.remove(call);
+        match self.calls.remove(&call) {
+            Some(CallState::Parked { caller, stream }) => {
+                if let Some(s) = stream {
+                    self.pacer.remove(s);
+                }
+                self.drop_leg(caller);
+            }
+            Some(CallState::Bridged { caller, retriever }) => {
+                self.drop_leg(caller);
+                self.drop_leg(retriever);
+            }
+            None => {}
+        }
+    }
+
+    fn drop_leg(&mut self, id: LegId) {
+        if let Some(leg) = self.legs.remove(&id) {
+            self.dialogs
+                .remove(&(leg.dialog.call_id.clone(), leg.dialog.local_tag.clone()));
+            if let Some(src) = leg.rtp_source
+                && self.rtp_sources.get(&src) == Some(&id)
+            {
+                self.rtp_sources.remove(&src);
+            }
+        }
+    }
+
+    fn bye(&mut self, now: Duration, id: LegId) {
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        let request = leg.dialog.request(Method::Bye);
+        let peer = leg.dialog.peer;
+        self.tx.send_request(now, request, peer);
+    }
+}
+
+/// Used by tests and the server: an IP's `Host`.
+pub fn host_of(ip: IpAddr) -> Host {
+    Host::Ip(ip)
+}

@@ -1,0 +1,542 @@
+//! Park and retrieve through the whole SIP stack, in virtual time, with a
+//! scripted user agent: every flow of the park server, bytes in and out.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callpark_builtin::BuiltinPolicy;
+use callpark_core::lot::{GroupConfig, OrbitConfig, ParkLot};
+use callpark_engine::{Access, Engine, EngineConfig, EngineEvent, MusicLibrary};
+use callpark_media::Music;
+use callpark_sip::codec::parse;
+use callpark_sip::message::{HeaderView, Message, Request, Response};
+use callpark_sip::transaction::{Peer, Transport};
+
+const SERVER: &str = "127.0.0.1:5060";
+const MEDIA: &str = "127.0.0.1:20000";
+
+fn orbit(n: &str, capacity: u32) -> OrbitConfig {
+    OrbitConfig {
+        number: n.into(),
+        name: None,
+        enabled: true,
+        capacity,
+        music: None,
+        group: None,
+    }
+}
+
+fn engine(groups: Vec<GroupConfig>, access: Access) -> Engine {
+    let mut orbits: Vec<OrbitConfig> = (701..=705).map(|n| orbit(&n.to_string(), 1)).collect();
+    orbits.push(orbit("799", 2));
+    let lot = ParkLot::new(orbits, groups);
+    let music = MusicLibrary {
+        default: Music::from_linear(
+            "tone",
+            &(0..8000)
+                .map(|i| (i as f32 * 0.05).sin() * 0.3)
+                .collect::<Vec<_>>(),
+        ),
+        by_key: Default::default(),
+        music_on_hold: true,
+    };
+    Engine::new(
+        EngineConfig {
+            sip_addr: SERVER.parse().unwrap(),
+            media_addr: MEDIA.parse().unwrap(),
+            outbound_proxy: None,
+            max_parked_calls: 20_000,
+            bare_orbit_parks_when_empty: true,
+            access,
+            epoch_ms_at_zero: 1_767_225_600_000,
+            entropy: 42,
+        },
+        lot,
+        music,
+        Arc::new(BuiltinPolicy),
+    )
+}
+
+/// A scripted phone at 127.0.0.1:<port>, RTP at <port>+1000.
+struct Phone {
+    port: u16,
+    user: String,
+    seq: u32,
+}
+
+struct Sent {
+    peer: Peer,
+    message: Message,
+}
+
+impl Phone {
+    fn new(user: &str, port: u16) -> Phone {
+        Phone {
+            port,
+            user: user.into(),
+            seq: 1,
+        }
+    }
+
+    fn peer(&self) -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            addr: SocketAddr::from(([127, 0, 0, 1], self.port)),
+        }
+    }
+
+    fn rtp(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port + 1000))
+    }
+
+    fn sdp(&self, codecs: &str) -> String {
+        format!(
+            "v=0\r\no={u} 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {p} RTP/AVP {codecs} 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+            u = self.user,
+            p = self.port + 1000
+        )
+    }
+
+    fn invite(&mut self, call_id: &str, dialed: &str, extra: &str, codecs: &str) -> Vec<u8> {
+        let body = self.sdp(codecs);
+        self.seq += 1;
+        format!(
+            "INVITE sip:{dialed}@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK{call_id}{s};rport\r\nFrom: \"{u}\" <sip:{u}@127.0.0.1:{p}>;tag={u}t\r\nTo: <sip:{dialed}@{SERVER}>\r\nCall-ID: {call_id}\r\nCSeq: {s} INVITE\r\nContact: <sip:{u}@127.0.0.1:{p}>\r\nMax-Forwards: 70\r\n{extra}Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{body}",
+            p = self.port,
+            u = self.user,
+            s = self.seq,
+            len = body.len()
+        )
+        .into_bytes()
+    }
+
+    fn in_dialog(&mut self, method: &str, call_id: &str, to_tag: &str) -> Vec<u8> {
+        self.seq += 1;
+        format!(
+            "{method} sip:callpark@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK{method}{call_id}{s}\r\nFrom: <sip:{u}@127.0.0.1:{p}>;tag={u}t\r\nTo: <sip:x@{SERVER}>;tag={to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {s} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            p = self.port,
+            u = self.user,
+            s = self.seq
+        )
+        .into_bytes()
+    }
+
+    fn ack(&self, call_id: &str, to_tag: &str) -> Vec<u8> {
+        format!(
+            "ACK sip:callpark@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bKack{call_id}\r\nFrom: <sip:{u}@127.0.0.1:{p}>;tag={u}t\r\nTo: <sip:x@{SERVER}>;tag={to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {s} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            p = self.port,
+            u = self.user,
+            s = self.seq
+        )
+        .into_bytes()
+    }
+}
+
+struct World {
+    engine: Engine,
+    now: Duration,
+}
+
+impl World {
+    fn new(engine: Engine) -> World {
+        World {
+            engine,
+            now: Duration::ZERO,
+        }
+    }
+
+    fn send(&mut self, phone: &Phone, bytes: Vec<u8>) -> Vec<Sent> {
+        self.engine.handle_sip(self.now, &bytes, phone.peer());
+        self.out()
+    }
+
+    fn out(&mut self) -> Vec<Sent> {
+        std::iter::from_fn(|| self.engine.poll_transmit())
+            .map(|t| Sent {
+                peer: t.peer,
+                message: parse(&t.bytes).expect("we send what we can read"),
+            })
+            .collect()
+    }
+
+    /// Sends an INVITE and ACKs the final response; returns it.
+    fn call(&mut self, phone: &mut Phone, call_id: &str, dialed: &str, extra: &str) -> Response {
+        let invite = phone.invite(call_id, dialed, extra, "0 8");
+        let out = self.send(phone, invite);
+        let fin = final_response(&out);
+        if fin.status == 200 {
+            let tag = fin.to().unwrap().tag().unwrap().to_string();
+            let ack = phone.ack(call_id, &tag);
+            assert!(self.send(phone, ack).is_empty());
+        }
+        fin
+    }
+
+    fn advance(&mut self, by: Duration) -> Vec<(SocketAddr, Vec<u8>)> {
+        let until = self.now + by;
+        let mut rtp = Vec::new();
+        while let Some(t) = self.engine.poll_timeout().filter(|t| *t <= until) {
+            self.now = t.max(self.now);
+            self.engine.handle_timeout(self.now);
+            self.engine
+                .pace_media(self.now, |dest, p| rtp.push((dest, p.to_vec())));
+            // Retransmissions to phones that never answer (the parker of a
+            // MESSAGE) are not what the next step looks at.
+            while self.engine.poll_transmit().is_some() {}
+        }
+        self.now = until;
+        rtp
+    }
+
+    fn events(&mut self) -> Vec<EngineEvent> {
+        std::iter::from_fn(|| self.engine.poll_event()).collect()
+    }
+}
+
+fn final_response(out: &[Sent]) -> Response {
+    out.iter()
+        .find_map(|s| match &s.message {
+            Message::Response(r) if r.status >= 200 => Some(r.clone()),
+            _ => None,
+        })
+        .expect("a final response")
+}
+
+fn requests(out: &[Sent]) -> Vec<(Peer, Request)> {
+    out.iter()
+        .filter_map(|s| match &s.message {
+            Message::Request(r) => Some((s.peer, r.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn tag(r: &Response) -> String {
+    r.to().unwrap().tag().unwrap().to_string()
+}
+
+#[test]
+fn blind_park_with_referred_by_plays_music_and_tells_the_parker() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut caller = Phone::new("bob", 6001);
+    let invite = caller.invite(
+        "c1",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+        "0 8",
+    );
+    let out = w.send(&caller, invite);
+    let statuses: Vec<u16> = out
+        .iter()
+        .filter_map(|s| match &s.message {
+            Message::Response(r) => Some(r.status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses, [100, 200]);
+    let ok = final_response(&out);
+    let answer = String::from_utf8(ok.body.clone()).unwrap();
+    assert!(answer.contains("m=audio 20000 RTP/AVP 0 101"), "{answer}");
+    assert!(answer.contains("a=sendrecv"));
+    assert!(ok.header("Contact").unwrap().contains("127.0.0.1:5060"));
+    // The parker is told by SIP MESSAGE.
+    let msgs = requests(&out);
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].0.addr, "127.0.0.1:6009".parse().unwrap());
+    assert_eq!(msgs[0].1.body, b"Parked on 701");
+    assert_eq!(
+        w.events(),
+        [EngineEvent::Parked {
+            call: callpark_core::lot::CallId(2),
+            orbit: "701".into(),
+            parker: "sip:alice@127.0.0.1:6009".into(),
+            caller: "sip:bob@127.0.0.1:6001".into()
+        }]
+    );
+    // 50 packets per second of music, PCMU, to the caller's RTP address.
+    let rtp = w.advance(Duration::from_secs(1));
+    assert_eq!(rtp.len(), 50);
+    assert!(
+        rtp.iter().all(|(dest, p)| *dest == caller.rtp()
+            && rtp_rs::RtpReader::new(p).unwrap().payload_type() == 0)
+    );
+}
+
+#[test]
+fn blind_park_without_referred_by_and_the_feature_codes() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut a = Phone::new("a", 6001);
+    assert_eq!(w.call(&mut a, "c1", "*68702", "").status, 200);
+    assert_eq!(w.engine.lot().parked_on("702").count(), 1);
+    // A bare orbit with nothing parked parks (phones without Referred-By).
+    let mut b = Phone::new("b", 6003);
+    assert_eq!(w.call(&mut b, "c2", "703", "").status, 200);
+    assert_eq!(w.engine.lot().parked_on("703").count(), 1);
+    // A directed park on a busy orbit is refused with 486 and a Warning.
+    let mut c = Phone::new("c", 6005);
+    let busy = w.call(&mut c, "c3", "*68702", "");
+    assert_eq!(busy.status, 486);
+    assert!(
+        busy.header("Warning")
+            .unwrap()
+            .contains("orbit 702 is busy")
+    );
+    // Unknown orbit, not a feature.
+    assert_eq!(w.call(&mut c, "c4", "*68999", "").status, 404);
+    assert_eq!(w.call(&mut c, "c5", "alice", "").status, 404);
+    assert!(requests(&[]).is_empty());
+}
+
+#[test]
+fn retrieve_bridges_with_the_relay_and_stops_the_music() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut caller = Phone::new("bob", 6001);
+    let parked = w.call(
+        &mut caller,
+        "c1",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    let parked_tag = tag(&parked);
+    w.out();
+    assert!(!w.advance(Duration::from_millis(100)).is_empty());
+    let mut carol = Phone::new("carol", 6011);
+    let invite = carol.invite("r1", "*88701", "", "8");
+    let out = w.send(&carol, invite);
+    let ok = final_response(&out);
+    assert_eq!(ok.status, 200);
+    assert!(String::from_utf8_lossy(&ok.body).contains("RTP/AVP 8 101"));
+    let events = w.events();
+    assert!(
+        matches!(events.last(), Some(EngineEvent::Retrieved { orbit, .. }) if orbit == "701"),
+        "{events:?}"
+    );
+    // No more music.
+    assert!(w.advance(Duration::from_secs(1)).is_empty());
+    // Bob's µ-law reaches Carol as A-law, and back.
+    let mut packet = rtp_rs::RtpPacketBuilder::new()
+        .payload_type(0)
+        .ssrc(9)
+        .sequence(1.into())
+        .timestamp(0)
+        .payload(&[0xFF; 160])
+        .build()
+        .unwrap();
+    let mut relayed = Vec::new();
+    w.engine.handle_rtp(&mut packet, caller.rtp(), |dest, p| {
+        relayed.push((dest, p.to_vec()))
+    });
+    assert_eq!(relayed.len(), 1);
+    assert_eq!(relayed[0].0, carol.rtp());
+    let r = rtp_rs::RtpReader::new(&relayed[0].1).unwrap();
+    assert_eq!((r.payload_type(), r.payload()[0]), (8, 0xD5));
+    // A BYE from Carol hangs up Bob.
+    let r_tag = tag(&ok);
+    let bye = carol.in_dialog("BYE", "r1", &r_tag);
+    let out = w.send(&carol, bye);
+    assert_eq!(final_response(&out).status, 200);
+    let byes = requests(&out);
+    assert_eq!(byes.len(), 1);
+    assert_eq!(byes[0].0, caller.peer());
+    assert_eq!(byes[0].1.to().unwrap().tag(), Some("bobt"));
+    assert_eq!(byes[0].1.from().unwrap().tag(), Some(parked_tag.as_str()));
+    assert_eq!(w.engine.calls(), 0);
+}
+
+#[test]
+fn retrieve_is_fifo_and_404_when_empty() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut first = Phone::new("first", 6001);
+    let mut second = Phone::new("second", 6003);
+    w.call(&mut first, "p1", "*68799", "");
+    w.advance(Duration::from_millis(10));
+    w.call(&mut second, "p2", "*68799", "");
+    w.events();
+    let mut r = Phone::new("r", 6021);
+    assert_eq!(w.call(&mut r, "g1", "*4799", "").status, 200);
+    assert!(matches!(&w.events()[..], [EngineEvent::Retrieved { .. }]));
+    assert_eq!(
+        w.engine.lot().parked_on("799").next().unwrap().parked_uri,
+        "sip:second@127.0.0.1:6003"
+    );
+    assert_eq!(
+        w.call(&mut r, "g2", "799", "").status,
+        200,
+        "a bare orbit retrieves"
+    );
+    let empty = w.call(&mut r, "g3", "*88799", "");
+    assert_eq!(empty.status, 404);
+    assert!(
+        empty
+            .header("Warning")
+            .unwrap()
+            .contains("Nothing parked on 799")
+    );
+    assert_eq!(w.call(&mut r, "g4", "*88", "").status, 404);
+}
+
+#[test]
+fn group_park_hunts_the_parkers_group() {
+    let groups = vec![GroupConfig {
+        name: "front-desk".into(),
+        members: vec!["sip:alice@127.0.0.1".into()],
+        destinations: vec!["704".into(), "705".into()],
+    }];
+    let mut w = World::new(engine(groups, Access::All));
+    let by_alice = "Referred-By: <sip:alice@127.0.0.1:6009>\r\n";
+    for (i, expect) in [(1, 200), (2, 200), (3, 486)] {
+        let mut p = Phone::new(&format!("caller{i}"), 6000 + i * 2);
+        let r = w.call(&mut p, &format!("g{i}"), "#58", by_alice);
+        assert_eq!(r.status, expect);
+        if expect == 486 {
+            assert!(
+                r.header("Warning")
+                    .unwrap()
+                    .contains("group front-desk is full"),
+                "{:?}",
+                r.header("Warning")
+            );
+        }
+    }
+    assert_eq!(w.engine.lot().parked_on("704").count(), 1);
+    assert_eq!(w.engine.lot().parked_on("705").count(), 1);
+    let mut stranger = Phone::new("stranger", 6031);
+    let r = w.call(
+        &mut stranger,
+        "g9",
+        "#58",
+        "Referred-By: <sip:mallory@127.0.0.1>\r\n",
+    );
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn hang_ups_free_the_orbit() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut a = Phone::new("a", 6001);
+    let ok = w.call(&mut a, "h1", "*68701", "");
+    w.events();
+    let bye = a.in_dialog("BYE", "h1", &tag(&ok));
+    assert_eq!(final_response(&w.send(&a, bye)).status, 200);
+    assert!(matches!(&w.events()[..], [EngineEvent::Abandoned { orbit, .. }] if orbit == "701"));
+    assert_eq!(w.engine.parked_calls(), 0);
+    assert!(
+        w.advance(Duration::from_secs(1)).is_empty(),
+        "the music stopped"
+    );
+    let mut b = Phone::new("b", 6003);
+    assert_eq!(w.call(&mut b, "h2", "*68701", "").status, 200);
+}
+
+#[test]
+fn attended_park_the_callers_replaces_takes_the_parkers_place() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut alice = Phone::new("alice", 6009);
+    let ok = w.call(&mut alice, "att1", "*68705", "");
+    let alice_tag = tag(&ok);
+    let mut bob = Phone::new("bob", 6001);
+    let replaces = format!("Replaces: att1;to-tag={alice_tag};from-tag=alicet\r\n");
+    let invite = bob.invite("att2", "705", &replaces, "0");
+    let out = w.send(&bob, invite);
+    assert_eq!(final_response(&out).status, 200);
+    let byes = requests(&out);
+    assert_eq!(byes.len(), 1, "the parker's leg is hung up");
+    assert_eq!(byes[0].0, alice.peer());
+    let parked = w.engine.lot().parked_on("705").next().unwrap().clone();
+    assert_eq!(parked.parked_uri, "sip:bob@127.0.0.1:6001");
+    assert_eq!(parked.parker, "sip:alice@127.0.0.1:6009");
+    let rtp = w.advance(Duration::from_millis(200));
+    assert!(!rtp.is_empty() && rtp.iter().all(|(d, _)| *d == bob.rtp()));
+}
+
+#[test]
+fn options_unknown_methods_and_codecs() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut p = Phone::new("p", 6001);
+    let options = p
+        .in_dialog("OPTIONS", "o1", "x")
+        .into_iter()
+        .collect::<Vec<u8>>();
+    let options = String::from_utf8(options).unwrap().replace(";tag=x", "");
+    let r = final_response(&w.send(&p, options.into_bytes()));
+    assert_eq!(r.status, 200);
+    assert!(r.header("Allow").unwrap().contains("INVITE"));
+    let foo = String::from_utf8(p.in_dialog("FOO", "f1", "x"))
+        .unwrap()
+        .replace(";tag=x", "");
+    assert_eq!(final_response(&w.send(&p, foo.into_bytes())).status, 501);
+    let g722 = p.invite("n1", "*68701", "", "9");
+    let r = final_response(&w.send(&p, g722));
+    assert_eq!(r.status, 488);
+    assert_eq!(w.engine.parked_calls(), 0);
+}
+
+#[test]
+fn access_lists_decide_who_may_park() {
+    let mut w = World::new(engine(
+        vec![],
+        Access::Listed(vec!["sip:alice@127.0.0.1".into()]),
+    ));
+    let mut p = Phone::new("p", 6001);
+    assert_eq!(
+        w.call(&mut p, "a1", "701", "Referred-By: <sip:bob@127.0.0.1>\r\n")
+            .status,
+        403
+    );
+    assert_eq!(
+        w.call(
+            &mut p,
+            "a2",
+            "701",
+            "Referred-By: <sip:alice@127.0.0.1:5062>\r\n"
+        )
+        .status,
+        200
+    );
+}
+
+#[test]
+fn ten_thousand_parks_and_retrieves_in_virtual_time() {
+    let mut orbits: Vec<OrbitConfig> = (1000..11000).map(|n| orbit(&n.to_string(), 1)).collect();
+    orbits.truncate(10_000);
+    let lot = ParkLot::new(orbits, vec![]);
+    let music = MusicLibrary {
+        default: Music::silence(),
+        by_key: Default::default(),
+        music_on_hold: false,
+    };
+    let cfg = EngineConfig {
+        sip_addr: SERVER.parse().unwrap(),
+        media_addr: MEDIA.parse().unwrap(),
+        outbound_proxy: None,
+        max_parked_calls: 20_000,
+        bare_orbit_parks_when_empty: true,
+        access: Access::All,
+        epoch_ms_at_zero: 0,
+        entropy: 1,
+    };
+    let mut w = World::new(Engine::new(cfg, lot, music, Arc::new(BuiltinPolicy)));
+    let mut parked = 0;
+    for i in 0..10_000u32 {
+        let mut p = Phone::new(&format!("u{i}"), 10_000 + (i % 20_000) as u16);
+        if w.call(&mut p, &format!("park{i}"), "*68", "").status == 200 {
+            parked += 1;
+        }
+        if i % 100 == 0 {
+            w.advance(Duration::from_millis(20));
+        }
+    }
+    assert_eq!(parked, 10_000);
+    assert_eq!(w.engine.parked_calls(), 10_000);
+    let mut retrieved = 0;
+    for i in 0..10_000u32 {
+        let mut r = Phone::new(&format!("r{i}"), 40_000 + (i % 20_000) as u16);
+        if w.call(&mut r, &format!("get{i}"), "*88", "").status == 200 {
+            retrieved += 1;
+        }
+    }
+    assert_eq!(retrieved, 10_000);
+    assert_eq!(w.engine.parked_calls(), 0);
+    assert_eq!(w.engine.calls(), 10_000, "all bridged");
+}
