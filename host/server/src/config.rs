@@ -104,6 +104,9 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MediaConfig {
+    /// The IP address put in SDP and where RTP is received; empty: the
+    /// first listen address, or this host's address when that is 0.0.0.0.
+    pub address: String,
     pub rtp_ports: String,
     pub music: String,
     pub music_on_hold: bool,
@@ -113,6 +116,7 @@ pub struct MediaConfig {
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
+            address: String::new(),
             rtp_ports: "20000-39999".into(),
             music: String::new(),
             music_on_hold: true,
@@ -410,6 +414,68 @@ impl Config {
         ]
     }
 
+    /// The park lot this configuration describes: every range expanded in
+    /// order, then the single orbits, with `[defaults]` and `[[orbit]]`
+    /// overrides applied. Call on a validated configuration.
+    pub fn lot(&self) -> callpark_core::lot::ParkLot {
+        use callpark_core::lot::{GroupConfig as LotGroup, OrbitConfig as LotOrbit};
+        let mut orbits: Vec<LotOrbit> = Vec::new();
+        let new_orbit = |number: String| LotOrbit {
+            number,
+            name: None,
+            enabled: true,
+            capacity: self.defaults.capacity,
+            music: None,
+            group: None,
+        };
+        for range in &self.range {
+            let (Ok((prefix, lo)), Ok((_, hi))) =
+                (split_orbit(&range.start), split_orbit(&range.end))
+            else {
+                continue;
+            };
+            let width = range.start.len() - prefix.len();
+            orbits.extend((lo..=hi).map(|n| new_orbit(format!("{prefix}{n:0width$}"))));
+        }
+        for o in &self.orbit {
+            let i = match orbits.iter().position(|x| x.number == o.number) {
+                Some(i) => i,
+                None => {
+                    orbits.push(new_orbit(o.number.clone()));
+                    orbits.len() - 1
+                }
+            };
+            let orbit = &mut orbits[i];
+            orbit.name = o.name.clone();
+            orbit.enabled = o.enabled.unwrap_or(true);
+            orbit.capacity = o.capacity.unwrap_or(orbit.capacity);
+            orbit.music = o.music.clone().filter(|m| !m.is_empty());
+        }
+        let mut groups = Vec::new();
+        for g in &self.group {
+            let destinations: Vec<String> = if g.use_members_as_destinations {
+                g.members
+                    .iter()
+                    .filter_map(|m| callpark_sip_user(m))
+                    .filter(|u| orbits.iter().any(|o| &o.number == u))
+                    .collect()
+            } else {
+                g.destinations.clone()
+            };
+            for d in &destinations {
+                if let Some(o) = orbits.iter_mut().find(|o| &o.number == d) {
+                    o.group.get_or_insert_with(|| g.name.clone());
+                }
+            }
+            groups.push(LotGroup {
+                name: g.name.clone(),
+                members: g.members.clone(),
+                destinations,
+            });
+        }
+        callpark_core::lot::ParkLot::new(orbits, groups)
+    }
+
     fn validate(&self) -> Result<(), (Vec<PathPart>, String)> {
         use PathPart::{Index as I, Key as K};
         let at = |parts: &[PathPart], msg: String| Err((parts.to_vec(), msg));
@@ -438,6 +504,13 @@ impl Config {
             return at(
                 &[K("server"), K("max_parked_calls")],
                 "must be above 0".into(),
+            );
+        }
+        if !self.media.address.is_empty() && self.media.address.parse::<std::net::IpAddr>().is_err()
+        {
+            return at(
+                &[K("media"), K("address")],
+                format!("`{}` is not an IP address", self.media.address),
             );
         }
         if let Err(msg) = parse_port_range(&self.media.rtp_ports) {
@@ -714,6 +787,13 @@ impl Config {
         parse_on_failure(&pl.on_failure).map_err(|m| (vec![K("plugins"), K("on_failure")], m))?;
         Ok(())
     }
+}
+
+/// The user part of `sip:user@host`.
+fn callpark_sip_user(uri: &str) -> Option<String> {
+    let rest = uri.split_once(':')?.1;
+    let (user, _) = rest.split_once('@')?;
+    Some(user.to_string())
 }
 
 fn duration_in(text: &str, min: Duration, max: Duration) -> Result<(), String> {

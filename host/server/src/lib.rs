@@ -5,3 +5,4 @@ pub mod config;
 pub mod logging;
 pub mod plugin_check;
 pub mod plugins;
+pub mod serve;

@@ -23,6 +23,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the park server. With no --config, the embedded default: UDP and
+    /// TCP on 0.0.0.0:5060, orbits 701-750, default plugins and music.
+    Serve {
+        /// The TOML configuration (see `callpark default-config`).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Work with policy plugins (WASM components of callpark:policy@0.1.0).
     Plugin {
         #[command(subcommand)]
@@ -67,6 +74,24 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Serve { config } => {
+            let loaded = match &config {
+                Some(path) => match Config::load(path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                },
+                None => Config::embedded(),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(callpark_server::serve::serve(loaded, config))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plugin {
             command: PluginCommand::Check { file, params },
         } => {

@@ -1,0 +1,387 @@
+//! `callpark serve`: sockets, the clock and signals around one engine.
+//!
+//! One loop owns the engine: SIP datagrams and TCP frames arrive over a
+//! channel from small reader tasks, RTP is read from the shared media socket
+//! directly, and the loop sleeps until the engine's next deadline (SIP
+//! timers or the pacer's next millisecond with music to send). The clock is
+//! read here and nowhere else.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use callpark_engine::{Access, Engine, EngineConfig, EngineEvent, MusicLibrary};
+use callpark_media::Music;
+use callpark_sip::codec::StreamFramer;
+use callpark_sip::transaction::{Peer, Transport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, parse_port_range};
+use crate::plugins::PluginSupervisor;
+
+/// The default hold music, made by the project (`music/make_hold_music.py`).
+const DEFAULT_MUSIC: &[u8] = include_bytes!("../../../music/hold.wav");
+
+enum Inbound {
+    Udp {
+        socket: usize,
+        bytes: Vec<u8>,
+        from: SocketAddr,
+    },
+    TcpOpened {
+        conn: u64,
+        writer: mpsc::UnboundedSender<Vec<u8>>,
+    },
+    TcpFrame {
+        conn: u64,
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    TcpClosed {
+        conn: u64,
+    },
+}
+
+/// This host's address towards the world, for SDP when listening on
+/// 0.0.0.0: the source address a UDP socket would use (no packet is sent).
+fn local_ip() -> IpAddr {
+    StdUdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+fn load_music(path: &Path) -> anyhow::Result<Music> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading music {}", path.display()))?;
+    Ok(Music::from_wav(&path.display().to_string(), &bytes)?)
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config_dir = config_path
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf);
+    let supervisor = PluginSupervisor::start(&config, config_dir.as_deref())?;
+
+    let listen: Vec<SocketAddr> = config
+        .server
+        .listen
+        .iter()
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()
+        .context("server.listen")?;
+    let first = listen[0];
+    let media_ip: IpAddr = match config.media.address.as_str() {
+        "" if first.ip().is_unspecified() => local_ip(),
+        "" => first.ip(),
+        ip => ip.parse().context("media.address")?,
+    };
+    let sip_ip = if first.ip().is_unspecified() {
+        media_ip
+    } else {
+        first.ip()
+    };
+    let (rtp_lo, _rtp_hi) =
+        parse_port_range(&config.media.rtp_ports).map_err(anyhow::Error::msg)?;
+    let media_addr = SocketAddr::new(media_ip, rtp_lo);
+
+    let mut music = MusicLibrary {
+        default: if config.media.music.is_empty() {
+            Music::from_wav("embedded:hold.wav", DEFAULT_MUSIC)?
+        } else {
+            load_music(&Config::resolve(config_dir.as_deref(), &config.media.music))?
+        },
+        by_key: HashMap::new(),
+        music_on_hold: config.media.music_on_hold,
+    };
+    for orbit in &config.orbit {
+        if let Some(path) = orbit.music.as_deref().filter(|m| !m.is_empty())
+            && !music.by_key.contains_key(path)
+        {
+            let m = load_music(&Config::resolve(config_dir.as_deref(), path))?;
+            music.by_key.insert(path.to_string(), m);
+        }
+    }
+
+    let access = match config.access.park.as_str() {
+        "members" => Access::Members,
+        "listed" => Access::Listed(config.access.parkers.clone()),
+        _ => Access::All,
+    };
+    let outbound_proxy = if config.server.outbound_proxy.is_empty() {
+        None
+    } else {
+        let uri = callpark_sip::uri::Uri::parse(&config.server.outbound_proxy)?;
+        match uri.host {
+            Some(callpark_sip::uri::Host::Ip(ip)) => {
+                Some(SocketAddr::new(ip, uri.port.unwrap_or(5060)))
+            }
+            _ => anyhow::bail!(
+                "server.outbound_proxy must name an IP address, e.g. sip:127.0.0.1:5070"
+            ),
+        }
+    };
+    let started = Instant::now();
+    let epoch_ms_at_zero = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let entropy = epoch_ms_at_zero ^ u64::from(std::process::id()).rotate_left(32);
+    let mut engine = Engine::new(
+        EngineConfig {
+            sip_addr: SocketAddr::new(sip_ip, first.port()),
+            media_addr,
+            outbound_proxy,
+            max_parked_calls: config.server.max_parked_calls as usize,
+            bare_orbit_parks_when_empty: true,
+            access,
+            epoch_ms_at_zero,
+            entropy,
+        },
+        config.lot(),
+        music,
+        supervisor.runtime().clone(),
+    );
+
+    // Sockets.
+    let (inbound_tx, mut inbound) = mpsc::unbounded_channel::<Inbound>();
+    let mut udp_sockets = Vec::new();
+    for (i, addr) in listen.iter().enumerate() {
+        let udp = Arc::new(
+            UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("binding UDP {addr}"))?,
+        );
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding TCP {addr}"))?;
+        tracing::info!(%addr, "listening for SIP on UDP and TCP");
+        udp_sockets.push(udp.clone());
+        let tx = inbound_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_535];
+            loop {
+                match udp.recv_from(&mut buf).await {
+                    Ok((n, from)) => {
+                        if tx
+                            .send(Inbound::Udp {
+                                socket: i,
+                                bytes: buf[..n].to_vec(),
+                                from,
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::debug!("UDP receive: {e}"),
+                }
+            }
+        });
+        let tx = inbound_tx.clone();
+        tokio::spawn(accept_tcp(tcp, tx, i as u64));
+    }
+    let media = UdpSocket::bind(media_addr)
+        .await
+        .with_context(|| format!("binding the media socket {media_addr}"))?;
+    tracing::info!(%media_addr, orbits = engine.lot().orbits().len(), "media socket ready; serving");
+
+    // Plugin hot reload (file watching and SIGHUP).
+    let (stop_watch, watch_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, _ready) = tokio::sync::oneshot::channel();
+    let watcher = tokio::spawn(supervisor.clone().watch(ready_tx, async {
+        let _ = watch_stopped.await;
+    }));
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tcp_writers: HashMap<u64, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
+    let mut udp_of_peer: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut media_buf = vec![0u8; 2048];
+    let clock = |started: Instant| started.elapsed();
+    let mut shutting_down: Option<Instant> = None;
+
+    loop {
+        let now = clock(started);
+        engine.handle_timeout(now);
+        engine.pace_media(now, |dest, packet| {
+            let _ = media.try_send_to(packet, dest);
+        });
+        flush(&mut engine, &udp_sockets, &udp_of_peer, &tcp_writers);
+        log_events(&mut engine);
+        if let Some(since) = shutting_down
+            && (engine.calls() == 0 || since.elapsed() > Duration::from_secs(2))
+        {
+            break;
+        }
+        let sleep_for = engine
+            .poll_timeout()
+            .map(|t| t.saturating_sub(clock(started)))
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
+        tokio::select! {
+            biased;
+            _ = sigterm.recv() => {
+                tracing::info!(parked = engine.parked_calls(), "SIGTERM: no new parks; hanging up every call");
+                engine.shutdown(clock(started));
+                shutting_down = Some(Instant::now());
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("SIGINT: hanging up every call");
+                engine.shutdown(clock(started));
+                shutting_down = Some(Instant::now());
+            }
+            received = media.recv_from(&mut media_buf) => {
+                if let Ok((n, src)) = received {
+                    engine.handle_rtp(&mut media_buf[..n], src, |dest, packet| {
+                        let _ = media.try_send_to(packet, dest);
+                    });
+                }
+            }
+            Some(msg) = inbound.recv() => {
+                let now = clock(started);
+                match msg {
+                    Inbound::Udp { socket, bytes, from } => {
+                        udp_of_peer.insert(from, socket);
+                        engine.handle_sip(now, &bytes, Peer { transport: Transport::Udp, addr: from });
+                    }
+                    Inbound::TcpOpened { conn, writer } => {
+                        tcp_writers.insert(conn, writer);
+                    }
+                    Inbound::TcpFrame { conn, from, bytes } => {
+                        engine.handle_sip(now, &bytes, Peer { transport: Transport::Tcp(conn), addr: from });
+                    }
+                    Inbound::TcpClosed { conn } => {
+                        tcp_writers.remove(&conn);
+                    }
+                }
+            }
+            _ = tokio::time::sleep(sleep_for) => {}
+        }
+    }
+    flush(&mut engine, &udp_sockets, &udp_of_peer, &tcp_writers);
+    let _ = stop_watch.send(());
+    let _ = watcher.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn flush(
+    engine: &mut Engine,
+    udp: &[Arc<UdpSocket>],
+    udp_of_peer: &HashMap<SocketAddr, usize>,
+    tcp: &HashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
+) {
+    while let Some(t) = engine.poll_transmit() {
+        match t.peer.transport {
+            Transport::Udp => {
+                let socket = udp_of_peer.get(&t.peer.addr).copied().unwrap_or(0);
+                if let Err(e) = udp[socket].try_send_to(&t.bytes, t.peer.addr) {
+                    tracing::debug!(peer = %t.peer.addr, "UDP send: {e}");
+                }
+            }
+            Transport::Tcp(conn) => match tcp.get(&conn) {
+                Some(w) => {
+                    let _ = w.send(t.bytes);
+                }
+                None => tracing::debug!(peer = %t.peer.addr, "TCP connection gone"),
+            },
+        }
+    }
+}
+
+fn log_events(engine: &mut Engine) {
+    while let Some(event) = engine.poll_event() {
+        match event {
+            EngineEvent::Parked {
+                call,
+                orbit,
+                parker,
+                caller,
+            } => {
+                tracing::info!(event = "parked", call = call.0, %orbit, %parker, %caller)
+            }
+            EngineEvent::Retrieved { call, orbit, by } => {
+                tracing::info!(event = "retrieved", call = call.0, %orbit, %by)
+            }
+            EngineEvent::Abandoned { call, orbit } => {
+                tracing::info!(event = "abandoned", call = call.0, %orbit)
+            }
+            EngineEvent::Ended { call } => tracing::info!(event = "ended", call = call.0),
+            EngineEvent::Refused {
+                method,
+                dialed,
+                status,
+                reason,
+            } => {
+                tracing::info!(event = "refused", %method, %dialed, status, %reason)
+            }
+        }
+    }
+}
+
+/// Accepts TCP connections; each gets a reader that frames messages by
+/// Content-Length and a writer fed by the loop.
+async fn accept_tcp(
+    listener: TcpListener,
+    inbound: mpsc::UnboundedSender<Inbound>,
+    listener_index: u64,
+) {
+    let mut next: u64 = listener_index << 48;
+    loop {
+        let Ok((stream, from)) = listener.accept().await else {
+            continue;
+        };
+        next += 1;
+        let conn = next;
+        let (mut reader, mut writer) = stream.into_split();
+        let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+        if inbound
+            .send(Inbound::TcpOpened { conn, writer: wtx })
+            .is_err()
+        {
+            return;
+        }
+        tokio::spawn(async move {
+            while let Some(bytes) = wrx.recv().await {
+                if writer.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let inbound = inbound.clone();
+        tokio::spawn(async move {
+            let mut framer = StreamFramer::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                framer.push(&buf[..n]);
+                loop {
+                    match framer.next_frame() {
+                        Ok(Some(bytes)) => {
+                            let _ = inbound.send(Inbound::TcpFrame { conn, from, bytes });
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::info!(peer = %from, "closing a TCP connection: {e}");
+                            let _ = inbound.send(Inbound::TcpClosed { conn });
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = inbound.send(Inbound::TcpClosed { conn });
+        });
+    }
+}
