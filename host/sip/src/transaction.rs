@@ -130,6 +130,8 @@ struct ServerTx {
     interval: Duration,
     /// For matching the ACK of a 2xx: Call-ID and CSeq number.
     dialog_key: (String, u32),
+    /// The To tag of our responses, which a CANCEL's 200 repeats (§9.2).
+    to_tag: Option<String>,
 }
 
 #[derive(Debug)]
@@ -416,11 +418,14 @@ impl Transactions {
                 ..key.clone()
             };
             let id = self.id();
-            let mut ok = request.response(200, None);
             let matched = self.server_keys.get(&invite_key).copied();
-            if matched.is_none() {
-                ok = request.response(481, None);
-            }
+            let ok = match matched {
+                Some(invite) => {
+                    let tag = self.server.get(&invite).and_then(|t| t.to_tag.clone());
+                    request.response(200, tag.as_deref())
+                }
+                None => request.response(481, None),
+            };
             let bytes = serialize_response(&ok);
             let reply_to = response_peer(&request, peer);
             self.transmits.push_back(Transmit {
@@ -514,6 +519,7 @@ impl Transactions {
                 last_response,
                 interval: T1,
                 dialog_key,
+                to_tag: None,
             },
         );
         if state == ServerState::Completed {
@@ -546,6 +552,13 @@ impl Transactions {
             bytes: bytes.clone(),
         });
         t.last_response = Some(bytes);
+        if let Some(tag) = response
+            .to()
+            .ok()
+            .and_then(|to| to.tag().map(str::to_string))
+        {
+            t.to_tag = Some(tag);
+        }
         let reliable = peer.transport.reliable();
         if response.status < 200 {
             if t.state == ServerState::Trying {

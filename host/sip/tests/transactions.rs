@@ -348,3 +348,24 @@ fn malformed_but_answerable_requests_get_400_with_a_warning() {
     );
     assert_eq!(t.poll_transmit(), None, "unanswerable garbage is dropped");
 }
+
+#[test]
+fn the_200_to_a_late_cancel_repeats_the_invites_to_tag() {
+    let mut t = layer();
+    t.handle_bytes(ms(0), &request("INVITE", "inv9", ""), phone())
+        .unwrap();
+    let (tx, invite) = next_request(&mut t);
+    t.send_response(ms(0), tx, invite.response(200, Some("srv9")));
+    run_until(&mut t, ms(0), ms(0));
+    t.handle_bytes(ms(10), &request("CANCEL", "inv9", ""), phone())
+        .unwrap();
+    assert_eq!(t.poll_event(), None, "an answered INVITE is not cancelled");
+    let out = t.poll_transmit().unwrap();
+    match parse(&out.bytes).unwrap() {
+        Message::Response(r) => {
+            assert_eq!(r.status, 200);
+            assert_eq!(r.to().unwrap().tag(), Some("srv9"));
+        }
+        other => panic!("{other:?}"),
+    }
+}

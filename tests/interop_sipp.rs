@@ -1,0 +1,418 @@
+//! Interop with SIPp (Debian `sip-tester`): the real `callpark` binary on
+//! loopback, driven by the scenarios in `tests/sipp/`.
+//!
+//! These need `/usr/bin/sipp`, so they are ignored by a plain `cargo test`
+//! and run by `.ci/run` (which installs SIPp) as
+//! `cargo test --test interop_sipp -- --ignored`.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free UDP port pair base (SIP on `p`, its TCP twin free too).
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn scenario(name: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/sipp");
+    dir.join(format!("{name}.xml")).display().to_string()
+}
+
+struct Server {
+    child: Child,
+    sip: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        assert!(
+            std::path::Path::new("/usr/bin/sipp").exists(),
+            "SIPp is not installed: apt-get install -y sip-tester (.ci/run does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let sip = free_port();
+        let rtp = free_port();
+        let config = format!(
+            r#"
+[server]
+listen = ["127.0.0.1:{sip}"]
+[media]
+rtp_ports = "{rtp}-{rtp_hi}"
+[[range]]
+name = "main"
+start = "701"
+end = "705"
+[[orbit]]
+number = "799"
+name = "sales"
+capacity = 2
+[[group]]
+name = "front-desk"
+members = ["sip:parker@127.0.0.1"]
+destinations = ["704", "705"]
+"#,
+            rtp_hi = rtp + 10
+        );
+        let path = dir.path().join("park.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_callpark"))
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start callpark");
+        let server = Server { child, sip, dir };
+        server.wait_ready();
+        server
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.sip))
+    }
+
+    /// Bounded wait until the server answers OPTIONS.
+    fn wait_ready(&self) {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let me = probe.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut n = 0;
+        while Instant::now() < deadline {
+            n += 1;
+            let options = format!(
+                "OPTIONS sip:park@{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKready{n}\r\nFrom: <sip:probe@{me}>;tag=p\r\nTo: <sip:park@{a}>\r\nCall-ID: ready{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+                a = self.addr()
+            );
+            probe.send_to(options.as_bytes(), self.addr()).unwrap();
+            let mut buf = [0u8; 2048];
+            if let Ok((len, _)) = probe.recv_from(&mut buf)
+                && buf[..len].starts_with(b"SIP/2.0 200")
+            {
+                return;
+            }
+        }
+        panic!("callpark did not answer OPTIONS: {}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Stops with SIGTERM and returns the exit status.
+    fn stop(mut self) -> (bool, String) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.success(), self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "callpark did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One SIPp run: scenario, service (the dialed user part), extra args.
+fn sipp(
+    server: &Server,
+    name: &str,
+    service: &str,
+    rtp_port: u16,
+    codecs: &str,
+    extra: &[&str],
+) -> Command {
+    let mut cmd = Command::new("/usr/bin/sipp");
+    cmd.args([
+        "-sf",
+        &scenario(name),
+        &server.addr().to_string(),
+        "-s",
+        service,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &free_port().to_string(),
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "20",
+        "-timeout_error",
+        "-set",
+        "rtp_port",
+        &rtp_port.to_string(),
+        "-set",
+        "codecs",
+        codecs,
+    ])
+    .args(extra)
+    .current_dir(server.dir.path())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    cmd
+}
+
+fn run(mut cmd: Command) -> (bool, String) {
+    let out = cmd.output().expect("run sipp");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn must_pass(server: &Server, what: &str, cmd: Command) {
+    let (ok, text) = run(cmd);
+    assert!(
+        ok,
+        "{what} failed:\n{}\n--- server log ---\n{}",
+        tail(&text),
+        server.log()
+    );
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Waits (bounded) until the server log shows `needle` `count` times.
+fn wait_log(server: &Server, needle: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.log().matches(needle).count() < count {
+        assert!(
+            Instant::now() < deadline,
+            "never saw {count}x {needle:?}:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "needs SIPp (Debian sip-tester); .ci/run runs it"]
+fn park_with_referred_by_music_arrives_at_50_packets_per_second() {
+    let server = Server::start();
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rtp_port = rtp.local_addr().unwrap().port();
+    rtp.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let parker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let parker_port = parker.local_addr().unwrap().port().to_string();
+    let mut cmd = sipp(
+        &server,
+        "park_then_hang_up",
+        "701",
+        rtp_port,
+        "8",
+        &["-d", "3000", "-set", "parker_port", &parker_port],
+    );
+    let child = cmd.spawn().expect("sipp");
+    // Count the music for two seconds, after the first packet.
+    let mut buf = [0u8; 2048];
+    let (first, _) = rtp.recv_from(&mut buf).expect("music starts");
+    assert_eq!(buf[1] & 0x7F, 8, "the negotiated payload type (PCMA)");
+    let _ = first;
+    let start = Instant::now();
+    let mut packets = 0;
+    let mut wrong_pt = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        if let Ok((n, _)) = rtp.recv_from(&mut buf) {
+            packets += 1;
+            if n != 172 || buf[1] & 0x7F != 8 {
+                wrong_pt += 1;
+            }
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!((96..=104).contains(&packets), "{packets} packets in 2 s");
+    assert_eq!(wrong_pt, 0);
+    // The parker was told by SIP MESSAGE.
+    parker
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let (n, _) = parker.recv_from(&mut buf).expect("a MESSAGE to the parker");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("MESSAGE sip:parker@"), "{text}");
+    assert!(text.ends_with("Parked on 701"), "{text}");
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}
+
+#[test]
+#[ignore = "needs SIPp (Debian sip-tester); .ci/run runs it"]
+fn park_without_referred_by_retrieve_fifo_and_bye_propagation() {
+    let server = Server::start();
+    // Two callers park on the FIFO orbit 799 (one directed, one by name),
+    // without Referred-By.
+    let first = sipp(&server, "park_until_bye", "*68799", free_port(), "0", &[])
+        .spawn()
+        .unwrap();
+    wait_log(&server, "event=\"parked\"", 1);
+    let second = sipp(
+        &server,
+        "park_until_bye",
+        "*68sales",
+        free_port(),
+        "0 8",
+        &[],
+    )
+    .spawn()
+    .unwrap();
+    wait_log(&server, "event=\"parked\"", 2);
+    // The first retrieve gets the oldest; when the retriever hangs up, the
+    // server hangs up that caller (BYE propagation): the first SIPp ends.
+    must_pass(
+        &server,
+        "first retrieve",
+        sipp(
+            &server,
+            "retrieve",
+            "*88799",
+            free_port(),
+            "8",
+            &["-d", "1000"],
+        ),
+    );
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "first caller: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A bare orbit number with a call on it retrieves it.
+    must_pass(
+        &server,
+        "second retrieve",
+        sipp(&server, "retrieve", "799", free_port(), "0", &["-d", "500"]),
+    );
+    let out = second.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "second caller: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Nothing left: 404 with a Warning.
+    must_pass(
+        &server,
+        "retrieve empty",
+        sipp(&server, "expect_404", "*88799", free_port(), "0", &[]),
+    );
+    let log = server.log();
+    assert_eq!(log.matches("event=\"retrieved\"").count(), 2, "{log}");
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}
+
+#[test]
+#[ignore = "needs SIPp (Debian sip-tester); .ci/run runs it"]
+fn group_park_fills_then_486_and_strangers_get_403() {
+    let server = Server::start();
+    let parker = free_port().to_string();
+    let park = |svc: &str| {
+        sipp(
+            &server,
+            "park_with_referred_by_until_bye",
+            svc,
+            free_port(),
+            "0",
+            &["-set", "parker_port", &parker],
+        )
+        .spawn()
+        .unwrap()
+    };
+    let a = park("#58");
+    wait_log(&server, "event=\"parked\"", 1);
+    let b = park("#58");
+    wait_log(&server, "event=\"parked\"", 2);
+    assert!(
+        server.log().contains("orbit=704") && server.log().contains("orbit=705"),
+        "{}",
+        server.log()
+    );
+    must_pass(
+        &server,
+        "group full",
+        sipp(
+            &server,
+            "expect_486",
+            "#58",
+            free_port(),
+            "0",
+            &["-set", "parker_port", &parker],
+        ),
+    );
+    // No Referred-By: the caller is the parker, and is in no group.
+    must_pass(
+        &server,
+        "not a member",
+        sipp(&server, "expect_403", "#58", free_port(), "0", &[]),
+    );
+    // SIGTERM hangs up the parked calls cleanly: both callers get a BYE.
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+    for (name, child) in [("a", a), ("b", b)] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "caller {name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs SIPp (Debian sip-tester); .ci/run runs it"]
+fn cancel_while_parking_frees_the_orbit() {
+    let server = Server::start();
+    must_pass(
+        &server,
+        "park then cancel",
+        sipp(&server, "park_then_cancel", "*68703", free_port(), "0", &[]),
+    );
+    // Whatever the race, 703 is free again: a directed park succeeds.
+    let parker = free_port().to_string();
+    must_pass(
+        &server,
+        "park again",
+        sipp(
+            &server,
+            "park_then_hang_up",
+            "*68703",
+            free_port(),
+            "0",
+            &["-d", "200", "-set", "parker_port", &parker],
+        ),
+    );
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}
