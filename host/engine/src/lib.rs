@@ -69,9 +69,25 @@ pub struct MusicLibrary {
     /// By the key orbits name in their `music` setting.
     pub by_key: HashMap<String, Music>,
     pub music_on_hold: bool,
+    /// Spoken prompts by name: `0`..`9`, `star`, `hash`, `parked-on`.
+    pub prompts: HashMap<String, Music>,
 }
 
 impl MusicLibrary {
+    /// "Parked on seven zero one", from the prompts; `None` without them.
+    fn announcement(&self, orbit: &str) -> Option<Music> {
+        let mut parts = vec![self.prompts.get("parked-on")?];
+        for c in orbit.chars() {
+            let key = match c {
+                '*' => "star".to_string(),
+                '#' => "hash".to_string(),
+                d => d.to_string(),
+            };
+            parts.push(self.prompts.get(&key)?);
+        }
+        Some(Music::concat(&format!("parked on {orbit}"), &parts))
+    }
+
     fn for_orbit(&self, key: Option<&str>) -> Music {
         if !self.music_on_hold {
             return Music::silence();
@@ -153,6 +169,8 @@ pub struct Engine {
     next_id: u64,
     events: VecDeque<EngineEvent>,
     draining: bool,
+    /// Announcements made so far, by orbit (small: a few seconds each).
+    announcements: HashMap<String, Music>,
 }
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
@@ -189,6 +207,7 @@ impl Engine {
             next_id: 0,
             events: VecDeque::new(),
             draining: false,
+            announcements: HashMap::new(),
         }
     }
 
@@ -725,7 +744,14 @@ impl Engine {
         }
         self.answer_200(now, tx, &request, leg, body, peer);
         let music_key = self.lot.orbit(&orbit).and_then(|o| o.music.clone());
-        let stream = self.start_music(now, leg, music_key.as_deref());
+        // With no Referred-By the caller may be the parker itself (the first
+        // half of an attended park): it hears the orbit announced first.
+        let intro = if parker.is_empty() {
+            self.announcement(&orbit)
+        } else {
+            None
+        };
+        let stream = self.start_music(now, leg, music_key.as_deref(), intro);
         self.calls.insert(
             call,
             CallState::Parked {
@@ -745,7 +771,22 @@ impl Engine {
         }
     }
 
-    fn start_music(&mut self, now: Duration, leg: LegId, key: Option<&str>) -> Option<StreamId> {
+    fn announcement(&mut self, orbit: &str) -> Option<Music> {
+        if let Some(a) = self.announcements.get(orbit) {
+            return Some(a.clone());
+        }
+        let a = self.music.announcement(orbit)?;
+        self.announcements.insert(orbit.to_string(), a.clone());
+        Some(a)
+    }
+
+    fn start_music(
+        &mut self,
+        now: Duration,
+        leg: LegId,
+        key: Option<&str>,
+        intro: Option<Music>,
+    ) -> Option<StreamId> {
         let l = self.legs.get(&leg)?;
         let media = l.media.as_ref()?;
         let codec = match media.law {
@@ -761,6 +802,7 @@ impl Engine {
             first_seq: (bits >> 32) as u16,
             first_ts: (bits >> 16) as u32,
             music: self.music.for_orbit(key),
+            intro,
             tag: leg.0,
         };
         Some(self.pacer.add(now, spec))
@@ -863,7 +905,7 @@ impl Engine {
                     .get(call)
                     .and_then(|p| self.lot.orbit(&p.orbit))
                     .and_then(|o| o.music.clone());
-                let stream = self.start_music(now, new, key.as_deref());
+                let stream = self.start_music(now, new, key.as_deref(), None);
                 self.calls.insert(
                     call,
                     CallState::Parked {
@@ -941,7 +983,7 @@ impl Engine {
                         .get(call)
                         .and_then(|p| self.lot.orbit(&p.orbit))
                         .and_then(|o| o.music.clone());
-                    let started = self.start_music(now, id, key.as_deref());
+                    let started = self.start_music(now, id, key.as_deref(), None);
                     if let Some(CallState::Parked { stream, .. }) = self.calls.get_mut(&call) {
                         *stream = started;
                     }

@@ -40,6 +40,30 @@ fn engine(groups: Vec<GroupConfig>, access: Access) -> Engine {
         ),
         by_key: Default::default(),
         music_on_hold: true,
+        // "parked on" is one frame of silence, each digit one loud frame.
+        prompts: [
+            "parked-on",
+            "0",
+            "1",
+            "2",
+            "3",
+            "4",
+            "5",
+            "6",
+            "7",
+            "8",
+            "9",
+        ]
+        .iter()
+        .map(|k| {
+            let m = if *k == "parked-on" {
+                Music::silence()
+            } else {
+                Music::from_linear(k, &[0.9; 160])
+            };
+            (k.to_string(), m)
+        })
+        .collect(),
     };
     Engine::new(
         EngineConfig {
@@ -451,6 +475,42 @@ fn attended_park_the_callers_replaces_takes_the_parkers_place() {
 }
 
 #[test]
+fn the_parker_hears_the_orbit_announced_a_transferred_caller_does_not() {
+    let loud = callpark_media::g711::linear_to_ulaw((0.9f32 * 32767.0).round() as i16);
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut alice = Phone::new("alice", 6009);
+    w.call(&mut alice, "an1", "*68705", "");
+    let rtp = w.advance(Duration::from_millis(200));
+    let firsts: Vec<u8> = rtp
+        .iter()
+        .map(|(_, p)| rtp_rs::RtpReader::new(p).unwrap().payload()[80])
+        .collect();
+    assert_eq!(
+        &firsts[..4],
+        &[0xFF, loud, loud, loud],
+        "parked on, seven, zero, five"
+    );
+    assert_ne!(firsts[4], loud, "then the music");
+    let mut bob = Phone::new("bob", 6001);
+    w.call(
+        &mut bob,
+        "an2",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    let rtp = w.advance(Duration::from_millis(100));
+    let to_bob: Vec<u8> = rtp
+        .iter()
+        .filter(|(d, _)| *d == bob.rtp())
+        .map(|(_, p)| rtp_rs::RtpReader::new(p).unwrap().payload()[80])
+        .collect();
+    assert!(
+        !to_bob.is_empty() && to_bob.iter().all(|b| *b != loud),
+        "{to_bob:?}"
+    );
+}
+
+#[test]
 fn options_unknown_methods_and_codecs() {
     let mut w = World::new(engine(vec![], Access::All));
     let mut p = Phone::new("p", 6001);
@@ -505,6 +565,7 @@ fn ten_thousand_parks_and_retrieves_in_virtual_time() {
         default: Music::silence(),
         by_key: Default::default(),
         music_on_hold: false,
+        prompts: Default::default(),
     };
     let cfg = EngineConfig {
         sip_addr: SERVER.parse().unwrap(),

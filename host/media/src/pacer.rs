@@ -36,6 +36,8 @@ pub struct StreamSpec {
     pub first_seq: u16,
     pub first_ts: u32,
     pub music: Music,
+    /// Played once before `music` (e.g. the orbit announced), if any.
+    pub intro: Option<Music>,
     /// The caller's name for the stream (e.g. a call's index), handed back
     /// with every packet.
     pub tag: u64,
@@ -209,7 +211,11 @@ impl Pacer {
             }
             let lateness = now - stream.due();
             let spec = &stream.spec;
-            let payload = spec.music.frame(spec.codec, stream.frame);
+            let intro_frames = spec.intro.as_ref().map_or(0, |i| i.frames() as u64);
+            let payload = match &spec.intro {
+                Some(intro) if stream.frame < intro_frames => intro.frame(spec.codec, stream.frame),
+                _ => spec.music.frame(spec.codec, stream.frame - intro_frames),
+            };
             let packet = RtpPacketBuilder::new()
                 .payload_type(spec.payload_type)
                 .ssrc(spec.ssrc)
@@ -248,6 +254,7 @@ mod tests {
                 "ramp",
                 &(0..1600).map(|i| i as f32 / 3200.0).collect::<Vec<_>>(),
             ),
+            intro: None,
             tag,
         }
     }
@@ -336,6 +343,27 @@ mod tests {
         let last = RtpReader::new(&got.last().unwrap().0).unwrap();
         assert_eq!(last.timestamp(), 1_000 + 160 * 16);
         assert_eq!(got.last().unwrap().1, Duration::ZERO);
+    }
+
+    #[test]
+    fn an_intro_plays_once_before_the_music_loops() {
+        let mut p = Pacer::new();
+        let mut s = spec(1);
+        s.intro = Some(Music::silence());
+        s.music = Music::from_linear("loud", &[0.9; 320]);
+        p.add(ms(0), s);
+        let sent = run(&mut p, 200);
+        let payloads: Vec<u8> = sent
+            .iter()
+            .map(|(_, pkt, _, _)| RtpReader::new(pkt).unwrap().payload()[0])
+            .collect();
+        assert_eq!(payloads[0], crate::g711::PCMU_SILENCE);
+        assert!(
+            payloads[1..]
+                .iter()
+                .all(|b| *b != crate::g711::PCMU_SILENCE),
+            "{payloads:?}"
+        );
     }
 
     #[test]

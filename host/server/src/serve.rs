@@ -27,6 +27,26 @@ use crate::plugins::PluginSupervisor;
 /// The default hold music, made by the project (`music/make_hold_music.py`).
 const DEFAULT_MUSIC: &[u8] = include_bytes!("../../../music/hold.wav");
 
+/// Spoken prompts for announcing an orbit (`music/make_prompts.sh`).
+const PROMPTS: [(&str, &[u8]); 13] = [
+    ("0", include_bytes!("../../../music/prompts/0.wav")),
+    ("1", include_bytes!("../../../music/prompts/1.wav")),
+    ("2", include_bytes!("../../../music/prompts/2.wav")),
+    ("3", include_bytes!("../../../music/prompts/3.wav")),
+    ("4", include_bytes!("../../../music/prompts/4.wav")),
+    ("5", include_bytes!("../../../music/prompts/5.wav")),
+    ("6", include_bytes!("../../../music/prompts/6.wav")),
+    ("7", include_bytes!("../../../music/prompts/7.wav")),
+    ("8", include_bytes!("../../../music/prompts/8.wav")),
+    ("9", include_bytes!("../../../music/prompts/9.wav")),
+    ("star", include_bytes!("../../../music/prompts/star.wav")),
+    ("hash", include_bytes!("../../../music/prompts/hash.wav")),
+    (
+        "parked-on",
+        include_bytes!("../../../music/prompts/parked-on.wav"),
+    ),
+];
+
 enum Inbound {
     Udp {
         socket: usize,
@@ -102,6 +122,10 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         },
         by_key: HashMap::new(),
         music_on_hold: config.media.music_on_hold,
+        prompts: PROMPTS
+            .iter()
+            .map(|(name, wav)| Ok((name.to_string(), Music::from_wav(name, wav)?)))
+            .collect::<anyhow::Result<_>>()?,
     };
     for orbit in &config.orbit {
         if let Some(path) = orbit.music.as_deref().filter(|m| !m.is_empty())
