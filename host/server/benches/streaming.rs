@@ -24,7 +24,10 @@ const WARMUP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(5);
 
 fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid out-pointer for the call.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
@@ -74,10 +77,17 @@ fn shard(
         );
     }
     start.wait();
-    let mut result = ShardResult { cpu: Duration::ZERO, sent: 0, skipped: 0, lateness_us: Vec::new() };
+    let mut result = ShardResult {
+        cpu: Duration::ZERO,
+        sent: 0,
+        skipped: 0,
+        lateness_us: Vec::new(),
+    };
     let mut cpu_at_start = None;
     loop {
-        let Some(due) = pacer.poll_timeout() else { break };
+        let Some(due) = pacer.poll_timeout() else {
+            break;
+        };
         let mut now = origin.elapsed();
         if now >= measure_to {
             break;
@@ -93,7 +103,9 @@ fn shard(
         let report = pacer.handle_timeout(now, |tag, packet, late| {
             let _ = socket.send_to(packet, dests[tag as usize]);
             if measuring {
-                result.lateness_us.push(late.as_micros().min(u128::from(u32::MAX)) as u32);
+                result
+                    .lateness_us
+                    .push(late.as_micros().min(u128::from(u32::MAX)) as u32);
             }
         });
         if measuring {
@@ -151,7 +163,9 @@ fn run(n: usize, music: &Music) {
                 .map(|i| (i as u32, addrs[i % RECEIVERS]))
                 .collect();
             let (music, start) = (music.clone(), start.clone());
-            std::thread::spawn(move || shard(streams, music, origin, measure_from, measure_to, start))
+            std::thread::spawn(move || {
+                shard(streams, music, origin, measure_from, measure_to, start)
+            })
         })
         .collect();
     let results: Vec<ShardResult> = shards.into_iter().map(|h| h.join().unwrap()).collect();
@@ -164,7 +178,11 @@ fn run(n: usize, music: &Music) {
     let skipped: u64 = results.iter().map(|r| r.skipped).sum();
     let mut late: Vec<u32> = results.into_iter().flat_map(|r| r.lateness_us).collect();
     late.sort_unstable();
-    let pct = |q: f64| late.get(((late.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0);
+    let pct = |q: f64| {
+        late.get(((late.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
     let expected = (n as u64) * 50 * MEASURE.as_secs();
     let got = received.load(Ordering::Relaxed);
     println!(
@@ -182,10 +200,17 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let counts = if counts.is_empty() { vec![1_000, 5_000, 10_000, 20_000] } else { counts };
+    let counts = if counts.is_empty() {
+        vec![1_000, 5_000, 10_000, 20_000]
+    } else {
+        counts
+    };
     let wav = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../music/hold.wav")).unwrap();
     let music = Music::from_wav("hold.wav", &wav).unwrap();
-    println!("== hold music over loopback: {SHARDS} shards, {RECEIVERS} receiver sockets, {}s measured after warm-up ==", MEASURE.as_secs());
+    println!(
+        "== hold music over loopback: {SHARDS} shards, {RECEIVERS} receiver sockets, {}s measured after warm-up ==",
+        MEASURE.as_secs()
+    );
     for n in counts {
         run(n, &music);
     }
