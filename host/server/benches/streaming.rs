@@ -84,10 +84,7 @@ fn shard(
         lateness_us: Vec::new(),
     };
     let mut cpu_at_start = None;
-    loop {
-        let Some(due) = pacer.poll_timeout() else {
-            break;
-        };
+    while let Some(due) = pacer.poll_timeout() {
         let mut now = origin.elapsed();
         if now >= measure_to {
             break;
