@@ -5,135 +5,13 @@
 //! and run by `.ci/run` (which installs SIPp) as
 //! `cargo test --test interop_sipp -- --ignored`.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free UDP port pair base (SIP on `p`, its TCP twin free too).
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn scenario(name: &str) -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/sipp");
-    dir.join(format!("{name}.xml")).display().to_string()
-}
-
-struct Server {
-    child: Child,
-    sip: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        assert!(
-            std::path::Path::new("/usr/bin/sipp").exists(),
-            "SIPp is not installed: apt-get install -y sip-tester (.ci/run does)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let sip = free_port();
-        let rtp = free_port();
-        let config = format!(
-            r#"
-[server]
-listen = ["127.0.0.1:{sip}"]
-[media]
-rtp_ports = "{rtp}-{rtp_hi}"
-[[range]]
-name = "main"
-start = "701"
-end = "705"
-[[orbit]]
-number = "799"
-name = "sales"
-capacity = 2
-[[group]]
-name = "front-desk"
-members = ["sip:parker@127.0.0.1"]
-destinations = ["704", "705"]
-"#,
-            rtp_hi = rtp + 10
-        );
-        let path = dir.path().join("park.toml");
-        std::fs::write(&path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_callpark"))
-            .args(["serve", "--config", path.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start callpark");
-        let server = Server { child, sip, dir };
-        server.wait_ready();
-        server
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.sip))
-    }
-
-    /// Bounded wait until the server answers OPTIONS.
-    fn wait_ready(&self) {
-        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
-        probe
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let me = probe.local_addr().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut n = 0;
-        while Instant::now() < deadline {
-            n += 1;
-            let options = format!(
-                "OPTIONS sip:park@{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKready{n}\r\nFrom: <sip:probe@{me}>;tag=p\r\nTo: <sip:park@{a}>\r\nCall-ID: ready{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-                a = self.addr()
-            );
-            probe.send_to(options.as_bytes(), self.addr()).unwrap();
-            let mut buf = [0u8; 2048];
-            if let Ok((len, _)) = probe.recv_from(&mut buf)
-                && buf[..len].starts_with(b"SIP/2.0 200")
-            {
-                return;
-            }
-        }
-        panic!("callpark did not answer OPTIONS: {}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    /// Stops with SIGTERM and returns the exit status.
-    fn stop(mut self) -> (bool, String) {
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status.success(), self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "callpark did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Server, free_port, scenario, wait_log};
 
 /// One SIPp run: scenario, service (the dialed user part), extra args.
 fn sipp(
@@ -200,22 +78,13 @@ fn tail(text: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// Waits (bounded) until the server log shows `needle` `count` times.
-fn wait_log(server: &Server, needle: &str, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while server.log().matches(needle).count() < count {
-        assert!(
-            Instant::now() < deadline,
-            "never saw {count}x {needle:?}:\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 #[ignore = "needs SIPp (Debian sip-tester); .ci/run runs it"]
 fn park_with_referred_by_music_arrives_at_50_packets_per_second() {
+    assert!(
+        std::path::Path::new("/usr/bin/sipp").exists(),
+        "SIPp is not installed: apt-get install -y sip-tester (.ci/run does)"
+    );
     let server = Server::start();
     let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let rtp_port = rtp.local_addr().unwrap().port();
@@ -271,6 +140,10 @@ fn park_with_referred_by_music_arrives_at_50_packets_per_second() {
 #[test]
 #[ignore = "needs SIPp (Debian sip-tester); .ci/run runs it"]
 fn park_without_referred_by_retrieve_fifo_and_bye_propagation() {
+    assert!(
+        std::path::Path::new("/usr/bin/sipp").exists(),
+        "SIPp is not installed: apt-get install -y sip-tester (.ci/run does)"
+    );
     let server = Server::start();
     // Two callers park on the FIFO orbit 799 (one directed, one by name),
     // without Referred-By.
@@ -336,6 +209,10 @@ fn park_without_referred_by_retrieve_fifo_and_bye_propagation() {
 #[test]
 #[ignore = "needs SIPp (Debian sip-tester); .ci/run runs it"]
 fn group_park_fills_then_486_and_strangers_get_403() {
+    assert!(
+        std::path::Path::new("/usr/bin/sipp").exists(),
+        "SIPp is not installed: apt-get install -y sip-tester (.ci/run does)"
+    );
     let server = Server::start();
     let parker = free_port().to_string();
     let park = |svc: &str| {
@@ -393,6 +270,10 @@ fn group_park_fills_then_486_and_strangers_get_403() {
 #[test]
 #[ignore = "needs SIPp (Debian sip-tester); .ci/run runs it"]
 fn cancel_while_parking_frees_the_orbit() {
+    assert!(
+        std::path::Path::new("/usr/bin/sipp").exists(),
+        "SIPp is not installed: apt-get install -y sip-tester (.ci/run does)"
+    );
     let server = Server::start();
     must_pass(
         &server,

@@ -1,0 +1,143 @@
+//! Shared by the interop tests: free ports and the real `callpark` binary
+//! under test, started on loopback with a given configuration.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free UDP port pair base (SIP on `p`, its TCP twin free too).
+pub fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub fn scenario(name: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/sipp");
+    dir.join(format!("{name}.xml")).display().to_string()
+}
+
+pub struct Server {
+    child: Child,
+    pub sip: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let sip = free_port();
+        let rtp = free_port();
+        let config = format!(
+            r#"
+[server]
+listen = ["127.0.0.1:{sip}"]
+[media]
+rtp_ports = "{rtp}-{rtp_hi}"
+[[range]]
+name = "main"
+start = "701"
+end = "705"
+[[orbit]]
+number = "799"
+name = "sales"
+capacity = 2
+[[group]]
+name = "front-desk"
+members = ["sip:parker@127.0.0.1"]
+destinations = ["704", "705"]
+"#,
+            rtp_hi = rtp + 10
+        );
+        let path = dir.path().join("park.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_callpark"))
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start callpark");
+        let server = Server { child, sip, dir };
+        server.wait_ready();
+        server
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.sip))
+    }
+
+    /// Bounded wait until the server answers OPTIONS.
+    fn wait_ready(&self) {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let me = probe.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut n = 0;
+        while Instant::now() < deadline {
+            n += 1;
+            let options = format!(
+                "OPTIONS sip:park@{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKready{n}\r\nFrom: <sip:probe@{me}>;tag=p\r\nTo: <sip:park@{a}>\r\nCall-ID: ready{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+                a = self.addr()
+            );
+            probe.send_to(options.as_bytes(), self.addr()).unwrap();
+            let mut buf = [0u8; 2048];
+            if let Ok((len, _)) = probe.recv_from(&mut buf)
+                && buf[..len].starts_with(b"SIP/2.0 200")
+            {
+                return;
+            }
+        }
+        panic!("callpark did not answer OPTIONS: {}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Stops with SIGTERM and returns the exit status.
+    pub fn stop(mut self) -> (bool, String) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.success(), self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "callpark did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (bounded) until the server log shows `needle` `count` times.
+pub fn wait_log(server: &Server, needle: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.log().matches(needle).count() < count {
+        assert!(
+            Instant::now() < deadline,
+            "never saw {count}x {needle:?}:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
