@@ -84,6 +84,7 @@ fn shard(
         lateness_us: Vec::new(),
     };
     let mut cpu_at_start = None;
+    let mut batch = callpark_server::batch::BatchSender::new();
     while let Some(due) = pacer.poll_timeout() {
         let mut now = origin.elapsed();
         if now >= measure_to {
@@ -98,13 +99,14 @@ fn shard(
             cpu_at_start = Some(thread_cpu());
         }
         let report = pacer.handle_timeout(now, |tag, packet, late| {
-            let _ = socket.send_to(packet, dests[tag as usize]);
+            batch.push(dests[tag as usize], packet);
             if measuring {
                 result
                     .lateness_us
                     .push(late.as_micros().min(u128::from(u32::MAX)) as u32);
             }
         });
+        batch.flush(&socket);
         if measuring {
             result.sent += u64::from(report.sent);
             result.skipped += u64::from(report.skipped);

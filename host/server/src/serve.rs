@@ -232,13 +232,21 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let mut media_buf = vec![0u8; 2048];
     let clock = |started: Instant| started.elapsed();
     let mut shutting_down: Option<Instant> = None;
+    let mut batch = crate::batch::BatchSender::new();
 
     loop {
         let now = clock(started);
         engine.handle_timeout(now);
-        engine.pace_media(now, |dest, packet| {
-            let _ = media.try_send_to(packet, dest);
-        });
+        engine.pace_media(now, |dest, packet| batch.push(dest, packet));
+        if !batch.is_empty() {
+            let flushed = batch.flush(&media);
+            if flushed.dropped > 0 {
+                tracing::debug!(
+                    dropped = flushed.dropped,
+                    "media socket full: packets dropped"
+                );
+            }
+        }
         flush(&mut engine, &udp_sockets, &udp_of_peer, &tcp_writers);
         log_events(&mut engine);
         if let Some(since) = shutting_down
