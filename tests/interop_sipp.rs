@@ -297,3 +297,45 @@ fn cancel_while_parking_frees_the_orbit() {
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }
+
+#[test]
+#[ignore = "needs SIPp (Debian sip-tester); .ci/run runs it"]
+fn park_and_retrieve_over_tcp() {
+    assert!(
+        std::path::Path::new("/usr/bin/sipp").exists(),
+        "SIPp is not installed"
+    );
+    let server = Server::start();
+    let parker = free_port().to_string();
+    let parked = sipp(
+        &server,
+        "park_with_referred_by_until_bye",
+        "702",
+        free_port(),
+        "0",
+        &["-t", "t1", "-set", "parker_port", &parker],
+    )
+    .spawn()
+    .unwrap();
+    wait_log(&server, "event=\"parked\"", 1);
+    must_pass(
+        &server,
+        "retrieve over TCP",
+        sipp(
+            &server,
+            "retrieve",
+            "*4702",
+            free_port(),
+            "0",
+            &["-t", "t1", "-d", "500"],
+        ),
+    );
+    let out = parked.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the parked TCP caller: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}

@@ -29,6 +29,8 @@ fn orbit(n: &str, capacity: u32) -> OrbitConfig {
 
 fn engine(groups: Vec<GroupConfig>, access: Access) -> Engine {
     let mut orbits: Vec<OrbitConfig> = (701..=705).map(|n| orbit(&n.to_string(), 1)).collect();
+    // Orbit 705 has music of its own: a constant loud signal.
+    orbits[4].music = Some("sales.wav".into());
     orbits.push(orbit("799", 2));
     let lot = ParkLot::new(orbits, groups);
     let music = MusicLibrary {
@@ -38,7 +40,12 @@ fn engine(groups: Vec<GroupConfig>, access: Access) -> Engine {
                 .map(|i| (i as f32 * 0.05).sin() * 0.3)
                 .collect::<Vec<_>>(),
         ),
-        by_key: Default::default(),
+        by_key: [(
+            "sales.wav".to_string(),
+            Music::from_linear("sales", &[0.9; 320]),
+        )]
+        .into_iter()
+        .collect(),
         music_on_hold: true,
         // "parked on" is one frame of silence, each digit one loud frame.
         prompts: [
@@ -479,7 +486,7 @@ fn the_parker_hears_the_orbit_announced_a_transferred_caller_does_not() {
     let loud = callpark_media::g711::linear_to_ulaw((0.9f32 * 32767.0).round() as i16);
     let mut w = World::new(engine(vec![], Access::All));
     let mut alice = Phone::new("alice", 6009);
-    w.call(&mut alice, "an1", "*68705", "");
+    w.call(&mut alice, "an1", "*68703", "");
     let rtp = w.advance(Duration::from_millis(200));
     let firsts: Vec<u8> = rtp
         .iter()
@@ -488,7 +495,7 @@ fn the_parker_hears_the_orbit_announced_a_transferred_caller_does_not() {
     assert_eq!(
         &firsts[..4],
         &[0xFF, loud, loud, loud],
-        "parked on, seven, zero, five"
+        "parked on, seven, zero, three"
     );
     assert_ne!(firsts[4], loud, "then the music");
     let mut bob = Phone::new("bob", 6001);
@@ -508,6 +515,100 @@ fn the_parker_hears_the_orbit_announced_a_transferred_caller_does_not() {
         !to_bob.is_empty() && to_bob.iter().all(|b| *b != loud),
         "{to_bob:?}"
     );
+}
+
+#[test]
+fn an_orbit_plays_its_own_music() {
+    let loud = callpark_media::g711::linear_to_ulaw((0.9f32 * 32767.0).round() as i16);
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut bob = Phone::new("bob", 6001);
+    w.call(
+        &mut bob,
+        "m1",
+        "705",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    let rtp = w.advance(Duration::from_millis(200));
+    assert!(!rtp.is_empty());
+    assert!(rtp.iter().all(|(_, p)| {
+        rtp_rs::RtpReader::new(p)
+            .unwrap()
+            .payload()
+            .iter()
+            .all(|b| *b == loud)
+    }));
+    let mut carl = Phone::new("carl", 6003);
+    w.call(
+        &mut carl,
+        "m2",
+        "704",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    let rtp = w.advance(Duration::from_millis(200));
+    assert!(
+        rtp.iter()
+            .filter(|(d, _)| *d == carl.rtp())
+            .all(|(_, p)| rtp_rs::RtpReader::new(p).unwrap().payload()[80] != loud)
+    );
+}
+
+#[test]
+fn hold_and_resume_during_the_bridge_move_the_relay() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut bob = Phone::new("bob", 6001);
+    w.call(
+        &mut bob,
+        "h1",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    let mut carol = Phone::new("carol", 6011);
+    let ok = w.call(&mut carol, "h2", "*88701", "");
+    let carol_tag = tag(&ok);
+    // Carol puts the call on hold: a re-INVITE with sendonly and a new port.
+    carol.seq += 1;
+    let body = "v=0\r\no=carol 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9999 RTP/AVP 0\r\na=sendonly\r\n";
+    let reinvite = format!(
+        "INVITE sip:callpark@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6011;branch=z9hG4bKhold1\r\nFrom: <sip:carol@127.0.0.1:6011>;tag=carolt\r\nTo: <sip:x@{SERVER}>;tag={carol_tag}\r\nCall-ID: h2\r\nCSeq: {} INVITE\r\nContact: <sip:carol@127.0.0.1:6011>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        carol.seq,
+        body.len()
+    );
+    let out = w.send(&carol, reinvite.into_bytes());
+    let answer = final_response(&out);
+    assert_eq!(answer.status, 200);
+    assert!(String::from_utf8_lossy(&answer.body).contains("a=recvonly"));
+    // Bob's audio now goes to Carol's new port.
+    let mut packet = rtp_rs::RtpPacketBuilder::new()
+        .payload_type(0)
+        .ssrc(9)
+        .sequence(1.into())
+        .timestamp(0)
+        .payload(&[0x11; 160])
+        .build()
+        .unwrap();
+    let mut relayed = Vec::new();
+    w.engine.handle_rtp(&mut packet, bob.rtp(), |dest, p| {
+        relayed.push((dest, p.to_vec()))
+    });
+    assert_eq!(
+        relayed[0].0,
+        "127.0.0.1:9999".parse::<SocketAddr>().unwrap()
+    );
+    // And Carol's packets from the new port reach Bob.
+    let mut back = rtp_rs::RtpPacketBuilder::new()
+        .payload_type(0)
+        .ssrc(8)
+        .sequence(1.into())
+        .timestamp(0)
+        .payload(&[0x22; 160])
+        .build()
+        .unwrap();
+    let mut relayed = Vec::new();
+    w.engine
+        .handle_rtp(&mut back, "127.0.0.1:9999".parse().unwrap(), |dest, p| {
+            relayed.push((dest, p.to_vec()))
+        });
+    assert_eq!(relayed[0].0, bob.rtp());
 }
 
 #[test]
