@@ -477,102 +477,75 @@ impl Engine {
         // itself (dialing the code is the first half of an attended park).
         let parker = referred_by.clone().unwrap_or_default();
         let acting = referred_by.unwrap_or_else(|| caller.clone());
-        match action {
-            DialAction::ParkOrbit(o) => match self.lot.resolve(&o).map(|o| o.number.clone()) {
-                Some(number) => self.park(
-                    now,
-                    tx,
-                    request,
-                    peer,
-                    ParkTarget::Orbit(number),
-                    parker,
-                    acting,
-                ),
-                None => self.respond(
-                    now,
-                    tx,
-                    &request,
-                    404,
-                    Some(&format!("orbit {o} does not exist")),
-                ),
-            },
-            DialAction::ParkGroup(None) => {
-                let target = if self.lot.groups().is_empty() {
-                    ParkTarget::DefaultLot
-                } else {
-                    match self.lot.group_of(&acting) {
-                        Some(g) => ParkTarget::Group(g.name.clone()),
-                        None => {
-                            return self.respond(
-                                now,
-                                tx,
-                                &request,
-                                403,
-                                Some(&format!("{acting} is in no call park group")),
-                            );
-                        }
-                    }
-                };
-                self.park(now, tx, request, peer, target, parker, acting)
-            }
-            DialAction::ParkGroup(Some(g)) => match self.lot.group(&g).map(|g| g.name.clone()) {
-                Some(name) => self.park(
-                    now,
-                    tx,
-                    request,
-                    peer,
-                    ParkTarget::Group(name),
-                    parker,
-                    acting,
-                ),
-                None => self.respond(
-                    now,
-                    tx,
-                    &request,
-                    404,
-                    Some(&format!("group {g} does not exist")),
-                ),
-            },
+        let target = match action {
             DialAction::Retrieve(orbit) => {
-                let number = match &orbit {
-                    Some(o) => match self.lot.resolve(o) {
-                        Some(cfg) => Some(cfg.number.clone()),
-                        None => {
-                            return self.respond(
-                                now,
-                                tx,
-                                &request,
-                                404,
-                                Some(&format!("orbit {o} does not exist")),
-                            );
-                        }
-                    },
-                    None => None,
-                };
-                match self.lot.retrieve(number.as_deref()) {
-                    Some(parked) => self.retrieve(now, tx, request, peer, parked),
-                    None => match number {
-                        Some(n) if self.cfg.bare_orbit_parks_when_empty && n == dialed => {
-                            self.park(now, tx, request, peer, ParkTarget::Orbit(n), parker, acting)
-                        }
-                        Some(n) => self.respond(
-                            now,
-                            tx,
-                            &request,
-                            404,
-                            Some(&format!("Nothing parked on {n}")),
-                        ),
-                        None => self.respond(now, tx, &request, 404, Some("Nothing parked")),
-                    },
-                }
+                return self.on_retrieve(now, tx, request, peer, orbit, dialed, parker, acting);
             }
-            DialAction::NotFeature => self.respond(
+            DialAction::ParkOrbit(o) => self
+                .lot
+                .resolve(&o)
+                .map(|cfg| ParkTarget::Orbit(cfg.number.clone()))
+                .ok_or_else(|| (404, format!("orbit {o} does not exist"))),
+            DialAction::ParkGroup(None) if self.lot.groups().is_empty() => {
+                Ok(ParkTarget::DefaultLot)
+            }
+            DialAction::ParkGroup(None) => self
+                .lot
+                .group_of(&acting)
+                .map(|g| ParkTarget::Group(g.name.clone()))
+                .ok_or_else(|| (403, format!("{acting} is in no call park group"))),
+            DialAction::ParkGroup(Some(g)) => self
+                .lot
+                .group(&g)
+                .map(|group| ParkTarget::Group(group.name.clone()))
+                .ok_or_else(|| (404, format!("group {g} does not exist"))),
+            DialAction::NotFeature => {
+                Err((404, format!("{dialed} is not an orbit or a park code")))
+            }
+        };
+        match target {
+            Ok(target) => self.park(now, tx, request, peer, target, parker, acting),
+            Err((status, why)) => self.respond(now, tx, &request, status, Some(&why)),
+        }
+    }
+
+    /// Retrieve from an orbit (or the oldest anywhere). A bare orbit number
+    /// with nothing on it parks instead, when so configured.
+    #[allow(clippy::too_many_arguments)]
+    fn on_retrieve(
+        &mut self,
+        now: Duration,
+        tx: TxId,
+        request: Request,
+        peer: Peer,
+        orbit: Option<String>,
+        dialed: String,
+        parker: String,
+        acting: String,
+    ) {
+        let number = match &orbit {
+            Some(o) => match self.lot.resolve(o) {
+                Some(cfg) => Some(cfg.number.clone()),
+                None => {
+                    let why = format!("orbit {o} does not exist");
+                    return self.respond(now, tx, &request, 404, Some(&why));
+                }
+            },
+            None => None,
+        };
+        match (self.lot.retrieve(number.as_deref()), number) {
+            (Some(parked), _) => self.retrieve(now, tx, request, peer, parked),
+            (None, Some(n)) if self.cfg.bare_orbit_parks_when_empty && n == dialed => {
+                self.park(now, tx, request, peer, ParkTarget::Orbit(n), parker, acting)
+            }
+            (None, Some(n)) => self.respond(
                 now,
                 tx,
                 &request,
                 404,
-                Some(&format!("{dialed} is not an orbit or a park code")),
+                Some(&format!("Nothing parked on {n}")),
             ),
+            (None, None) => self.respond(now, tx, &request, 404, Some("Nothing parked")),
         }
     }
 

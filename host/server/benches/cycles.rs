@@ -4,23 +4,13 @@
 //! Run: `cargo bench -p callpark-server --bench cycles`.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use callpark_engine::{Access, Engine, EngineConfig, MusicLibrary};
 use callpark_media::Music;
 use callpark_server::config::Config;
 use callpark_server::plugins::PluginSupervisor;
 use callpark_sip::transaction::{Peer, Transport};
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer for the call.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 fn invite(call: &str, dialed: &str, port: u16) -> Vec<u8> {
     let body = format!(
@@ -73,7 +63,7 @@ fn main() {
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
     };
     let cycles = 20_000u32;
-    let cpu0 = thread_cpu();
+    let cpu0 = callpark_server::clock::thread_cpu();
     let t0 = Instant::now();
     let mut failures = 0;
     for i in 0..cycles {
@@ -122,7 +112,7 @@ fn main() {
         engine.handle_timeout(origin.elapsed());
     }
     let wall = t0.elapsed();
-    let cpu = thread_cpu() - cpu0;
+    let cpu = callpark_server::clock::thread_cpu() - cpu0;
     println!(
         "== park + retrieve cycles in process (SIP parse, transactions, WASM plugins, SDP, dialogs, BYE) =="
     );

@@ -23,16 +23,6 @@ const RECEIVERS: usize = 8;
 const WARMUP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(5);
 
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer for the call.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 fn big_buffers(socket: &UdpSocket) {
     let s = socket2::SockRef::from(socket);
     let _ = s.set_recv_buffer_size(8 << 20);
@@ -96,7 +86,7 @@ fn shard(
         }
         let measuring = now >= measure_from;
         if measuring && cpu_at_start.is_none() {
-            cpu_at_start = Some(thread_cpu());
+            cpu_at_start = Some(callpark_server::clock::thread_cpu());
         }
         let report = pacer.handle_timeout(now, |tag, packet, late| {
             batch.push(dests[tag as usize], packet);
@@ -112,7 +102,8 @@ fn shard(
             result.skipped += u64::from(report.skipped);
         }
     }
-    result.cpu = thread_cpu() - cpu_at_start.unwrap_or_else(thread_cpu);
+    result.cpu = callpark_server::clock::thread_cpu()
+        - cpu_at_start.unwrap_or_else(callpark_server::clock::thread_cpu);
     result
 }
 

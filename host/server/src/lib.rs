@@ -2,6 +2,7 @@
 //! stack) the sockets and the clock. The only crate that does IO.
 
 pub mod batch;
+pub mod clock;
 pub mod config;
 pub mod logging;
 pub mod plugin_check;
