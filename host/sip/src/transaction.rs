@@ -633,6 +633,64 @@ impl Transactions {
         id
     }
 
+    /// Cancels a client INVITE that has no final response yet (RFC 3261
+    /// §9.1): a CANCEL with the INVITE's Request-URI, top Via, Call-ID,
+    /// From, To and CSeq number, in a non-INVITE transaction of its own.
+    pub fn send_cancel(&mut self, now: Duration, invite: TxId) -> Option<TxId> {
+        let t = self.client.get(&invite)?;
+        if !t.is_invite || !matches!(t.state, ClientState::Calling | ClientState::Proceeding) {
+            return None;
+        }
+        let inv = &t.request;
+        let mut headers = crate::message::Headers::new();
+        for name in ["Via", "From", "To", "Call-ID"] {
+            if let Some(v) = inv.headers.get(name) {
+                headers.push(name, v);
+            }
+        }
+        for route in inv.headers.get_all("Route") {
+            headers.push("Route", route);
+        }
+        let seq = inv.cseq().map(|c| c.0).unwrap_or(1);
+        headers.push("CSeq", format!("{seq} CANCEL"));
+        headers.push("Max-Forwards", "70");
+        let cancel = Request {
+            method: Method::Cancel,
+            uri: inv.uri.clone(),
+            headers,
+            body: Vec::new(),
+        };
+        let peer = t.peer;
+        let key = ClientKey {
+            branch: t.key.branch.clone(),
+            method: "CANCEL".into(),
+        };
+        let bytes = serialize_request(&cancel);
+        let id = self.id();
+        self.transmits.push_back(Transmit {
+            peer,
+            bytes: bytes.clone(),
+        });
+        self.client_keys.insert(key.clone(), id);
+        self.client.insert(
+            id,
+            ClientTx {
+                key,
+                is_invite: false,
+                state: ClientState::Calling,
+                peer,
+                request: cancel,
+                bytes,
+                interval: T1,
+            },
+        );
+        if !peer.transport.reliable() {
+            self.arm(now, id, Timer::Retransmit, T1);
+        }
+        self.arm(now, id, Timer::Finish, 64 * T1);
+        Some(id)
+    }
+
     /// Sends an ACK for a 2xx (a transaction of its own, never retransmitted
     /// by this layer; the dialog re-sends it for each 2xx retransmission).
     pub fn send_ack(&mut self, mut ack: Request, peer: Peer) {

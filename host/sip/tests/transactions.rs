@@ -369,3 +369,43 @@ fn the_200_to_a_late_cancel_repeats_the_invites_to_tag() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn cancelling_our_invite_reuses_its_branch_and_the_487_is_acked() {
+    let mut t = layer();
+    let tx = t.send_request(ms(0), our_request(Method::Invite), phone());
+    let invite_via = t
+        .client_request(tx)
+        .unwrap()
+        .headers
+        .get("Via")
+        .unwrap()
+        .to_string();
+    run_until(&mut t, ms(0), ms(0));
+    let ringing = answer(&mut t, tx, 180);
+    t.handle_message(ms(100), Message::Response(ringing), phone());
+    let cancel = t.send_cancel(ms(5_000), tx).expect("cancellable");
+    let out = t.poll_transmit().unwrap();
+    let text = String::from_utf8(out.bytes).unwrap();
+    assert!(
+        text.starts_with("CANCEL sip:alice@127.0.0.1:5070 SIP/2.0\r\n"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("Via: {invite_via}\r\n")), "{text}");
+    assert!(text.contains("CSeq: 1 CANCEL\r\n"), "{text}");
+    // The CANCEL's own 200, then the INVITE's 487 (which the layer ACKs).
+    let cancel_req = t.client_request(cancel).unwrap().clone();
+    t.handle_message(
+        ms(5_010),
+        Message::Response(cancel_req.response(200, None)),
+        phone(),
+    );
+    let terminated = answer(&mut t, tx, 487);
+    t.handle_message(ms(5_020), Message::Response(terminated), phone());
+    let sent = run_until(&mut t, ms(5_020), ms(5_020));
+    assert_eq!(times(&sent, "ACK"), [5_020]);
+    assert!(
+        t.send_cancel(ms(6_000), tx).is_none(),
+        "nothing left to cancel"
+    );
+}
