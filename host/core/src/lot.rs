@@ -25,6 +25,8 @@ pub struct OrbitConfig {
     pub music: Option<String>,
     /// The orbit's group, if a group lists it as a destination.
     pub group: Option<String>,
+    /// When an unretrieved call recalls, in milliseconds; 0: never.
+    pub recall_after_ms: u64,
 }
 
 /// One call park group as configured.
@@ -35,6 +37,8 @@ pub struct GroupConfig {
     pub members: Vec<String>,
     /// Orbit numbers in hunt order.
     pub destinations: Vec<String>,
+    /// The group's recall settings, as recall plugin params.
+    pub recall_params: crate::policy::Params,
 }
 
 /// A parked call as the lot knows it.
@@ -281,6 +285,7 @@ mod tests {
             capacity: cap,
             music: None,
             group: None,
+            recall_after_ms: 45_000,
         };
         let mut sales = orbit("799", 3);
         sales.name = Some("sales".into());
@@ -290,6 +295,7 @@ mod tests {
                 name: "front-desk".into(),
                 members: vec!["sip:alice@example.com".into()],
                 destinations: vec!["702".into(), "703".into()],
+                recall_params: vec![],
             }],
         )
     }

@@ -69,6 +69,66 @@ impl Dialog {
         }
     }
 
+    /// The UAC side: a dialog we opened with `invite`, confirmed by `ok`.
+    pub fn from_uac(invite: &Request, ok: &callpark_sip::message::Response, peer: Peer) -> Dialog {
+        let local = invite
+            .from()
+            .unwrap_or_else(|_| NameAddr::new(invite.uri.clone()));
+        let remote = ok
+            .to()
+            .unwrap_or_else(|_| NameAddr::new(invite.uri.clone()));
+        let remote_target = ok
+            .contact()
+            .ok()
+            .flatten()
+            .map(|c| c.uri)
+            .unwrap_or_else(|| invite.uri.clone());
+        // A UAC takes the Record-Route of the 2xx in reverse (§12.1.2).
+        let mut route_set: Vec<String> = ok
+            .headers
+            .get_all("Record-Route")
+            .flat_map(|v| {
+                callpark_sip::message::split_commas(v)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        route_set.reverse();
+        Dialog {
+            call_id: invite.call_id().unwrap_or_default().to_string(),
+            local_tag: local.tag().unwrap_or_default().to_string(),
+            remote_tag: remote.tag().unwrap_or_default().to_string(),
+            remote_uri: remote.uri.to_string(),
+            remote,
+            local,
+            remote_target,
+            route_set,
+            local_seq: invite.cseq().map(|c| c.0).unwrap_or(1),
+            peer,
+            confirmed: true,
+        }
+    }
+
+    /// The ACK for a 2xx to our INVITE (CSeq number of the INVITE).
+    pub fn ack(&self, invite_seq: u32) -> Request {
+        let mut headers = Headers::new();
+        for route in &self.route_set {
+            headers.push("Route", route.clone());
+        }
+        headers.push("Max-Forwards", "70");
+        headers.push("From", self.local.to_string());
+        headers.push("To", self.remote.to_string());
+        headers.push("Call-ID", self.call_id.clone());
+        headers.push("CSeq", format!("{invite_seq} ACK"));
+        Request {
+            method: Method::Ack,
+            uri: self.remote_target.without_headers(),
+            headers,
+            body: Vec::new(),
+        }
+    }
+
     /// A new request inside the dialog (BYE, re-INVITE, INFO ...).
     pub fn request(&mut self, method: Method) -> Request {
         self.local_seq += 1;

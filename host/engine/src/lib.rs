@@ -13,14 +13,15 @@
 mod dialog;
 mod relay;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use callpark_core::lot::{CallId, ParkLot, Parked, same_party};
 use callpark_core::{
-    Allocation, DialAction, DialContext, ParkRequest, ParkTarget, Policy, RejectCode,
+    Allocation, DialAction, DialContext, EndAction, Params, ParkRequest, ParkTarget, ParkedCall,
+    Policy, RecallPlan, RecallReason, RecallStep, RejectCode,
 };
 use callpark_media::pacer::{Pacer, StreamId, StreamSpec};
 use callpark_media::{Codec, Music};
@@ -60,6 +61,9 @@ pub struct EngineConfig {
     /// wall-clock time, the engine runs on a monotonic one.
     pub epoch_ms_at_zero: u64,
     pub entropy: u64,
+    /// The `[recall]` settings, as recall plugin params (a group's own
+    /// settings are laid over them).
+    pub recall_params: Params,
 }
 
 /// Hold music: a default, per-orbit overrides, or silence when music is off.
@@ -116,6 +120,31 @@ pub enum EngineEvent {
     Abandoned { call: CallId, orbit: String },
     /// A bridged call ended.
     Ended { call: CallId },
+    /// Nobody retrieved the call in time: recall starts.
+    RecallStarted {
+        call: CallId,
+        orbit: String,
+        steps: usize,
+    },
+    /// A recall step rings `target`.
+    RecallStep {
+        call: CallId,
+        orbit: String,
+        step: usize,
+        target: String,
+    },
+    /// A recall target answered and is bridged to the caller.
+    RecallAnswered {
+        call: CallId,
+        orbit: String,
+        by: String,
+    },
+    /// Every step rang unanswered; the plan's end action follows.
+    RecallExhausted {
+        call: CallId,
+        orbit: String,
+        end: String,
+    },
     /// A request was refused; `status` and why, for the log.
     Refused {
         method: String,
@@ -171,6 +200,37 @@ pub struct Engine {
     draining: bool,
     /// Announcements made so far, by orbit (small: a few seconds each).
     announcements: HashMap<String, Music>,
+    /// Recalls in progress, by call.
+    recalls: HashMap<CallId, Recall>,
+    /// Our recall INVITEs, to their calls.
+    recall_by_tx: HashMap<TxId, CallId>,
+    /// Recall INVITEs we gave up on: a late 2xx is acknowledged and hung up.
+    stale_recalls: HashSet<TxId>,
+    /// Park timers (recall due, ring time over), by deadline. Entries whose
+    /// call moved on are ignored when they fire.
+    timers: BTreeMap<(Duration, u64), (CallId, EngineTimer)>,
+    timer_seq: u64,
+    /// How many recall plans each call ran through (re-park counts).
+    recalls_done: HashMap<CallId, u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EngineTimer {
+    RecallDue,
+    RingOver(TxId),
+}
+
+#[derive(Debug)]
+struct Recall {
+    plan: RecallPlan,
+    step: usize,
+    ringing: Option<Ringing>,
+}
+
+#[derive(Debug)]
+struct Ringing {
+    tx: TxId,
+    peer: Peer,
 }
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
@@ -208,6 +268,12 @@ impl Engine {
             events: VecDeque::new(),
             draining: false,
             announcements: HashMap::new(),
+            recalls: HashMap::new(),
+            recall_by_tx: HashMap::new(),
+            stale_recalls: HashSet::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            recalls_done: HashMap::new(),
         }
     }
 
@@ -235,16 +301,36 @@ impl Engine {
 
     /// The next time `handle_timeout` or `pace_media` has work.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        match (self.tx.poll_timeout(), self.pacer.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.tx.poll_timeout(),
+            self.pacer.poll_timeout(),
+            self.timers.keys().next().map(|(at, _)| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// SIP timers.
     pub fn handle_timeout(&mut self, now: Duration) {
         self.tx.handle_timeout(now);
         self.drain_tx(now);
+        while let Some((&key, &(call, timer))) = self.timers.iter().next() {
+            if key.0 > now {
+                break;
+            }
+            self.timers.remove(&key);
+            match timer {
+                EngineTimer::RecallDue => self.start_recall(now, call, RecallReason::Timeout),
+                EngineTimer::RingOver(tx) => self.ring_over(now, call, tx),
+            }
+            self.drain_tx(now);
+        }
+    }
+
+    fn arm(&mut self, at: Duration, call: CallId, timer: EngineTimer) {
+        self.timer_seq += 1;
+        self.timers.insert((at, self.timer_seq), (call, timer));
     }
 
     /// Sends the hold music due by `now` through `send(dest, packet)`.
@@ -344,7 +430,12 @@ impl Engine {
                         self.drop_leg(leg);
                     }
                 }
-                TxEvent::Response { .. } | TxEvent::Timeout { .. } => {}
+                TxEvent::Response { tx, response } => self.on_response(now, tx, response),
+                TxEvent::Timeout { tx } => {
+                    if let Some(call) = self.recall_by_tx.remove(&tx) {
+                        self.next_step(now, call);
+                    }
+                }
             }
         }
     }
@@ -732,6 +823,14 @@ impl Engine {
                 stream,
             },
         );
+        let recall_after = self.lot.orbit(&orbit).map_or(0, |o| o.recall_after_ms);
+        if recall_after > 0 {
+            self.arm(
+                now + Duration::from_millis(recall_after),
+                call,
+                EngineTimer::RecallDue,
+            );
+        }
         tracing::info!(call_id = %self.legs[&leg].dialog.call_id, %orbit, parker = %parker, caller = %req.parked_uri, "parked");
         self.events.push_back(EngineEvent::Parked {
             call,
@@ -836,6 +935,8 @@ impl Engine {
             }
         };
         let call = parked.call;
+        // A retrieve wins over a ringing recall.
+        self.cancel_recall(now, call);
         let retriever = self.new_leg(call, &request, peer, tx, media, session);
         self.answer_200(now, tx, &request, retriever, body, peer);
         let Some(CallState::Parked { caller, stream }) = self.calls.remove(&call) else {
@@ -1043,6 +1144,12 @@ impl Engine {
         let call = leg.call;
         match self.calls.get(&call) {
             Some(CallState::Parked { caller, .. }) if *caller == id => {
+                let call_id = leg.dialog.call_id.clone();
+                self.cancel_recall(now, call);
+                let Some(leg) = self.legs.get(&id) else {
+                    return;
+                };
+                debug_assert_eq!(leg.dialog.call_id, call_id);
                 let orbit = self
                     .lot
                     .get(call)
@@ -1065,7 +1172,16 @@ impl Engine {
     }
 
     fn end_call(&mut self, call: CallId) {
+        if let Some(recall) = self.recalls.remove(&call)
+            && let Some(r) = recall.ringing
+        {
+            // Cancelled by the caller of `end_call` where it can; a late
+            // 2xx is acknowledged and hung up.
+            self.stale_recalls.insert(r.tx);
+            self.recall_by_tx.remove(&r.tx);
+        }
         self.lot.remove(call);
+        self.recalls_done.remove(&call);
         match self.calls.remove(&call) {
             Some(CallState::Parked { caller, stream }) => {
                 if let Some(s) = stream {
@@ -1091,6 +1207,375 @@ impl Engine {
                 self.rtp_sources.remove(&src);
             }
         }
+    }
+
+    /// Stops a recall: the ringing INVITE is cancelled.
+    fn cancel_recall(&mut self, now: Duration, call: CallId) {
+        let Some(recall) = self.recalls.remove(&call) else {
+            return;
+        };
+        if let Some(r) = recall.ringing {
+            self.recall_by_tx.remove(&r.tx);
+            self.stale_recalls.insert(r.tx);
+            self.tx.send_cancel(now, r.tx);
+        }
+    }
+
+    fn start_recall(&mut self, now: Duration, call: CallId, reason: RecallReason) {
+        if !matches!(self.calls.get(&call), Some(CallState::Parked { .. }))
+            || self.recalls.contains_key(&call)
+        {
+            return;
+        }
+        let Some(parked) = self.lot.get(call).cloned() else {
+            return;
+        };
+        let group = self.lot.orbit(&parked.orbit).and_then(|o| o.group.clone());
+        let mut params = self.cfg.recall_params.clone();
+        if let Some(g) = group.as_deref().and_then(|g| self.lot.group(g)) {
+            for (k, v) in &g.recall_params {
+                params.retain(|(p, _)| p != k);
+                params.push((k.clone(), v.clone()));
+            }
+        }
+        let recalls_done = self.recalls_done.get(&call).copied().unwrap_or(0);
+        let info = ParkedCall {
+            orbit: parked.orbit.clone(),
+            group,
+            parker: parked.parker.clone(),
+            parked_uri: parked.parked_uri.clone(),
+            parked_display: parked.parked_display.clone(),
+            parked_at_ms: parked.parked_at_ms,
+            now_ms: self.now_ms(now),
+            recalls_done,
+            reason,
+            params,
+        };
+        let mut plan = match self.policy.plan_recall(&info) {
+            Ok(plan) => plan,
+            Err(e) => {
+                // The plugin failed and the deployment refuses fallbacks:
+                // keep the call parked and try again later.
+                tracing::warn!(orbit = %parked.orbit, error = %e, "no recall plan; the call stays parked");
+                RecallPlan {
+                    steps: Vec::new(),
+                    end: EndAction::RePark(None),
+                }
+            }
+        };
+        // A transfer at the end is one more ring, to that URI, then goodbye.
+        if let EndAction::Transfer(uri) = &plan.end {
+            let display = plan.steps.first().and_then(|s| s.display.clone());
+            plan.steps.push(RecallStep {
+                target: uri.clone(),
+                ring_ms: 60_000,
+                alert_info: None,
+                display,
+            });
+            plan.end = EndAction::Disconnect;
+        }
+        tracing::info!(event = "recall-started", orbit = %parked.orbit, steps = plan.steps.len(), ?reason);
+        self.events.push_back(EngineEvent::RecallStarted {
+            call,
+            orbit: parked.orbit.clone(),
+            steps: plan.steps.len(),
+        });
+        self.recalls.insert(
+            call,
+            Recall {
+                plan,
+                step: 0,
+                ringing: None,
+            },
+        );
+        self.ring_step(now, call);
+    }
+
+    /// Rings the current step of a call's recall, or ends the plan.
+    fn ring_step(&mut self, now: Duration, call: CallId) {
+        loop {
+            let Some(recall) = self.recalls.get(&call) else {
+                return;
+            };
+            let Some(step) = recall.plan.steps.get(recall.step).cloned() else {
+                return self.end_recall(now, call);
+            };
+            let index = recall.step;
+            match self.send_recall_invite(now, call, &step) {
+                Some((tx, peer)) => {
+                    if let Some(r) = self.recalls.get_mut(&call) {
+                        r.ringing = Some(Ringing { tx, peer });
+                    }
+                    self.recall_by_tx.insert(tx, call);
+                    self.arm(
+                        now + Duration::from_millis(u64::from(step.ring_ms)),
+                        call,
+                        EngineTimer::RingOver(tx),
+                    );
+                    let orbit = self
+                        .lot
+                        .get(call)
+                        .map(|p| p.orbit.clone())
+                        .unwrap_or_default();
+                    tracing::info!(event = "recall-step", %orbit, step = index + 1, target = %step.target, "recall rings");
+                    self.events.push_back(EngineEvent::RecallStep {
+                        call,
+                        orbit,
+                        step: index,
+                        target: step.target.clone(),
+                    });
+                    return;
+                }
+                None => {
+                    // Unroutable target: the next step.
+                    if let Some(r) = self.recalls.get_mut(&call) {
+                        r.step += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_recall_invite(
+        &mut self,
+        now: Duration,
+        call: CallId,
+        step: &RecallStep,
+    ) -> Option<(TxId, Peer)> {
+        let uri = Uri::parse(&step.target).ok()?;
+        let dest = match (self.cfg.outbound_proxy, &uri.host) {
+            (Some(proxy), _) => proxy,
+            (None, Some(Host::Ip(ip))) => SocketAddr::new(*ip, uri.port.unwrap_or(5060)),
+            (None, _) => {
+                tracing::warn!(target = %step.target, "a recall target named by host name needs an outbound proxy");
+                return None;
+            }
+        };
+        let orbit = self
+            .lot
+            .get(call)
+            .map(|p| p.orbit.clone())
+            .unwrap_or_default();
+        let host = Host::Ip(self.cfg.sip_addr.ip());
+        let port = self.cfg.sip_addr.port();
+        let tag = self.tx.token()[..10].to_string();
+        let display = step
+            .display
+            .clone()
+            .unwrap_or_else(|| format!("Park {orbit}"));
+        let mut from = NameAddr::new(Uri::parse(&format!("sip:{orbit}@{host}:{port}")).ok()?)
+            .with_param("tag", &tag);
+        from.display = Some(display);
+        let mut headers = callpark_sip::message::Headers::new();
+        headers.push("Max-Forwards", "70");
+        headers.push("From", from.to_string());
+        headers.push("To", NameAddr::new(uri.without_headers()).to_string());
+        headers.push("Call-ID", format!("{}@callpark", self.tx.token()));
+        headers.push("CSeq", "1 INVITE");
+        headers.push("Contact", format!("<sip:callpark@{host}:{port}>"));
+        if let Some(alert) = &step.alert_info {
+            headers.push("Alert-Info", alert.clone());
+        }
+        headers.push("Subject", format!("Parked call on {orbit}"));
+        headers.push(
+            "Call-Info",
+            format!("<sip:{orbit}@{host}:{port}>;purpose=info"),
+        );
+        headers.push("Allow", ALLOW);
+        headers.push("Content-Type", "application/sdp");
+        let local = LocalMedia {
+            addr: self.cfg.media_addr.ip(),
+            port: self.cfg.media_addr.port(),
+            session_id: self.id(),
+            version: 1,
+        };
+        let request = Request {
+            method: Method::Invite,
+            uri: uri.without_headers(),
+            headers,
+            body: sdp::offer(&local, Direction::SendRecv).into_bytes(),
+        };
+        let peer = Peer {
+            transport: Transport::Udp,
+            addr: dest,
+        };
+        Some((self.tx.send_request(now, request, peer), peer))
+    }
+
+    /// A step's ring time is over: cancel it and ring the next.
+    fn ring_over(&mut self, now: Duration, call: CallId, tx: TxId) {
+        let current = self
+            .recalls
+            .get(&call)
+            .and_then(|r| r.ringing.as_ref())
+            .map(|r| r.tx);
+        if current != Some(tx) {
+            return;
+        }
+        self.recall_by_tx.remove(&tx);
+        self.stale_recalls.insert(tx);
+        self.tx.send_cancel(now, tx);
+        self.next_step(now, call);
+    }
+
+    fn next_step(&mut self, now: Duration, call: CallId) {
+        if let Some(r) = self.recalls.get_mut(&call) {
+            r.ringing = None;
+            r.step += 1;
+            self.ring_step(now, call);
+        }
+    }
+
+    fn end_recall(&mut self, now: Duration, call: CallId) {
+        let Some(recall) = self.recalls.remove(&call) else {
+            return;
+        };
+        let orbit = self
+            .lot
+            .get(call)
+            .map(|p| p.orbit.clone())
+            .unwrap_or_default();
+        let end = format!("{:?}", recall.plan.end);
+        tracing::info!(event = "recall-exhausted", %orbit, %end);
+        self.events.push_back(EngineEvent::RecallExhausted {
+            call,
+            orbit: orbit.clone(),
+            end,
+        });
+        match recall.plan.end {
+            EndAction::RePark(after) => {
+                *self.recalls_done.entry(call).or_insert(0) += 1;
+                let ms = after
+                    .map(u64::from)
+                    .unwrap_or_else(|| self.lot.orbit(&orbit).map_or(0, |o| o.recall_after_ms));
+                if ms > 0 {
+                    self.arm(
+                        now + Duration::from_millis(ms),
+                        call,
+                        EngineTimer::RecallDue,
+                    );
+                }
+            }
+            // Transfers became a last step; what is left is goodbye.
+            EndAction::Disconnect | EndAction::Transfer(_) => {
+                tracing::info!(event = "giveup", %orbit, "nobody answered the recall; hanging up");
+                if let Some(CallState::Parked { caller, .. }) = self.calls.get(&call) {
+                    let caller = *caller;
+                    self.bye(now, caller);
+                }
+                self.end_call(call);
+                self.events
+                    .push_back(EngineEvent::Abandoned { call, orbit });
+            }
+        }
+    }
+
+    fn on_response(&mut self, now: Duration, tx: TxId, response: Response) {
+        if response.status < 200 {
+            return;
+        }
+        let is_invite = response
+            .cseq()
+            .map(|c| c.1 == Method::Invite)
+            .unwrap_or(false);
+        if !is_invite {
+            return;
+        }
+        if response.status >= 300 {
+            if let Some(call) = self.recall_by_tx.remove(&tx) {
+                let orbit = self
+                    .lot
+                    .get(call)
+                    .map(|p| p.orbit.clone())
+                    .unwrap_or_default();
+                tracing::info!(%orbit, status = response.status, "recall step declined");
+                self.next_step(now, call);
+            }
+            return;
+        }
+        // A 2xx: ACK it (every retransmission), then bridge or hang up.
+        let Some(invite) = self.tx.client_request(tx).cloned() else {
+            return;
+        };
+        let peer = self
+            .recalls
+            .values()
+            .filter_map(|r| r.ringing.as_ref())
+            .find(|r| r.tx == tx)
+            .map(|r| r.peer)
+            .unwrap_or_else(|| match invite.uri.host {
+                Some(Host::Ip(ip)) => Peer {
+                    transport: Transport::Udp,
+                    addr: SocketAddr::new(ip, invite.uri.port.unwrap_or(5060)),
+                },
+                _ => Peer {
+                    transport: Transport::Udp,
+                    addr: self.cfg.outbound_proxy.unwrap_or(self.cfg.sip_addr),
+                },
+            });
+        let dialog = Dialog::from_uac(&invite, &response, peer);
+        let ack = dialog.ack(invite.cseq().map(|c| c.0).unwrap_or(1));
+        self.tx.send_ack(ack, peer);
+        let key = (dialog.call_id.clone(), dialog.local_tag.clone());
+        if self.dialogs.contains_key(&key) {
+            return; // a retransmitted 2xx of a bridged recall
+        }
+        let Some(call) = self.recall_by_tx.remove(&tx) else {
+            // Answered after we gave up (cancel race): hang up at once.
+            if self.stale_recalls.remove(&tx) {
+                let mut d = dialog;
+                let bye = d.request(Method::Bye);
+                self.tx.send_request(now, bye, peer);
+            }
+            return;
+        };
+        let media = sdp::parse(&String::from_utf8_lossy(&response.body))
+            .ok()
+            .and_then(|sd| sdp::negotiate(&sd).ok());
+        self.recalls.remove(&call);
+        let Some(parked) = self.lot.remove(call) else {
+            return;
+        };
+        let Some(CallState::Parked { caller, stream }) = self.calls.remove(&call) else {
+            return;
+        };
+        if let Some(s) = stream {
+            self.pacer.remove(s);
+        }
+        let id = LegId(self.id());
+        let rtp_source = media
+            .as_ref()
+            .map(|m| SocketAddr::new(m.remote_addr, m.remote_port));
+        if let Some(src) = rtp_source {
+            self.rtp_sources.insert(src, id);
+        }
+        let by = dialog.remote_uri.clone();
+        self.dialogs.insert(key, id);
+        self.legs.insert(
+            id,
+            Leg {
+                call,
+                dialog,
+                invite_tx: None,
+                media,
+                rtp_source,
+                awaiting_answer: false,
+                local_sdp_version: 1,
+            },
+        );
+        self.calls.insert(
+            call,
+            CallState::Bridged {
+                caller,
+                retriever: id,
+            },
+        );
+        tracing::info!(event = "recall-answered", orbit = %parked.orbit, %by);
+        self.events.push_back(EngineEvent::RecallAnswered {
+            call,
+            orbit: parked.orbit,
+            by,
+        });
     }
 
     fn bye(&mut self, now: Duration, id: LegId) {

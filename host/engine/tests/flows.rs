@@ -24,6 +24,7 @@ fn orbit(n: &str, capacity: u32) -> OrbitConfig {
         capacity,
         music: None,
         group: None,
+        recall_after_ms: 0,
     }
 }
 
@@ -82,6 +83,7 @@ fn engine(groups: Vec<GroupConfig>, access: Access) -> Engine {
             access,
             epoch_ms_at_zero: 1_767_225_600_000,
             entropy: 42,
+            recall_params: vec![],
         },
         lot,
         music,
@@ -413,6 +415,7 @@ fn group_park_hunts_the_parkers_group() {
         name: "front-desk".into(),
         members: vec!["sip:alice@127.0.0.1".into()],
         destinations: vec!["704".into(), "705".into()],
+        recall_params: vec![],
     }];
     let mut w = World::new(engine(groups, Access::All));
     let by_alice = "Referred-By: <sip:alice@127.0.0.1:6009>\r\n";
@@ -677,6 +680,7 @@ fn ten_thousand_parks_and_retrieves_in_virtual_time() {
         access: Access::All,
         epoch_ms_at_zero: 0,
         entropy: 1,
+        recall_params: vec![],
     };
     let mut w = World::new(Engine::new(cfg, lot, music, Arc::new(BuiltinPolicy)));
     let mut parked = 0;
@@ -701,4 +705,287 @@ fn ten_thousand_parks_and_retrieves_in_virtual_time() {
     assert_eq!(retrieved, 10_000);
     assert_eq!(w.engine.parked_calls(), 0);
     assert_eq!(w.engine.calls(), 10_000, "all bridged");
+}
+
+// ---- Recall --------------------------------------------------------------
+
+fn recall_engine(params: &[(&str, &str)], recall_after_ms: u64) -> Engine {
+    let mut orbits: Vec<OrbitConfig> = (701..=703).map(|n| orbit(&n.to_string(), 1)).collect();
+    for o in &mut orbits {
+        o.recall_after_ms = recall_after_ms;
+    }
+    let music = MusicLibrary {
+        default: Music::from_linear("tone", &[0.2; 1600]),
+        by_key: Default::default(),
+        music_on_hold: true,
+        prompts: Default::default(),
+    };
+    Engine::new(
+        EngineConfig {
+            sip_addr: SERVER.parse().unwrap(),
+            media_addr: MEDIA.parse().unwrap(),
+            outbound_proxy: None,
+            max_parked_calls: 100,
+            bare_orbit_parks_when_empty: true,
+            access: Access::All,
+            epoch_ms_at_zero: 1_767_225_600_000,
+            entropy: 5,
+            recall_params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        },
+        ParkLot::new(orbits, vec![]),
+        music,
+        Arc::new(BuiltinPolicy),
+    )
+}
+
+impl World {
+    /// Advances time, keeping only the SIP that went out.
+    fn advance_sip(&mut self, by: Duration) -> Vec<Sent> {
+        let until = self.now + by;
+        let mut sip = Vec::new();
+        while let Some(t) = self.engine.poll_timeout().filter(|t| *t <= until) {
+            self.now = t.max(self.now);
+            self.engine.handle_timeout(self.now);
+            self.engine.pace_media(self.now, |_, _| {});
+            sip.extend(self.out());
+        }
+        self.now = until;
+        sip
+    }
+
+    /// A phone at `peer` answers one of our requests.
+    fn reply(
+        &mut self,
+        peer: Peer,
+        request: &Request,
+        status: u16,
+        sdp_port: Option<u16>,
+    ) -> Vec<Sent> {
+        let mut r = request.response(status, Some("phone1"));
+        r.headers
+            .push("Contact", format!("<sip:phone@{}>", peer.addr));
+        if let Some(port) = sdp_port {
+            r.headers.push("Content-Type", "application/sdp");
+            r.body = format!("v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n").into_bytes();
+        }
+        let bytes = callpark_sip::codec::serialize_response(&r);
+        self.engine.handle_sip(self.now, &bytes, peer);
+        self.out()
+    }
+}
+
+/// New INVITEs (one per Call-ID: retransmissions left out) to a port.
+fn invites_to(out: &[Sent], port: u16) -> Vec<(Peer, Request)> {
+    let mut seen = std::collections::HashSet::new();
+    requests(out)
+        .into_iter()
+        .filter(|(p, r)| r.method == callpark_sip::message::Method::Invite && p.addr.port() == port)
+        .filter(|(_, r)| seen.insert(r.call_id().unwrap().to_string()))
+        .collect()
+}
+
+fn methods(out: &[Sent]) -> Vec<String> {
+    requests(out)
+        .iter()
+        .map(|(p, r)| format!("{} {}", r.method, p.addr.port()))
+        .collect()
+}
+
+#[test]
+fn lync_recall_rings_the_parker_twice_then_the_fallback_who_gets_the_call() {
+    let mut w = World::new(recall_engine(
+        &[
+            ("option", "parker-then-fallback"),
+            ("max_attempts", "2"),
+            ("ring_time", "20s"),
+            ("fallback", "sip:operator@127.0.0.1:6050"),
+            ("ring_pattern", "long-long"),
+        ],
+        30_000,
+    ));
+    let mut bob = Phone::new("bob", 6001);
+    w.call(
+        &mut bob,
+        "r1",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    w.out();
+    w.events();
+    assert!(
+        invites_to(&w.advance_sip(Duration::from_secs(29)), 6009).is_empty(),
+        "not before recall_after"
+    );
+    let out = w.advance_sip(Duration::from_secs(1));
+    let rings = invites_to(&out, 6009);
+    assert_eq!(rings.len(), 1, "{:?}", methods(&out));
+    let (alice, invite) = &rings[0];
+    assert_eq!(
+        invite.header("Alert-Info"),
+        Some("<http://127.0.0.1/Bellcore-dr2>")
+    );
+    assert_eq!(
+        invite.from().unwrap().display.as_deref(),
+        Some("Park 701: bob")
+    );
+    assert_eq!(invite.header("Subject"), Some("Parked call on 701"));
+    assert!(String::from_utf8_lossy(&invite.body).contains("m=audio 20000 RTP/AVP 0 8 101"));
+    // The parker is busy: the second attempt rings at once.
+    let out = w.reply(*alice, invite, 486, None);
+    let again = invites_to(&out, 6009);
+    assert_eq!(again.len(), 1, "{:?}", methods(&out));
+    // The retry rings out its 20 s: CANCEL, then the fallback.
+    let out = w.advance_sip(Duration::from_secs(20));
+    assert!(
+        methods(&out).contains(&"CANCEL 6009".to_string()),
+        "{:?}",
+        methods(&out)
+    );
+    let operator_rings = invites_to(&out, 6050);
+    assert_eq!(operator_rings.len(), 1, "{:?}", methods(&out));
+    // The operator answers: ACK, bridge, music off, orbit free.
+    let (op_peer, op_invite) = &operator_rings[0];
+    let out = w.reply(*op_peer, op_invite, 200, Some(7050));
+    assert!(
+        methods(&out).contains(&"ACK 6050".to_string()),
+        "{:?}",
+        methods(&out)
+    );
+    let events = w.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, EngineEvent::RecallAnswered { orbit, .. } if orbit == "701")),
+        "{events:?}"
+    );
+    assert_eq!(w.engine.parked_calls(), 0);
+    let mut packet = rtp_rs::RtpPacketBuilder::new()
+        .payload_type(0)
+        .ssrc(3)
+        .sequence(1.into())
+        .timestamp(0)
+        .payload(&[0x33; 160])
+        .build()
+        .unwrap();
+    let mut relayed = Vec::new();
+    w.engine.handle_rtp(&mut packet, bob.rtp(), |dest, p| {
+        relayed.push((dest, p.to_vec()))
+    });
+    assert_eq!(
+        relayed[0].0,
+        "127.0.0.1:7050".parse::<SocketAddr>().unwrap()
+    );
+}
+
+#[test]
+fn a_retrieve_wins_over_a_ringing_recall() {
+    let mut w = World::new(recall_engine(&[], 10_000));
+    let mut bob = Phone::new("bob", 6001);
+    w.call(
+        &mut bob,
+        "r2",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    w.out();
+    let rang = w.advance_sip(Duration::from_secs(10));
+    assert_eq!(invites_to(&rang, 6009).len(), 1);
+    let ringing_id = invites_to(&rang, 6009)
+        .first()
+        .map(|(_, r)| r.call_id().unwrap().to_string());
+    let mut carol = Phone::new("carol", 6011);
+    let invite = carol.invite("r2b", "*88701", "", "0");
+    let out = w.send(&carol, invite);
+    assert_eq!(final_response(&out).status, 200);
+    assert!(
+        methods(&out).contains(&"CANCEL 6009".to_string()),
+        "{:?}",
+        methods(&out)
+    );
+    // Nothing new rings any more (the cancelled INVITE may still be
+    // retransmitted until the phone answers the CANCEL with 487).
+    let later = w.advance_sip(Duration::from_secs(60));
+    assert!(
+        invites_to(&later, 6009)
+            .iter()
+            .all(|(_, r)| Some(r.call_id().unwrap().to_string()) == ringing_id)
+    );
+    assert_eq!(w.engine.calls(), 1);
+}
+
+#[test]
+fn an_unanswered_recall_ends_with_a_bye_and_frees_the_orbit() {
+    let mut w = World::new(recall_engine(&[("ring_time", "15s")], 10_000));
+    let mut bob = Phone::new("bob", 6001);
+    w.call(
+        &mut bob,
+        "r3",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    w.out();
+    w.events();
+    let out = w.advance_sip(Duration::from_secs(25));
+    let m = methods(&out);
+    assert!(
+        m.contains(&"INVITE 6009".to_string()) && m.contains(&"CANCEL 6009".to_string()),
+        "{m:?}"
+    );
+    assert!(
+        m.contains(&"BYE 6001".to_string()),
+        "the caller is hung up: {m:?}"
+    );
+    let events = w.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, EngineEvent::RecallExhausted { .. })),
+        "{events:?}"
+    );
+    assert_eq!(w.engine.parked_calls(), 0);
+    assert_eq!(w.engine.calls(), 0);
+}
+
+#[test]
+fn parker_only_reparks_and_rings_again_later() {
+    let mut w = World::new(recall_engine(
+        &[("option", "parker-only"), ("ring_time", "10s")],
+        30_000,
+    ));
+    let mut bob = Phone::new("bob", 6001);
+    w.call(
+        &mut bob,
+        "r4",
+        "702",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    w.out();
+    let first = w.advance_sip(Duration::from_secs(45));
+    assert_eq!(invites_to(&first, 6009).len(), 1);
+    assert_eq!(w.engine.parked_calls(), 1, "still parked after the ring");
+    let first_id = invites_to(&first, 6009)[0].1.call_id().unwrap().to_string();
+    let second = w.advance_sip(Duration::from_secs(30));
+    let new: Vec<_> = invites_to(&second, 6009)
+        .into_iter()
+        .filter(|(_, r)| r.call_id().unwrap() != first_id)
+        .collect();
+    assert_eq!(new.len(), 1, "recalled again after recall_after");
+    assert!(!methods(&second).iter().any(|m| m.starts_with("BYE")));
+}
+
+#[test]
+fn an_unknown_parker_recalls_to_the_fallback() {
+    let mut w = World::new(recall_engine(
+        &[("fallback", "sip:operator@127.0.0.1:6050")],
+        10_000,
+    ));
+    let mut bob = Phone::new("bob", 6001);
+    w.call(&mut bob, "r5", "*68703", "");
+    w.out();
+    let out = w.advance_sip(Duration::from_secs(10));
+    assert_eq!(invites_to(&out, 6050).len(), 1, "{:?}", methods(&out));
+    assert!(invites_to(&out, 6001).is_empty(), "never the caller itself");
 }

@@ -52,6 +52,7 @@ fn main() {
             access: Access::All,
             epoch_ms_at_zero: 0,
             entropy: 9,
+            recall_params: vec![],
         },
         config.lot(),
         music,

@@ -420,6 +420,8 @@ impl Config {
     pub fn lot(&self) -> callpark_core::lot::ParkLot {
         use callpark_core::lot::{GroupConfig as LotGroup, OrbitConfig as LotOrbit};
         let mut orbits: Vec<LotOrbit> = Vec::new();
+        let ms = |text: &str| parse_duration(text).map_or(0, |d| d.as_millis() as u64);
+        let default_recall = ms(&self.defaults.recall_after);
         let new_orbit = |number: String| LotOrbit {
             number,
             name: None,
@@ -427,6 +429,7 @@ impl Config {
             capacity: self.defaults.capacity,
             music: None,
             group: None,
+            recall_after_ms: default_recall,
         };
         for range in &self.range {
             let (Ok((prefix, lo)), Ok((_, hi))) =
@@ -451,6 +454,22 @@ impl Config {
             orbit.capacity = o.capacity.unwrap_or(orbit.capacity);
             orbit.music = o.music.clone().filter(|m| !m.is_empty());
         }
+        // Recall timing: the orbit's own setting, else its group's, else the
+        // defaults (applied above).
+        let overridden: Vec<&str> = self
+            .orbit
+            .iter()
+            .filter(|o| o.recall_after.is_some())
+            .map(|o| o.number.as_str())
+            .collect();
+        for o in &self.orbit {
+            if let (Some(v), Some(orbit)) = (
+                &o.recall_after,
+                orbits.iter_mut().find(|x| x.number == o.number),
+            ) {
+                orbit.recall_after_ms = ms(v);
+            }
+        }
         let mut groups = Vec::new();
         for g in &self.group {
             let destinations: Vec<String> = if g.use_members_as_destinations {
@@ -465,12 +484,31 @@ impl Config {
             for d in &destinations {
                 if let Some(o) = orbits.iter_mut().find(|o| &o.number == d) {
                     o.group.get_or_insert_with(|| g.name.clone());
+                    if let Some(v) = &g.recall_after
+                        && !overridden.contains(&d.as_str())
+                    {
+                        o.recall_after_ms = ms(v);
+                    }
                 }
+            }
+            let mut recall_params = Vec::new();
+            if let Some(option) = &g.recall {
+                recall_params.push(("option".to_string(), option.clone()));
+            }
+            if !g.hunt_group.is_empty() {
+                recall_params.push(("hunt_group".to_string(), g.hunt_group.clone()));
+            }
+            if let Some(w) = &g.hunt_group_wait {
+                recall_params.push(("hunt_group_wait".to_string(), w.clone()));
+            }
+            if let Some(p) = &g.ring_pattern {
+                recall_params.push(("ring_pattern".to_string(), p.clone()));
             }
             groups.push(LotGroup {
                 name: g.name.clone(),
                 members: g.members.clone(),
                 destinations,
+                recall_params,
             });
         }
         callpark_core::lot::ParkLot::new(orbits, groups)

@@ -170,6 +170,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             access,
             epoch_ms_at_zero,
             entropy,
+            recall_params: config.plugin_params()[1].1.clone(),
         },
         config.lot(),
         music,
@@ -348,6 +349,23 @@ fn log_events(engine: &mut Engine) {
                 tracing::info!(event = "abandoned", call = call.0, %orbit)
             }
             EngineEvent::Ended { call } => tracing::info!(event = "ended", call = call.0),
+            EngineEvent::RecallStarted { call, orbit, steps } => {
+                tracing::info!(event = "recall-started", call = call.0, %orbit, steps)
+            }
+            EngineEvent::RecallStep {
+                call,
+                orbit,
+                step,
+                target,
+            } => {
+                tracing::info!(event = "recall-step", call = call.0, %orbit, step, %target)
+            }
+            EngineEvent::RecallAnswered { call, orbit, by } => {
+                tracing::info!(event = "recall-answered", call = call.0, %orbit, %by)
+            }
+            EngineEvent::RecallExhausted { call, orbit, end } => {
+                tracing::info!(event = "recall-exhausted", call = call.0, %orbit, %end)
+            }
             EngineEvent::Refused {
                 method,
                 dialed,
