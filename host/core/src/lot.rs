@@ -27,6 +27,9 @@ pub struct OrbitConfig {
     pub group: Option<String>,
     /// When an unretrieved call recalls, in milliseconds; 0: never.
     pub recall_after_ms: u64,
+    /// The DTMF key that lets a parked caller start recall at once (sipX
+    /// "allow transfer"); `None`: off.
+    pub escape_key: Option<char>,
 }
 
 /// One call park group as configured.
@@ -286,6 +289,7 @@ mod tests {
             music: None,
             group: None,
             recall_after_ms: 45_000,
+            escape_key: None,
         };
         let mut sales = orbit("799", 3);
         sales.name = Some("sales".into());

@@ -145,6 +145,12 @@ pub enum EngineEvent {
         orbit: String,
         end: String,
     },
+    /// A parked caller pressed the orbit's escape key.
+    EscapeKey {
+        call: CallId,
+        orbit: String,
+        key: char,
+    },
     /// A request was refused; `status` and why, for the log.
     Refused {
         method: String,
@@ -169,6 +175,9 @@ struct Leg {
     /// Our SDP offer waited for an answer in the ACK (late offer).
     awaiting_answer: bool,
     local_sdp_version: u64,
+    /// The RTP timestamp of the last RFC 4733 key press seen, so that its
+    /// repeated and end packets count once.
+    last_digit_ts: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -360,6 +369,7 @@ impl Engine {
     /// through `send(dest, packet)`.
     pub fn handle_rtp(
         &mut self,
+        now: Duration,
         packet: &mut [u8],
         src: SocketAddr,
         mut send: impl FnMut(SocketAddr, &[u8]),
@@ -370,8 +380,29 @@ impl Engine {
         let Some(leg) = self.legs.get(&leg_id) else {
             return;
         };
-        let Some(CallState::Bridged { caller, retriever }) = self.calls.get(&leg.call) else {
-            return;
+        let (caller, retriever) = match self.calls.get(&leg.call) {
+            Some(CallState::Bridged { caller, retriever }) => (caller, retriever),
+            Some(CallState::Parked { .. }) => {
+                // Parked callers' audio is dropped; only a key press matters.
+                let te = leg.media.as_ref().and_then(|m| m.telephone_event);
+                if let (Some(te), Ok(reader)) = (te, rtp_rs::RtpReader::new(packet))
+                    && reader.payload_type() == te
+                    && let Some(&event) = reader.payload().first()
+                {
+                    let ts = reader.timestamp();
+                    if leg.last_digit_ts != Some(ts) {
+                        let call = leg.call;
+                        if let Some(l) = self.legs.get_mut(&leg_id) {
+                            l.last_digit_ts = Some(ts);
+                        }
+                        if let Some(key) = dtmf_key(event) {
+                            self.key_pressed(now, call, key);
+                        }
+                    }
+                }
+                return;
+            }
+            None => return,
         };
         let other = if *caller == leg_id {
             *retriever
@@ -494,7 +525,20 @@ impl Engine {
                 self.tx.send_response(now, tx, r);
             }
             (Method::Info, Some(tag)) if self.leg_by_dialog(&request, &tag).is_some() => {
-                self.respond(now, tx, &request, 200, None)
+                self.respond(now, tx, &request, 200, None);
+                // application/dtmf-relay: "Signal=0\r\nDuration=160".
+                let leg = self.leg_by_dialog(&request, &tag).expect("checked");
+                let signal = String::from_utf8_lossy(&request.body)
+                    .lines()
+                    .find_map(|l| {
+                        l.trim()
+                            .strip_prefix("Signal=")
+                            .map(|v| v.trim().chars().next())
+                    })
+                    .flatten();
+                if let (Some(key), Some(call)) = (signal, self.legs.get(&leg).map(|l| l.call)) {
+                    self.key_pressed(now, call, key);
+                }
             }
             (Method::Bye | Method::Info, _) => {
                 self.respond(now, tx, &request, 481, Some("no such call"))
@@ -710,6 +754,7 @@ impl Engine {
                 media,
                 rtp_source,
                 local_sdp_version: session,
+                last_digit_ts: None,
             },
         );
         id
@@ -1209,6 +1254,22 @@ impl Engine {
         }
     }
 
+    /// A parked caller pressed `key` (RFC 4733 or SIP INFO): the orbit's
+    /// escape key starts recall at once.
+    fn key_pressed(&mut self, now: Duration, call: CallId, key: char) {
+        let Some(orbit) = self.lot.get(call).map(|p| p.orbit.clone()) else {
+            return;
+        };
+        let escape = self.lot.orbit(&orbit).and_then(|o| o.escape_key);
+        if escape != Some(key) || self.recalls.contains_key(&call) {
+            return;
+        }
+        tracing::info!(event = "escape-key", %orbit, %key, "the parked caller asks for recall");
+        self.events
+            .push_back(EngineEvent::EscapeKey { call, orbit, key });
+        self.start_recall(now, call, RecallReason::EscapeKey);
+    }
+
     /// Stops a recall: the ringing INVITE is cancelled.
     fn cancel_recall(&mut self, now: Duration, call: CallId) {
         let Some(recall) = self.recalls.remove(&call) else {
@@ -1561,6 +1622,7 @@ impl Engine {
                 rtp_source,
                 awaiting_answer: false,
                 local_sdp_version: 1,
+                last_digit_ts: None,
             },
         );
         self.calls.insert(
@@ -1585,6 +1647,16 @@ impl Engine {
         let request = leg.dialog.request(Method::Bye);
         let peer = leg.dialog.peer;
         self.tx.send_request(now, request, peer);
+    }
+}
+
+/// The key of an RFC 4733 event code (0-9, `*`, `#`).
+fn dtmf_key(event: u8) -> Option<char> {
+    match event {
+        0..=9 => char::from_digit(u32::from(event), 10),
+        10 => Some('*'),
+        11 => Some('#'),
+        _ => None,
     }
 }
 

@@ -25,6 +25,7 @@ fn orbit(n: &str, capacity: u32) -> OrbitConfig {
         music: None,
         group: None,
         recall_after_ms: 0,
+        escape_key: None,
     }
 }
 
@@ -357,9 +358,10 @@ fn retrieve_bridges_with_the_relay_and_stops_the_music() {
         .build()
         .unwrap();
     let mut relayed = Vec::new();
-    w.engine.handle_rtp(&mut packet, caller.rtp(), |dest, p| {
-        relayed.push((dest, p.to_vec()))
-    });
+    w.engine
+        .handle_rtp(w.now, &mut packet, caller.rtp(), |dest, p| {
+            relayed.push((dest, p.to_vec()))
+        });
     assert_eq!(relayed.len(), 1);
     assert_eq!(relayed[0].0, carol.rtp());
     let r = rtp_rs::RtpReader::new(&relayed[0].1).unwrap();
@@ -590,9 +592,10 @@ fn hold_and_resume_during_the_bridge_move_the_relay() {
         .build()
         .unwrap();
     let mut relayed = Vec::new();
-    w.engine.handle_rtp(&mut packet, bob.rtp(), |dest, p| {
-        relayed.push((dest, p.to_vec()))
-    });
+    w.engine
+        .handle_rtp(w.now, &mut packet, bob.rtp(), |dest, p| {
+            relayed.push((dest, p.to_vec()))
+        });
     assert_eq!(
         relayed[0].0,
         "127.0.0.1:9999".parse::<SocketAddr>().unwrap()
@@ -607,10 +610,12 @@ fn hold_and_resume_during_the_bridge_move_the_relay() {
         .build()
         .unwrap();
     let mut relayed = Vec::new();
-    w.engine
-        .handle_rtp(&mut back, "127.0.0.1:9999".parse().unwrap(), |dest, p| {
-            relayed.push((dest, p.to_vec()))
-        });
+    w.engine.handle_rtp(
+        w.now,
+        &mut back,
+        "127.0.0.1:9999".parse().unwrap(),
+        |dest, p| relayed.push((dest, p.to_vec())),
+    );
     assert_eq!(relayed[0].0, bob.rtp());
 }
 
@@ -871,9 +876,10 @@ fn lync_recall_rings_the_parker_twice_then_the_fallback_who_gets_the_call() {
         .build()
         .unwrap();
     let mut relayed = Vec::new();
-    w.engine.handle_rtp(&mut packet, bob.rtp(), |dest, p| {
-        relayed.push((dest, p.to_vec()))
-    });
+    w.engine
+        .handle_rtp(w.now, &mut packet, bob.rtp(), |dest, p| {
+            relayed.push((dest, p.to_vec()))
+        });
     assert_eq!(
         relayed[0].0,
         "127.0.0.1:7050".parse::<SocketAddr>().unwrap()
@@ -988,4 +994,136 @@ fn an_unknown_parker_recalls_to_the_fallback() {
     let out = w.advance_sip(Duration::from_secs(10));
     assert_eq!(invites_to(&out, 6050).len(), 1, "{:?}", methods(&out));
     assert!(invites_to(&out, 6001).is_empty(), "never the caller itself");
+}
+
+fn digit_packet(event: u8, end: bool, seq: u16, ts: u32) -> Vec<u8> {
+    let flags = if end { 0x80 } else { 0x00 } | 10;
+    rtp_rs::RtpPacketBuilder::new()
+        .payload_type(101)
+        .ssrc(77)
+        .sequence(seq.into())
+        .timestamp(ts)
+        .payload(&[event, flags, 0x01, 0x40])
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn without_an_escape_key_digits_do_nothing_and_0s_never_recalls() {
+    let mut w = World::new(recall_engine(&[], 0));
+    let mut bob = Phone::new("bob", 6001);
+    w.call(
+        &mut bob,
+        "e1",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    w.out();
+    w.events();
+    // No escape key configured: a 0 does nothing.
+    let mut p = digit_packet(0, false, 1, 8000);
+    w.engine.handle_rtp(w.now, &mut p, bob.rtp(), |_, _| {});
+    assert!(w.events().is_empty());
+    assert!(
+        invites_to(&w.advance_sip(Duration::from_secs(120)), 6009).is_empty(),
+        "0s means never"
+    );
+}
+
+#[test]
+fn an_escape_key_press_with_duplicates_and_end_packets_recalls_once() {
+    let orbits: Vec<OrbitConfig> = (701..=702)
+        .map(|n| {
+            let mut o = orbit(&n.to_string(), 1);
+            o.escape_key = Some('0');
+            o
+        })
+        .collect();
+    let music = MusicLibrary {
+        default: Music::silence(),
+        by_key: Default::default(),
+        music_on_hold: true,
+        prompts: Default::default(),
+    };
+    let engine = Engine::new(
+        EngineConfig {
+            sip_addr: SERVER.parse().unwrap(),
+            media_addr: MEDIA.parse().unwrap(),
+            outbound_proxy: None,
+            max_parked_calls: 100,
+            bare_orbit_parks_when_empty: true,
+            access: Access::All,
+            epoch_ms_at_zero: 0,
+            entropy: 3,
+            recall_params: vec![],
+        },
+        ParkLot::new(orbits, vec![]),
+        music,
+        Arc::new(BuiltinPolicy),
+    );
+    let mut w = World::new(engine);
+    let mut bob = Phone::new("bob", 6001);
+    w.call(
+        &mut bob,
+        "e2",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    w.out();
+    w.events();
+    // Another key first: nothing.
+    let mut five = digit_packet(5, true, 1, 4000);
+    w.engine.handle_rtp(w.now, &mut five, bob.rtp(), |_, _| {});
+    assert!(w.events().is_empty());
+    // One press of 0: three start packets and three end packets, one timestamp.
+    for (i, end) in [false, false, false, true, true, true]
+        .into_iter()
+        .enumerate()
+    {
+        let mut p = digit_packet(0, end, 2 + i as u16, 8000);
+        w.engine.handle_rtp(w.now, &mut p, bob.rtp(), |_, _| {});
+    }
+    let out = w.out();
+    let events = w.events();
+    let escapes = events
+        .iter()
+        .filter(|e| matches!(e, EngineEvent::EscapeKey { key: '0', .. }))
+        .count();
+    let started = events
+        .iter()
+        .filter(|e| matches!(e, EngineEvent::RecallStarted { .. }))
+        .count();
+    assert_eq!((escapes, started), (1, 1), "{events:?}");
+    assert_eq!(
+        invites_to(&out, 6009).len(),
+        1,
+        "recall rings the parker at once"
+    );
+
+    // SIP INFO application/dtmf-relay works too, on another call.
+    let mut carl = Phone::new("carl", 6003);
+    let ok = w.call(
+        &mut carl,
+        "e3",
+        "702",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    w.out();
+    w.events();
+    carl.seq += 1;
+    let body = "Signal=0\r\nDuration=160\r\n";
+    let info = format!(
+        "INFO sip:callpark@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6003;branch=z9hG4bKinfo1\r\nFrom: <sip:carl@127.0.0.1:6003>;tag=carlt\r\nTo: <sip:x@{SERVER}>;tag={}\r\nCall-ID: e3\r\nCSeq: {} INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
+        tag(&ok),
+        carl.seq,
+        body.len()
+    );
+    let out = w.send(&carl, info.into_bytes());
+    assert_eq!(final_response(&out).status, 200);
+    assert!(
+        w.events()
+            .iter()
+            .any(|e| matches!(e, EngineEvent::EscapeKey { .. }))
+    );
+    assert_eq!(invites_to(&out, 6009).len(), 1);
 }

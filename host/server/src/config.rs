@@ -430,6 +430,7 @@ impl Config {
             music: None,
             group: None,
             recall_after_ms: default_recall,
+            escape_key: self.defaults.escape_key.chars().next(),
         };
         for range in &self.range {
             let (Ok((prefix, lo)), Ok((_, hi))) =
@@ -453,6 +454,9 @@ impl Config {
             orbit.enabled = o.enabled.unwrap_or(true);
             orbit.capacity = o.capacity.unwrap_or(orbit.capacity);
             orbit.music = o.music.clone().filter(|m| !m.is_empty());
+            if let Some(k) = &o.escape_key {
+                orbit.escape_key = k.chars().next();
+            }
         }
         // Recall timing: the orbit's own setting, else its group's, else the
         // defaults (applied above).

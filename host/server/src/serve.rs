@@ -274,7 +274,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             }
             received = media.recv_from(&mut media_buf) => {
                 if let Ok((n, src)) = received {
-                    engine.handle_rtp(&mut media_buf[..n], src, |dest, packet| {
+                    engine.handle_rtp(clock(started), &mut media_buf[..n], src, |dest, packet| {
                         let _ = media.try_send_to(packet, dest);
                     });
                 }
@@ -349,6 +349,9 @@ fn log_events(engine: &mut Engine) {
                 tracing::info!(event = "abandoned", call = call.0, %orbit)
             }
             EngineEvent::Ended { call } => tracing::info!(event = "ended", call = call.0),
+            EngineEvent::EscapeKey { call, orbit, key } => {
+                tracing::info!(event = "escape-key", call = call.0, %orbit, %key)
+            }
             EngineEvent::RecallStarted { call, orbit, steps } => {
                 tracing::info!(event = "recall-started", call = call.0, %orbit, steps)
             }
