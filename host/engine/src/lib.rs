@@ -64,6 +64,11 @@ pub struct EngineConfig {
     /// The `[recall]` settings, as recall plugin params (a group's own
     /// settings are laid over them).
     pub recall_params: Params,
+    /// A parked caller silent this long is probed with an in-dialog
+    /// OPTIONS, and hung up if the probe fails; zero: never.
+    pub rtp_timeout: Duration,
+    /// A parked call is hung up after this long; zero: never.
+    pub max_lifetime: Duration,
 }
 
 /// Hold music: a default, per-orbit overrides, or silence when music is off.
@@ -178,6 +183,8 @@ struct Leg {
     /// The RTP timestamp of the last RFC 4733 key press seen, so that its
     /// repeated and end packets count once.
     last_digit_ts: Option<u32>,
+    /// When the leg's last RTP arrived (or it was set up).
+    last_rtp: Duration,
 }
 
 #[derive(Debug)]
@@ -221,12 +228,18 @@ pub struct Engine {
     timer_seq: u64,
     /// How many recall plans each call ran through (re-park counts).
     recalls_done: HashMap<CallId, u32>,
+    /// In-dialog OPTIONS probes of silent parked callers.
+    probes: HashMap<TxId, CallId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EngineTimer {
     RecallDue,
     RingOver(TxId),
+    /// Is the parked caller still there? (`rtp_timeout`)
+    Liveness,
+    /// The parked call has lived `max_lifetime`.
+    Lifetime,
 }
 
 #[derive(Debug)]
@@ -283,6 +296,7 @@ impl Engine {
             timers: BTreeMap::new(),
             timer_seq: 0,
             recalls_done: HashMap::new(),
+            probes: HashMap::new(),
         }
     }
 
@@ -332,6 +346,23 @@ impl Engine {
             match timer {
                 EngineTimer::RecallDue => self.start_recall(now, call, RecallReason::Timeout),
                 EngineTimer::RingOver(tx) => self.ring_over(now, call, tx),
+                EngineTimer::Liveness => self.check_liveness(now, call),
+                EngineTimer::Lifetime => {
+                    if let Some(CallState::Parked { caller, .. }) = self.calls.get(&call) {
+                        let caller = *caller;
+                        let orbit = self
+                            .lot
+                            .get(call)
+                            .map(|p| p.orbit.clone())
+                            .unwrap_or_default();
+                        tracing::info!(event = "giveup", %orbit, "parked past max_lifetime; hanging up");
+                        self.cancel_recall(now, call);
+                        self.bye(now, caller);
+                        self.end_call(call);
+                        self.events
+                            .push_back(EngineEvent::Abandoned { call, orbit });
+                    }
+                }
             }
             self.drain_tx(now);
         }
@@ -377,6 +408,9 @@ impl Engine {
         let Some(&leg_id) = self.rtp_sources.get(&src) else {
             return;
         };
+        if let Some(l) = self.legs.get_mut(&leg_id) {
+            l.last_rtp = now;
+        }
         let Some(leg) = self.legs.get(&leg_id) else {
             return;
         };
@@ -461,10 +495,23 @@ impl Engine {
                         self.drop_leg(leg);
                     }
                 }
-                TxEvent::Response { tx, response } => self.on_response(now, tx, response),
+                TxEvent::Response { tx, response } => {
+                    if let Some(call) = self.probes.remove(&tx) {
+                        // 481 and 408 say the dialog is gone; any other
+                        // answer (even 405) proves the phone is there.
+                        if matches!(response.status, 408 | 481) {
+                            self.caller_vanished(now, call);
+                        }
+                    } else {
+                        self.on_response(now, tx, response);
+                    }
+                }
                 TxEvent::Timeout { tx } => {
                     if let Some(call) = self.recall_by_tx.remove(&tx) {
                         self.next_step(now, call);
+                    }
+                    if let Some(call) = self.probes.remove(&tx) {
+                        self.caller_vanished(now, call);
                     }
                 }
             }
@@ -725,8 +772,10 @@ impl Engine {
         Ok((Some(agreed), answer, session))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn new_leg(
         &mut self,
+        now: Duration,
         call: CallId,
         request: &Request,
         peer: Peer,
@@ -755,6 +804,7 @@ impl Engine {
                 rtp_source,
                 local_sdp_version: session,
                 last_digit_ts: None,
+                last_rtp: now,
             },
         );
         id
@@ -838,7 +888,7 @@ impl Engine {
             Err((status, why)) => return self.respond(now, tx, &request, status, Some(&why)),
         };
         let call = CallId(self.id());
-        let leg = self.new_leg(call, &request, peer, tx, media, session);
+        let leg = self.new_leg(now, call, &request, peer, tx, media, session);
         let parked = Parked {
             call,
             orbit: orbit.clone(),
@@ -875,6 +925,12 @@ impl Engine {
                 call,
                 EngineTimer::RecallDue,
             );
+        }
+        if !self.cfg.rtp_timeout.is_zero() {
+            self.arm(now + self.cfg.rtp_timeout, call, EngineTimer::Liveness);
+        }
+        if !self.cfg.max_lifetime.is_zero() {
+            self.arm(now + self.cfg.max_lifetime, call, EngineTimer::Lifetime);
         }
         tracing::info!(call_id = %self.legs[&leg].dialog.call_id, %orbit, parker = %parker, caller = %req.parked_uri, "parked");
         self.events.push_back(EngineEvent::Parked {
@@ -982,7 +1038,7 @@ impl Engine {
         let call = parked.call;
         // A retrieve wins over a ringing recall.
         self.cancel_recall(now, call);
-        let retriever = self.new_leg(call, &request, peer, tx, media, session);
+        let retriever = self.new_leg(now, call, &request, peer, tx, media, session);
         self.answer_200(now, tx, &request, retriever, body, peer);
         let Some(CallState::Parked { caller, stream }) = self.calls.remove(&call) else {
             return;
@@ -1012,7 +1068,7 @@ impl Engine {
             Err((status, why)) => return self.respond(now, tx, &request, status, Some(&why)),
         };
         let call = self.legs[&old].call;
-        let new = self.new_leg(call, &request, peer, tx, media, session);
+        let new = self.new_leg(now, call, &request, peer, tx, media, session);
         self.answer_200(now, tx, &request, new, body, peer);
         match self.calls.remove(&call) {
             Some(CallState::Parked { stream, .. }) => {
@@ -1268,6 +1324,44 @@ impl Engine {
         self.events
             .push_back(EngineEvent::EscapeKey { call, orbit, key });
         self.start_recall(now, call, RecallReason::EscapeKey);
+    }
+
+    /// No RTP from a parked caller for `rtp_timeout`: phones on hold may be
+    /// silent, so an in-dialog OPTIONS decides.
+    fn check_liveness(&mut self, now: Duration, call: CallId) {
+        let Some(CallState::Parked { caller, .. }) = self.calls.get(&call) else {
+            return;
+        };
+        let caller = *caller;
+        let Some(leg) = self.legs.get_mut(&caller) else {
+            return;
+        };
+        let silent_since = leg.last_rtp;
+        let timeout = self.cfg.rtp_timeout;
+        if now < silent_since + timeout {
+            return self.arm(silent_since + timeout, call, EngineTimer::Liveness);
+        }
+        let probe = leg.dialog.request(Method::Options);
+        let peer = leg.dialog.peer;
+        let tx = self.tx.send_request(now, probe, peer);
+        self.probes.insert(tx, call);
+        self.arm(now + timeout, call, EngineTimer::Liveness);
+    }
+
+    fn caller_vanished(&mut self, now: Duration, call: CallId) {
+        let Some(CallState::Parked { .. }) = self.calls.get(&call) else {
+            return;
+        };
+        let orbit = self
+            .lot
+            .get(call)
+            .map(|p| p.orbit.clone())
+            .unwrap_or_default();
+        tracing::info!(event = "giveup", %orbit, "the parked caller vanished; freeing the orbit");
+        self.cancel_recall(now, call);
+        self.end_call(call);
+        self.events
+            .push_back(EngineEvent::Abandoned { call, orbit });
     }
 
     /// Stops a recall: the ringing INVITE is cancelled.
@@ -1623,6 +1717,7 @@ impl Engine {
                 awaiting_answer: false,
                 local_sdp_version: 1,
                 last_digit_ts: None,
+                last_rtp: now,
             },
         );
         self.calls.insert(

@@ -85,6 +85,8 @@ fn engine(groups: Vec<GroupConfig>, access: Access) -> Engine {
             epoch_ms_at_zero: 1_767_225_600_000,
             entropy: 42,
             recall_params: vec![],
+            rtp_timeout: Duration::ZERO,
+            max_lifetime: Duration::ZERO,
         },
         lot,
         music,
@@ -686,6 +688,8 @@ fn ten_thousand_parks_and_retrieves_in_virtual_time() {
         epoch_ms_at_zero: 0,
         entropy: 1,
         recall_params: vec![],
+        rtp_timeout: Duration::ZERO,
+        max_lifetime: Duration::ZERO,
     };
     let mut w = World::new(Engine::new(cfg, lot, music, Arc::new(BuiltinPolicy)));
     let mut parked = 0;
@@ -715,6 +719,15 @@ fn ten_thousand_parks_and_retrieves_in_virtual_time() {
 // ---- Recall --------------------------------------------------------------
 
 fn recall_engine(params: &[(&str, &str)], recall_after_ms: u64) -> Engine {
+    recall_engine_with(params, recall_after_ms, Duration::ZERO, Duration::ZERO)
+}
+
+fn recall_engine_with(
+    params: &[(&str, &str)],
+    recall_after_ms: u64,
+    rtp_timeout: Duration,
+    max_lifetime: Duration,
+) -> Engine {
     let mut orbits: Vec<OrbitConfig> = (701..=703).map(|n| orbit(&n.to_string(), 1)).collect();
     for o in &mut orbits {
         o.recall_after_ms = recall_after_ms;
@@ -739,6 +752,8 @@ fn recall_engine(params: &[(&str, &str)], recall_after_ms: u64) -> Engine {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            rtp_timeout,
+            max_lifetime,
         },
         ParkLot::new(orbits, vec![]),
         music,
@@ -1056,6 +1071,8 @@ fn an_escape_key_press_with_duplicates_and_end_packets_recalls_once() {
             epoch_ms_at_zero: 0,
             entropy: 3,
             recall_params: vec![],
+            rtp_timeout: Duration::ZERO,
+            max_lifetime: Duration::ZERO,
         },
         ParkLot::new(orbits, vec![]),
         music,
@@ -1126,4 +1143,108 @@ fn an_escape_key_press_with_duplicates_and_end_packets_recalls_once() {
             .any(|e| matches!(e, EngineEvent::EscapeKey { .. }))
     );
     assert_eq!(invites_to(&out, 6009).len(), 1);
+}
+
+#[test]
+fn a_silent_parked_caller_is_probed_and_hung_up_when_the_probe_fails() {
+    let mut w = World::new(recall_engine_with(
+        &[],
+        0,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    ));
+    let mut bob = Phone::new("bob", 6001);
+    let mut carl = Phone::new("carl", 6003);
+    w.call(&mut bob, "l1", "701", "");
+    w.call(&mut carl, "l2", "702", "");
+    w.out();
+    w.events();
+    // Bob keeps sending RTP; Carl is silent.
+    for second in 0..70 {
+        let mut p = rtp_rs::RtpPacketBuilder::new()
+            .payload_type(0)
+            .ssrc(1)
+            .sequence((second as u16).into())
+            .timestamp(second * 8000)
+            .payload(&[0xFF; 160])
+            .build()
+            .unwrap();
+        w.engine.handle_rtp(w.now, &mut p, bob.rtp(), |_, _| {});
+        w.advance_sip(Duration::from_secs(1));
+    }
+    // By now Carl got an OPTIONS probe, Bob did not.
+    // (The probe went out at 60 s; it is retransmitted until timer F.)
+    let out = w.advance_sip(Duration::from_secs(40));
+    let events = w.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, EngineEvent::Abandoned { orbit, .. } if orbit == "702")),
+        "{events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, EngineEvent::Abandoned { orbit, .. } if orbit == "701")),
+        "{events:?}"
+    );
+    assert_eq!(w.engine.parked_calls(), 1);
+    let _ = out;
+}
+
+#[test]
+fn a_probe_answered_keeps_the_call_and_max_lifetime_ends_it() {
+    let mut w = World::new(recall_engine_with(
+        &[],
+        0,
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+    ));
+    let mut carl = Phone::new("carl", 6003);
+    w.call(&mut carl, "l3", "702", "");
+    w.out();
+    let out = w.advance_sip(Duration::from_secs(61));
+    let probe = requests(&out)
+        .into_iter()
+        .find(|(_, r)| r.method == callpark_sip::message::Method::Options)
+        .expect("an OPTIONS probe");
+    // A phone on hold that answers (even 405) is alive: the call stays,
+    // probe after probe.
+    w.reply(probe.0, &probe.1, 405, None);
+    for _ in 0..20 {
+        let out = w.advance_sip(Duration::from_secs(10));
+        for (peer, r) in requests(&out)
+            .into_iter()
+            .filter(|(_, r)| r.method == callpark_sip::message::Method::Options)
+        {
+            w.reply(peer, &r, 405, None);
+        }
+    }
+    assert_eq!(w.engine.parked_calls(), 1, "answered probes keep the call");
+    // max_lifetime: hung up at 600 s, with a BYE.
+    let mut byes = 0;
+    let mut ended_at = None;
+    for chunk in 0..50 {
+        let out = w.advance_sip(Duration::from_secs(10));
+        byes += requests(&out)
+            .iter()
+            .filter(|(_, r)| r.method == callpark_sip::message::Method::Bye)
+            .count();
+        for (peer, r) in requests(&out)
+            .into_iter()
+            .filter(|(_, r)| r.method == callpark_sip::message::Method::Options)
+        {
+            w.reply(peer, &r, 200, None);
+        }
+        if ended_at.is_none() && w.engine.parked_calls() == 0 {
+            ended_at = Some(261 + 10 * (chunk + 1));
+        }
+    }
+    assert_eq!(w.engine.parked_calls(), 0);
+    assert!(byes >= 1, "hung up with a BYE");
+    let ended_at = ended_at.unwrap();
+    assert!(
+        (600..=611).contains(&ended_at),
+        "ended at {ended_at} s, max_lifetime is 600 s"
+    );
 }

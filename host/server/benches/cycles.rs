@@ -53,6 +53,8 @@ fn main() {
             epoch_ms_at_zero: 0,
             entropy: 9,
             recall_params: vec![],
+            rtp_timeout: std::time::Duration::ZERO,
+            max_lifetime: std::time::Duration::ZERO,
         },
         config.lot(),
         music,

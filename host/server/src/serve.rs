@@ -171,6 +171,8 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             epoch_ms_at_zero,
             entropy,
             recall_params: config.plugin_params()[1].1.clone(),
+            rtp_timeout: callpark_core::parse_duration(&config.media.rtp_timeout)?,
+            max_lifetime: callpark_core::parse_duration(&config.defaults.max_lifetime)?,
         },
         config.lot(),
         music,
