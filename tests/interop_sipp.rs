@@ -339,3 +339,131 @@ fn park_and_retrieve_over_tcp() {
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }
+
+/// A parked call recalls its parker after `recall_after`, with the
+/// configured ring pattern; the parker is busy, nobody else is configured,
+/// so the parked caller is hung up.
+#[test]
+#[ignore = "needs SIPp (Debian sip-tester); .ci/run runs it"]
+fn recall_rings_the_parker_with_alert_info_after_recall_after() {
+    assert!(
+        std::path::Path::new("/usr/bin/sipp").exists(),
+        "SIPp is not installed"
+    );
+    let server =
+        Server::start_with("[defaults]\nrecall_after = \"10s\"\nring_pattern = \"long-long\"\n");
+    let parker_port = free_port();
+    let parker = Command::new("/usr/bin/sipp")
+        .args([
+            "-sf",
+            &scenario("recall_parker"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &parker_port.to_string(),
+        ])
+        .args(["-m", "2", "-nostdin", "-timeout", "30", "-timeout_error"])
+        .current_dir(server.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let caller = sipp(
+        &server,
+        "park_with_referred_by_until_bye",
+        "701",
+        free_port(),
+        "0",
+        &["-set", "parker_port", &parker_port.to_string()],
+    )
+    .spawn()
+    .unwrap();
+    let out = parker.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the parker: {}\n{}",
+        tail(&String::from_utf8_lossy(&out.stdout)),
+        server.log()
+    );
+    let out = caller.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the caller: {}",
+        tail(&String::from_utf8_lossy(&out.stdout))
+    );
+    let log = server.log();
+    for event in ["recall-started", "recall-step", "recall-exhausted"] {
+        assert!(
+            log.contains(&format!("event=\"{event}\"")),
+            "{event} missing:\n{log}"
+        );
+    }
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}
+
+/// The parked caller presses 0 (the sip-tester RFC 4733 capture) on an
+/// orbit whose escape key is 0: the parker is recalled at once.
+#[test]
+#[ignore = "needs SIPp (Debian sip-tester); .ci/run runs it"]
+fn the_escape_key_recalls_at_once() {
+    assert!(
+        std::path::Path::new("/usr/share/sip-tester/dtmf_2833_0.pcap").exists(),
+        "SIPp's pcaps are missing"
+    );
+    let server = Server::start_with(
+        "[defaults]\nrecall_after = \"0s\"\nescape_key = \"0\"\nring_pattern = \"long-long\"\n",
+    );
+    let parker_port = free_port();
+    let parker = Command::new("/usr/bin/sipp")
+        .args([
+            "-sf",
+            &scenario("recall_parker"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &parker_port.to_string(),
+        ])
+        .args(["-m", "2", "-nostdin", "-timeout", "20", "-timeout_error"])
+        .current_dir(server.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let rtp_port = free_port();
+    let started = Instant::now();
+    let caller = sipp(
+        &server,
+        "park_press_0_until_bye",
+        "702",
+        rtp_port,
+        "0",
+        &[
+            "-mp",
+            &rtp_port.to_string(),
+            "-set",
+            "parker_port",
+            &parker_port.to_string(),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let out = parker.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the parker: {}\n{}",
+        tail(&String::from_utf8_lossy(&out.stdout)),
+        server.log()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "recalled at once, not by a timer"
+    );
+    let log = server.log();
+    assert!(log.contains("event=\"escape-key\""), "{log}");
+    let _ = caller.wait_with_output();
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}

@@ -32,6 +32,11 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with("")
+    }
+
+    /// Starts with `extra` TOML appended to the test configuration.
+    pub fn start_with(extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let sip = free_port();
         let rtp = free_port();
@@ -53,6 +58,7 @@ capacity = 2
 name = "front-desk"
 members = ["sip:parker@127.0.0.1"]
 destinations = ["704", "705"]
+{extra}
 "#,
             rtp_hi = rtp + 10
         );

@@ -185,6 +185,8 @@ struct Leg {
     last_digit_ts: Option<u32>,
     /// When the leg's last RTP arrived (or it was set up).
     last_rtp: Duration,
+    /// Whether any RTP came from the leg yet (until then it may be latched).
+    rtp_seen: bool,
 }
 
 #[derive(Debug)]
@@ -405,11 +407,16 @@ impl Engine {
         src: SocketAddr,
         mut send: impl FnMut(SocketAddr, &[u8]),
     ) {
-        let Some(&leg_id) = self.rtp_sources.get(&src) else {
-            return;
+        let leg_id = match self.rtp_sources.get(&src) {
+            Some(&id) => id,
+            None => match self.latch(src) {
+                Some(id) => id,
+                None => return,
+            },
         };
         if let Some(l) = self.legs.get_mut(&leg_id) {
             l.last_rtp = now;
+            l.rtp_seen = true;
         }
         let Some(leg) = self.legs.get(&leg_id) else {
             return;
@@ -805,6 +812,7 @@ impl Engine {
                 local_sdp_version: session,
                 last_digit_ts: None,
                 last_rtp: now,
+                rtp_seen: false,
             },
         );
         id
@@ -1310,6 +1318,29 @@ impl Engine {
         }
     }
 
+    /// Symmetric RTP: a phone behind NAT (or one that sends from another
+    /// port than it announced) is latched to where its packets really come
+    /// from, but only when exactly one leg from that IP has sent nothing
+    /// yet, so that calls from one gateway are never mixed up.
+    fn latch(&mut self, src: SocketAddr) -> Option<LegId> {
+        let mut candidates = self
+            .legs
+            .iter()
+            .filter(|(_, l)| !l.rtp_seen && l.rtp_source.is_some_and(|a| a.ip() == src.ip()))
+            .map(|(id, _)| *id);
+        let id = candidates.next()?;
+        if candidates.next().is_some() {
+            return None;
+        }
+        let leg = self.legs.get_mut(&id)?;
+        if let Some(old) = leg.rtp_source.replace(src) {
+            self.rtp_sources.remove(&old);
+        }
+        self.rtp_sources.insert(src, id);
+        tracing::debug!(%src, "RTP latched to its real source");
+        Some(id)
+    }
+
     /// A parked caller pressed `key` (RFC 4733 or SIP INFO): the orbit's
     /// escape key starts recall at once.
     fn key_pressed(&mut self, now: Duration, call: CallId, key: char) {
@@ -1718,6 +1749,7 @@ impl Engine {
                 local_sdp_version: 1,
                 last_digit_ts: None,
                 last_rtp: now,
+                rtp_seen: false,
             },
         );
         self.calls.insert(

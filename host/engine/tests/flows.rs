@@ -1248,3 +1248,47 @@ fn a_probe_answered_keeps_the_call_and_max_lifetime_ends_it() {
         "ended at {ended_at} s, max_lifetime is 600 s"
     );
 }
+
+#[test]
+fn rtp_from_another_port_latches_only_when_unambiguous() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut bob = Phone::new("bob", 6001);
+    w.call(&mut bob, "s1", "701", "");
+    let mut carol = Phone::new("carol", 6011);
+    w.call(&mut carol, "s2", "*88701", "");
+    // Bob's packets come from port 40000, not the 7001 he announced: the
+    // only silent leg from 127.0.0.1 is... both are silent, so no latching.
+    let mut p = rtp_rs::RtpPacketBuilder::new()
+        .payload_type(0)
+        .ssrc(1)
+        .sequence(1.into())
+        .timestamp(0)
+        .payload(&[0x11; 160])
+        .build()
+        .unwrap();
+    let mut relayed = Vec::new();
+    let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    w.engine
+        .handle_rtp(w.now, &mut p.clone(), nat, |d, _| relayed.push(d));
+    assert!(relayed.is_empty(), "two legs from that IP could be it");
+    // Carol speaks from her announced port; now Bob's leg is the only
+    // silent one from 127.0.0.1 and latches.
+    w.engine
+        .handle_rtp(w.now, &mut p.clone(), carol.rtp(), |d, _| relayed.push(d));
+    assert_eq!(relayed, [bob.rtp()]);
+    w.engine
+        .handle_rtp(w.now, &mut p, nat, |d, _| relayed.push(d));
+    assert_eq!(relayed[1], carol.rtp());
+    // And Carol's audio now goes to where Bob really is.
+    let mut back = rtp_rs::RtpPacketBuilder::new()
+        .payload_type(0)
+        .ssrc(2)
+        .sequence(1.into())
+        .timestamp(0)
+        .payload(&[0x22; 160])
+        .build()
+        .unwrap();
+    w.engine
+        .handle_rtp(w.now, &mut back, carol.rtp(), |d, _| relayed.push(d));
+    assert_eq!(relayed[2], nat);
+}
