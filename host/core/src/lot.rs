@@ -30,6 +30,9 @@ pub struct OrbitConfig {
     /// The DTMF key that lets a parked caller start recall at once (sipX
     /// "allow transfer"); `None`: off.
     pub escape_key: Option<char>,
+    /// Busy lamps show parked calls as `confirmed` (steady) rather than
+    /// `early` (flashing).
+    pub blf_confirmed: bool,
 }
 
 /// One call park group as configured.
@@ -290,6 +293,7 @@ mod tests {
             group: None,
             recall_after_ms: 45_000,
             escape_key: None,
+            blf_confirmed: false,
         };
         let mut sales = orbit("799", 3);
         sales.name = Some("sales".into());

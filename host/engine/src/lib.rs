@@ -10,6 +10,7 @@
 //! answer points there, and incoming RTP is told apart by its source
 //! address. A socket per call would cap a process at its open-file limit.
 
+mod blf;
 mod dialog;
 mod relay;
 
@@ -232,6 +233,19 @@ pub struct Engine {
     recalls_done: HashMap<CallId, u32>,
     /// In-dialog OPTIONS probes of silent parked callers.
     probes: HashMap<TxId, CallId>,
+    /// Busy-lamp watchers, by id, and their dialogs.
+    subscriptions: HashMap<u64, Subscription>,
+    sub_dialogs: HashMap<(String, String), u64>,
+}
+
+#[derive(Debug)]
+struct Subscription {
+    dialog: Dialog,
+    watched: blf::Watched,
+    entity: String,
+    expires_at: Duration,
+    /// The next NOTIFY's document version (RFC 4235 §4.1).
+    version: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,6 +256,8 @@ enum EngineTimer {
     Liveness,
     /// The parked call has lived `max_lifetime`.
     Lifetime,
+    /// A busy-lamp subscription may have expired.
+    SubscriptionExpiry(u64),
 }
 
 #[derive(Debug)]
@@ -257,7 +273,7 @@ struct Ringing {
     peer: Peer,
 }
 
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, SUBSCRIBE";
 
 fn warning(text: &str) -> String {
     let clean: String = text
@@ -299,6 +315,8 @@ impl Engine {
             timer_seq: 0,
             recalls_done: HashMap::new(),
             probes: HashMap::new(),
+            subscriptions: HashMap::new(),
+            sub_dialogs: HashMap::new(),
         }
     }
 
@@ -349,6 +367,16 @@ impl Engine {
                 EngineTimer::RecallDue => self.start_recall(now, call, RecallReason::Timeout),
                 EngineTimer::RingOver(tx) => self.ring_over(now, call, tx),
                 EngineTimer::Liveness => self.check_liveness(now, call),
+                EngineTimer::SubscriptionExpiry(id) => {
+                    if self
+                        .subscriptions
+                        .get(&id)
+                        .is_some_and(|s| s.expires_at <= now)
+                    {
+                        self.notify(now, id, Some("timeout"));
+                        self.drop_subscription(id);
+                    }
+                }
                 EngineTimer::Lifetime => {
                     if let Some(CallState::Parked { caller, .. }) = self.calls.get(&call) {
                         let caller = *caller;
@@ -360,7 +388,7 @@ impl Engine {
                         tracing::info!(event = "giveup", %orbit, "parked past max_lifetime; hanging up");
                         self.cancel_recall(now, call);
                         self.bye(now, caller);
-                        self.end_call(call);
+                        self.end_call(now, call);
                         self.events
                             .push_back(EngineEvent::Abandoned { call, orbit });
                     }
@@ -471,7 +499,7 @@ impl Engine {
         }
         let calls: Vec<CallId> = self.calls.keys().copied().collect();
         for call in calls {
-            self.end_call(call);
+            self.end_call(now, call);
         }
     }
 
@@ -571,6 +599,8 @@ impl Engine {
             (Method::Invite, None) => self.on_invite(now, tx, request, peer),
             (Method::Invite, Some(tag)) => self.on_reinvite(now, tx, request, tag),
             (Method::Bye, Some(tag)) => self.on_bye(now, tx, request, tag),
+            (Method::Subscribe, None) => self.on_subscribe(now, tx, request, peer),
+            (Method::Subscribe, Some(tag)) => self.on_resubscribe(now, tx, request, tag),
             (Method::Options, _) => {
                 let mut r = request.response(200, None);
                 r.headers.push("Allow", ALLOW);
@@ -625,6 +655,20 @@ impl Engine {
         // place (attended park, or a pickup from a busy lamp).
         match request.replaces() {
             Ok(Some(replaces)) => {
+                // A pickup from a busy lamp names the lamp's tag: retrieve.
+                if let Some(call) = replaces
+                    .to_tag
+                    .strip_prefix("blf")
+                    .and_then(|n| n.parse().ok())
+                    .map(CallId)
+                {
+                    return match self.lot.remove(call) {
+                        Some(parked) => self.retrieve(now, tx, request, peer, parked),
+                        None => {
+                            self.respond(now, tx, &request, 481, Some("that parked call is gone"))
+                        }
+                    };
+                }
                 let key = (replaces.call_id.clone(), replaces.to_tag.clone());
                 if let Some(&old) = self.dialogs.get(&key) {
                     return self.take_over(now, tx, request, peer, old);
@@ -940,6 +984,7 @@ impl Engine {
         if !self.cfg.max_lifetime.is_zero() {
             self.arm(now + self.cfg.max_lifetime, call, EngineTimer::Lifetime);
         }
+        self.notify_watchers(now, &orbit);
         tracing::info!(call_id = %self.legs[&leg].dialog.call_id, %orbit, parker = %parker, caller = %req.parked_uri, "parked");
         self.events.push_back(EngineEvent::Parked {
             call,
@@ -1061,6 +1106,7 @@ impl Engine {
             .map(|f| f.uri.to_string())
             .unwrap_or_default();
         tracing::info!(call_id = %self.legs[&caller].dialog.call_id, orbit = %parked.orbit, %by, "retrieved");
+        self.notify_watchers(now, &parked.orbit);
         self.events.push_back(EngineEvent::Retrieved {
             call,
             orbit: parked.orbit,
@@ -1115,7 +1161,8 @@ impl Engine {
                         ..p
                     };
                     let orbit = updated.orbit.clone();
-                    let _ = self.lot.park(&ParkTarget::Orbit(orbit), updated);
+                    let _ = self.lot.park(&ParkTarget::Orbit(orbit.clone()), updated);
+                    self.notify_watchers(now, &orbit);
                 }
             }
             Some(CallState::Bridged { caller, retriever }) => {
@@ -1265,14 +1312,14 @@ impl Engine {
                     .map(|p| p.orbit.clone())
                     .unwrap_or_default();
                 tracing::info!(call_id = %leg.dialog.call_id, %orbit, "abandoned while parked");
-                self.end_call(call);
+                self.end_call(now, call);
                 self.events
                     .push_back(EngineEvent::Abandoned { call, orbit });
             }
             Some(CallState::Bridged { caller, retriever }) => {
                 let other = if *caller == id { *retriever } else { *caller };
                 self.bye(now, other);
-                self.end_call(call);
+                self.end_call(now, call);
                 self.events.push_back(EngineEvent::Ended { call });
             }
             _ => {}
@@ -1280,7 +1327,7 @@ impl Engine {
         self.drop_leg(id);
     }
 
-    fn end_call(&mut self, call: CallId) {
+    fn end_call(&mut self, now: Duration, call: CallId) {
         if let Some(recall) = self.recalls.remove(&call)
             && let Some(r) = recall.ringing
         {
@@ -1289,7 +1336,9 @@ impl Engine {
             self.stale_recalls.insert(r.tx);
             self.recall_by_tx.remove(&r.tx);
         }
-        self.lot.remove(call);
+        if let Some(p) = self.lot.remove(call) {
+            self.notify_watchers(now, &p.orbit);
+        }
         self.recalls_done.remove(&call);
         match self.calls.remove(&call) {
             Some(CallState::Parked { caller, stream }) => {
@@ -1390,7 +1439,7 @@ impl Engine {
             .unwrap_or_default();
         tracing::info!(event = "giveup", %orbit, "the parked caller vanished; freeing the orbit");
         self.cancel_recall(now, call);
-        self.end_call(call);
+        self.end_call(now, call);
         self.events
             .push_back(EngineEvent::Abandoned { call, orbit });
     }
@@ -1649,7 +1698,7 @@ impl Engine {
                     let caller = *caller;
                     self.bye(now, caller);
                 }
-                self.end_call(call);
+                self.end_call(now, call);
                 self.events
                     .push_back(EngineEvent::Abandoned { call, orbit });
             }
@@ -1759,12 +1808,202 @@ impl Engine {
                 retriever: id,
             },
         );
+        self.notify_watchers(now, &parked.orbit);
         tracing::info!(event = "recall-answered", orbit = %parked.orbit, %by);
         self.events.push_back(EngineEvent::RecallAnswered {
             call,
             orbit: parked.orbit,
             by,
         });
+    }
+
+    fn on_subscribe(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer) {
+        let event = request
+            .header("Event")
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if event != "dialog" {
+            let mut r = request.response(489, None);
+            r.headers.push("Allow-Events", "dialog");
+            self.tx.send_response(now, tx, r);
+            return;
+        }
+        let user = request.uri.user_decoded().unwrap_or_default();
+        let watched = if let Some(o) = self.lot.resolve(&user) {
+            blf::Watched::Orbit(o.number.clone())
+        } else if let Some(g) = self.lot.group(&user) {
+            blf::Watched::Group(g.name.clone())
+        } else {
+            return self.respond(
+                now,
+                tx,
+                &request,
+                404,
+                Some(&format!("{user} is neither an orbit nor a group")),
+            );
+        };
+        let expires = match request.expires() {
+            Ok(e) => e.unwrap_or(3600).min(3600),
+            Err(e) => return self.respond(now, tx, &request, 400, Some(&e.to_string())),
+        };
+        if expires != 0 && expires < 60 {
+            let mut r = request.response(423, None);
+            r.reason = "Interval Too Brief".into();
+            r.headers.push("Min-Expires", "60");
+            self.tx.send_response(now, tx, r);
+            return;
+        }
+        let tag = self.tx.token()[..10].to_string();
+        let dialog = Dialog::from_invite(&request, tag.clone(), peer, self.tx.token());
+        let mut ok = request.response(200, Some(&tag));
+        ok.headers.push("Contact", self.contact(peer));
+        ok.headers.push("Expires", expires.to_string());
+        self.tx.send_response(now, tx, ok);
+        let id = self.id();
+        let entity = format!("sip:{user}@{}", Host::Ip(self.cfg.sip_addr.ip()));
+        self.sub_dialogs.insert((dialog.call_id.clone(), tag), id);
+        self.subscriptions.insert(
+            id,
+            Subscription {
+                dialog,
+                watched,
+                entity,
+                expires_at: now + Duration::from_secs(u64::from(expires)),
+                version: 0,
+            },
+        );
+        tracing::info!(watcher = %request.from().map(|f| f.uri.to_string()).unwrap_or_default(), %user, expires, "busy lamp subscribed");
+        if expires == 0 {
+            // A fetch: one NOTIFY with the state, and done.
+            self.notify(now, id, Some("timeout"));
+            self.drop_subscription(id);
+        } else {
+            self.notify(now, id, None);
+            self.arm(
+                now + Duration::from_secs(u64::from(expires)),
+                CallId(0),
+                EngineTimer::SubscriptionExpiry(id),
+            );
+        }
+    }
+
+    fn on_resubscribe(&mut self, now: Duration, tx: TxId, request: Request, tag: String) {
+        let Some(call_id) = request.call_id().ok().map(str::to_string) else {
+            return;
+        };
+        let Some(&id) = self.sub_dialogs.get(&(call_id, tag.clone())) else {
+            return self.respond(now, tx, &request, 481, Some("no such subscription"));
+        };
+        let expires = request.expires().ok().flatten().unwrap_or(3600).min(3600);
+        let mut ok = request.response(200, Some(&tag));
+        ok.headers.push("Expires", expires.to_string());
+        self.tx.send_response(now, tx, ok);
+        if expires == 0 {
+            self.notify(now, id, Some("timeout"));
+            self.drop_subscription(id);
+            return;
+        }
+        if let Some(sub) = self.subscriptions.get_mut(&id) {
+            sub.expires_at = now + Duration::from_secs(u64::from(expires.max(60)));
+            let at = sub.expires_at;
+            self.arm(at, CallId(0), EngineTimer::SubscriptionExpiry(id));
+        }
+        self.notify(now, id, None);
+    }
+
+    fn drop_subscription(&mut self, id: u64) {
+        if let Some(sub) = self.subscriptions.remove(&id) {
+            self.sub_dialogs
+                .remove(&(sub.dialog.call_id.clone(), sub.dialog.local_tag.clone()));
+        }
+    }
+
+    /// NOTIFYs every watcher of `orbit` (or of its group) with the full state.
+    fn notify_watchers(&mut self, now: Duration, orbit: &str) {
+        let group = self.lot.orbit(orbit).and_then(|o| o.group.clone());
+        let ids: Vec<u64> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| match &s.watched {
+                blf::Watched::Orbit(o) => o == orbit,
+                blf::Watched::Group(g) => {
+                    group.as_deref() == Some(g.as_str())
+                        || self
+                            .lot
+                            .group(g)
+                            .is_some_and(|g| g.destinations.iter().any(|d| d == orbit))
+                }
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.notify(now, id, None);
+        }
+    }
+
+    /// One NOTIFY: `terminated` with a reason ends the subscription.
+    fn notify(&mut self, now: Duration, id: u64, terminated: Option<&str>) {
+        let orbits: Vec<String> = match self.subscriptions.get(&id).map(|s| &s.watched) {
+            Some(blf::Watched::Orbit(o)) => vec![o.clone()],
+            Some(blf::Watched::Group(g)) => self
+                .lot
+                .group(g)
+                .map(|g| g.destinations.clone())
+                .unwrap_or_default(),
+            None => return,
+        };
+        let mut lamps = Vec::new();
+        for orbit in &orbits {
+            let confirmed = self.lot.orbit(orbit).is_some_and(|o| o.blf_confirmed);
+            for p in self.lot.parked_on(orbit) {
+                let Some(CallState::Parked { caller, .. }) = self.calls.get(&p.call) else {
+                    continue;
+                };
+                let Some(leg) = self.legs.get(caller) else {
+                    continue;
+                };
+                lamps.push(blf::LampDialog {
+                    id: format!("park-{}", p.call.0),
+                    orbit,
+                    call_id: &leg.dialog.call_id,
+                    local_tag: format!("blf{}", p.call.0),
+                    remote_tag: &leg.dialog.remote_tag,
+                    caller_uri: &p.parked_uri,
+                    caller_display: &p.parked_display,
+                    confirmed,
+                });
+            }
+        }
+        let host = Host::Ip(self.cfg.sip_addr.ip()).to_string();
+        let Some(sub) = self.subscriptions.get_mut(&id) else {
+            return;
+        };
+        let body = blf::document(&sub.entity, sub.version, &lamps, &host);
+        sub.version += 1;
+        let mut request = sub.dialog.request(Method::Notify);
+        request.headers.push("Event", "dialog");
+        let state = match terminated {
+            Some(reason) => format!("terminated;reason={reason}"),
+            None => format!(
+                "active;expires={}",
+                sub.expires_at.saturating_sub(now).as_secs().max(1)
+            ),
+        };
+        request.headers.push("Subscription-State", state);
+        request.headers.push(
+            "Contact",
+            format!("<sip:callpark@{host}:{}>", self.cfg.sip_addr.port()),
+        );
+        request
+            .headers
+            .push("Content-Type", "application/dialog-info+xml");
+        request.body = body.into_bytes();
+        let peer = sub.dialog.peer;
+        self.tx.send_request(now, request, peer);
     }
 
     fn bye(&mut self, now: Duration, id: LegId) {

@@ -26,6 +26,7 @@ fn orbit(n: &str, capacity: u32) -> OrbitConfig {
         group: None,
         recall_after_ms: 0,
         escape_key: None,
+        blf_confirmed: false,
     }
 }
 
@@ -1291,4 +1292,192 @@ fn rtp_from_another_port_latches_only_when_unambiguous() {
     w.engine
         .handle_rtp(w.now, &mut back, carol.rtp(), |d, _| relayed.push(d));
     assert_eq!(relayed[2], nat);
+}
+
+// ---- Busy lamps ------------------------------------------------------------
+
+fn subscribe(
+    w: &mut World,
+    phone: &Phone,
+    target: &str,
+    call_id: &str,
+    expires: u32,
+    to_tag: Option<&str>,
+    event: &str,
+) -> Vec<Sent> {
+    let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    let text = format!(
+        "SUBSCRIBE sip:{target}@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bKsub{call_id}{expires}{n}\r\nFrom: <sip:{u}@127.0.0.1:{p}>;tag={u}t\r\nTo: <sip:{target}@{SERVER}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {n} SUBSCRIBE\r\nContact: <sip:{u}@127.0.0.1:{p}>\r\nEvent: {event}\r\nAccept: application/dialog-info+xml\r\nExpires: {expires}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        p = phone.port,
+        u = phone.user,
+        n = if to_tag.is_empty() { 1 } else { 2 + expires },
+    );
+    w.send(phone, text.into_bytes())
+}
+
+fn notifies(out: &[Sent]) -> Vec<(String, String)> {
+    requests(out)
+        .into_iter()
+        .filter(|(_, r)| r.method == callpark_sip::message::Method::Notify)
+        .map(|(_, r)| {
+            (
+                r.header("Subscription-State").unwrap_or("").to_string(),
+                String::from_utf8_lossy(&r.body).into_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn busy_lamps_follow_park_and_retrieve_and_end_with_the_subscription() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let lamp = Phone::new("lamp", 6100);
+    let out = subscribe(&mut w, &lamp, "701", "sub1", 3600, None, "dialog");
+    let ok = final_response(&out);
+    assert_eq!((ok.status, ok.header("Expires")), (200, Some("3600")));
+    let sub_tag = tag(&ok);
+    let n = notifies(&out);
+    assert_eq!(n.len(), 1);
+    assert!(n[0].0.starts_with("active;expires="), "{:?}", n[0].0);
+    assert!(
+        n[0].1.contains("version=\"0\"") && !n[0].1.contains("<dialog "),
+        "{}",
+        n[0].1
+    );
+
+    let mut bob = Phone::new("bob", 6001);
+    let invite = bob.invite(
+        "b1",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+        "0",
+    );
+    let out = w.send(&bob, invite);
+    let n = notifies(&out);
+    assert_eq!(n.len(), 1, "one NOTIFY in the same turn as the park");
+    assert!(n[0].1.contains("version=\"1\""));
+    assert!(n[0].1.contains("<state>early</state>"), "{}", n[0].1);
+    assert!(
+        n[0].1
+            .contains("<identity display=\"bob\">sip:bob@127.0.0.1:6001</identity>"),
+        "{}",
+        n[0].1
+    );
+    assert!(n[0].1.contains("<target uri=\"sip:701@127.0.0.1\"/>"));
+
+    let mut carol = Phone::new("carol", 6011);
+    let invite = carol.invite("c1", "*88701", "", "0");
+    let out = w.send(&carol, invite);
+    let n = notifies(&out);
+    assert_eq!(n.len(), 1);
+    assert!(n[0].1.contains("version=\"2\"") && !n[0].1.contains("<dialog "));
+
+    // Un-subscribe: 200 and a final NOTIFY.
+    let out = subscribe(&mut w, &lamp, "701", "sub1", 0, Some(&sub_tag), "dialog");
+    assert_eq!(final_response(&out).status, 200);
+    let n = notifies(&out);
+    assert_eq!(n.len(), 1);
+    assert!(n[0].0.starts_with("terminated"), "{:?}", n[0].0);
+    // Gone: nothing more on the next park.
+    let mut dave = Phone::new("dave", 6021);
+    let invite = dave.invite("d1", "701", "", "0");
+    assert!(notifies(&w.send(&dave, invite)).is_empty());
+}
+
+#[test]
+fn group_lamps_expiry_and_refusals() {
+    let groups = vec![GroupConfig {
+        name: "front-desk".into(),
+        members: vec!["sip:alice@127.0.0.1".into()],
+        destinations: vec!["704".into(), "705".into()],
+        recall_params: vec![],
+    }];
+    let mut w = World::new(engine(groups, Access::All));
+    let lamp = Phone::new("lamp", 6100);
+    assert_eq!(
+        final_response(&subscribe(
+            &mut w,
+            &lamp,
+            "front-desk",
+            "g1",
+            60,
+            None,
+            "dialog"
+        ))
+        .status,
+        200
+    );
+    let mut bob = Phone::new("bob", 6001);
+    let invite = bob.invite(
+        "b1",
+        "#58",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+        "0",
+    );
+    let n = notifies(&w.send(&bob, invite));
+    assert_eq!(n.len(), 1);
+    assert!(n[0].1.contains("sip:704@127.0.0.1"), "{}", n[0].1);
+    // Not refreshed: at 60 s the subscription ends with a final NOTIFY.
+    let out = w.advance_sip(Duration::from_secs(61));
+    let n = notifies(&out);
+    assert!(
+        n.iter()
+            .any(|(state, _)| state == "terminated;reason=timeout"),
+        "{n:?}"
+    );
+    // Refusals.
+    let out = subscribe(&mut w, &lamp, "701", "x1", 3600, None, "presence");
+    let r = final_response(&out);
+    assert_eq!((r.status, r.header("Allow-Events")), (489, Some("dialog")));
+    assert_eq!(
+        final_response(&subscribe(
+            &mut w, &lamp, "nobody", "x2", 3600, None, "dialog"
+        ))
+        .status,
+        404
+    );
+    assert_eq!(
+        final_response(&subscribe(&mut w, &lamp, "701", "x3", 10, None, "dialog")).status,
+        423
+    );
+}
+
+#[test]
+fn a_pickup_from_a_lamp_with_replaces_retrieves_the_call() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let lamp = Phone::new("lamp", 6100);
+    subscribe(&mut w, &lamp, "702", "p1", 3600, None, "dialog");
+    let mut bob = Phone::new("bob", 6001);
+    let invite = bob.invite(
+        "b9",
+        "702",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+        "0",
+    );
+    let n = notifies(&w.send(&bob, invite));
+    let doc = &n[0].1;
+    let grab = |attr: &str| {
+        let start = doc.find(&format!("{attr}=\"")).unwrap() + attr.len() + 2;
+        doc[start..start + doc[start..].find('"').unwrap()].to_string()
+    };
+    let (call_id, local, remote) = (grab("call-id"), grab("local-tag"), grab("remote-tag"));
+    assert_eq!(call_id, "b9");
+    w.events();
+    let mut lamp_phone = Phone::new("lamp", 6102);
+    let replaces = format!("Replaces: {call_id};to-tag={local};from-tag={remote}\r\n");
+    let invite = lamp_phone.invite("pick1", "702", &replaces, "0");
+    let out = w.send(&lamp_phone, invite);
+    assert_eq!(final_response(&out).status, 200);
+    assert!(
+        w.events()
+            .iter()
+            .any(|e| matches!(e, EngineEvent::Retrieved { orbit, .. } if orbit == "702"))
+    );
+    assert!(
+        requests(&out)
+            .iter()
+            .all(|(_, r)| r.method != callpark_sip::message::Method::Bye),
+        "the caller is not hung up"
+    );
+    assert_eq!(w.engine.parked_calls(), 0);
 }

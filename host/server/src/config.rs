@@ -431,6 +431,7 @@ impl Config {
             group: None,
             recall_after_ms: default_recall,
             escape_key: self.defaults.escape_key.chars().next(),
+            blf_confirmed: self.defaults.blf_state == "confirmed",
         };
         for range in &self.range {
             let (Ok((prefix, lo)), Ok((_, hi))) =
@@ -456,6 +457,9 @@ impl Config {
             orbit.music = o.music.clone().filter(|m| !m.is_empty());
             if let Some(k) = &o.escape_key {
                 orbit.escape_key = k.chars().next();
+            }
+            if let Some(b) = &o.blf_state {
+                orbit.blf_confirmed = b == "confirmed";
             }
         }
         // Recall timing: the orbit's own setting, else its group's, else the
