@@ -467,3 +467,41 @@ fn the_escape_key_recalls_at_once() {
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }
+
+/// A busy lamp (SUBSCRIBE dialog) sees early when a call parks, then
+/// terminated when it leaves, then un-subscribes.
+#[test]
+#[ignore = "needs SIPp (Debian sip-tester); .ci/run runs it"]
+fn a_busy_lamp_sees_early_then_terminated() {
+    assert!(
+        std::path::Path::new("/usr/bin/sipp").exists(),
+        "SIPp is not installed"
+    );
+    let server = Server::start();
+    let watcher = sipp(&server, "watcher", "703", free_port(), "0", &[])
+        .spawn()
+        .unwrap();
+    wait_log(&server, "busy lamp subscribed", 1);
+    let parker = free_port().to_string();
+    must_pass(
+        &server,
+        "park and hang up",
+        sipp(
+            &server,
+            "park_then_hang_up",
+            "703",
+            free_port(),
+            "0",
+            &["-d", "1000", "-set", "parker_port", &parker],
+        ),
+    );
+    let out = watcher.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the lamp: {}\n{}",
+        tail(&String::from_utf8_lossy(&out.stdout)),
+        server.log()
+    );
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}

@@ -10,6 +10,15 @@ pub(crate) enum Watched {
     Group(String),
 }
 
+/// A lamp dialog's state (RFC 4235): `early` flashes, `confirmed` is
+/// steady, `terminated` reports the call gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LampState {
+    Early,
+    Confirmed,
+    Terminated,
+}
+
 /// One parked call as a lamp shows it.
 pub(crate) struct LampDialog<'a> {
     /// Stable for the call: `park-<n>`.
@@ -22,7 +31,7 @@ pub(crate) struct LampDialog<'a> {
     pub remote_tag: &'a str,
     pub caller_uri: &'a str,
     pub caller_display: &'a str,
-    pub confirmed: bool,
+    pub state: LampState,
 }
 
 fn escape(text: &str) -> String {
@@ -70,7 +79,11 @@ pub(crate) fn document(
             escape(d.call_id),
             escape(&d.local_tag),
             escape(d.remote_tag),
-            if d.confirmed { "confirmed" } else { "early" },
+            match d.state {
+                LampState::Early => "early",
+                LampState::Confirmed => "confirmed",
+                LampState::Terminated => "terminated",
+            },
             escape(&orbit_uri),
             escape(&orbit_uri),
             escape(d.caller_uri),
@@ -95,7 +108,7 @@ mod tests {
             remote_tag: "x<y",
             caller_uri: "sip:bob@example.com",
             caller_display: "Bob & \"Co\"",
-            confirmed: false,
+            state: LampState::Early,
         };
         let xml = document("sip:701@park", 3, &[d], "park");
         assert!(xml.contains("version=\"3\" state=\"full\" entity=\"sip:701@park\""));

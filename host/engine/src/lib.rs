@@ -236,6 +236,18 @@ pub struct Engine {
     /// Busy-lamp watchers, by id, and their dialogs.
     subscriptions: HashMap<u64, Subscription>,
     sub_dialogs: HashMap<(String, String), u64>,
+    /// Calls that just left an orbit: reported once as `terminated` to
+    /// the lamps, so that phones see the dialog end, then forgotten.
+    gone: HashMap<String, Vec<GoneLamp>>,
+}
+
+#[derive(Debug, Clone)]
+struct GoneLamp {
+    call: CallId,
+    call_id: String,
+    remote_tag: String,
+    caller_uri: String,
+    caller_display: String,
 }
 
 #[derive(Debug)]
@@ -317,6 +329,7 @@ impl Engine {
             probes: HashMap::new(),
             subscriptions: HashMap::new(),
             sub_dialogs: HashMap::new(),
+            gone: HashMap::new(),
         }
     }
 
@@ -1089,6 +1102,22 @@ impl Engine {
             }
         };
         let call = parked.call;
+        if !self.subscriptions.is_empty()
+            && let Some(CallState::Parked { caller, .. }) = self.calls.get(&call)
+            && let Some(leg) = self.legs.get(caller)
+        {
+            let lamp = GoneLamp {
+                call,
+                call_id: leg.dialog.call_id.clone(),
+                remote_tag: leg.dialog.remote_tag.clone(),
+                caller_uri: parked.parked_uri.clone(),
+                caller_display: parked.parked_display.clone(),
+            };
+            self.gone
+                .entry(parked.orbit.clone())
+                .or_default()
+                .push(lamp);
+        }
         // A retrieve wins over a ringing recall.
         self.cancel_recall(now, call);
         let retriever = self.new_leg(now, call, &request, peer, tx, media, session);
@@ -1336,6 +1365,7 @@ impl Engine {
             self.stale_recalls.insert(r.tx);
             self.recall_by_tx.remove(&r.tx);
         }
+        self.lamp_gone(call);
         if let Some(p) = self.lot.remove(call) {
             self.notify_watchers(now, &p.orbit);
         }
@@ -1922,8 +1952,36 @@ impl Engine {
         }
     }
 
+    /// Notes a parked call leaving its orbit, for the lamps' next NOTIFY.
+    /// Call while the call is still in the lot and its caller leg exists.
+    fn lamp_gone(&mut self, call: CallId) {
+        if self.subscriptions.is_empty() {
+            return;
+        }
+        let Some(p) = self.lot.get(call) else { return };
+        let Some(CallState::Parked { caller, .. }) = self.calls.get(&call) else {
+            return;
+        };
+        let Some(leg) = self.legs.get(caller) else {
+            return;
+        };
+        let lamp = GoneLamp {
+            call,
+            call_id: leg.dialog.call_id.clone(),
+            remote_tag: leg.dialog.remote_tag.clone(),
+            caller_uri: p.parked_uri.clone(),
+            caller_display: p.parked_display.clone(),
+        };
+        self.gone.entry(p.orbit.clone()).or_default().push(lamp);
+    }
+
     /// NOTIFYs every watcher of `orbit` (or of its group) with the full state.
     fn notify_watchers(&mut self, now: Duration, orbit: &str) {
+        self.notify_watchers_of(now, orbit);
+        self.gone.remove(orbit);
+    }
+
+    fn notify_watchers_of(&mut self, now: Duration, orbit: &str) {
         let group = self.lot.orbit(orbit).and_then(|o| o.group.clone());
         let ids: Vec<u64> = self
             .subscriptions
@@ -1958,6 +2016,18 @@ impl Engine {
         };
         let mut lamps = Vec::new();
         for orbit in &orbits {
+            for g in self.gone.get(orbit).into_iter().flatten() {
+                lamps.push(blf::LampDialog {
+                    id: format!("park-{}", g.call.0),
+                    orbit,
+                    call_id: &g.call_id,
+                    local_tag: format!("blf{}", g.call.0),
+                    remote_tag: &g.remote_tag,
+                    caller_uri: &g.caller_uri,
+                    caller_display: &g.caller_display,
+                    state: blf::LampState::Terminated,
+                });
+            }
             let confirmed = self.lot.orbit(orbit).is_some_and(|o| o.blf_confirmed);
             for p in self.lot.parked_on(orbit) {
                 let Some(CallState::Parked { caller, .. }) = self.calls.get(&p.call) else {
@@ -1974,7 +2044,11 @@ impl Engine {
                     remote_tag: &leg.dialog.remote_tag,
                     caller_uri: &p.parked_uri,
                     caller_display: &p.parked_display,
-                    confirmed,
+                    state: if confirmed {
+                        blf::LampState::Confirmed
+                    } else {
+                        blf::LampState::Early
+                    },
                 });
             }
         }

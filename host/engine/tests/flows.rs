@@ -1370,7 +1370,10 @@ fn busy_lamps_follow_park_and_retrieve_and_end_with_the_subscription() {
     let out = w.send(&carol, invite);
     let n = notifies(&out);
     assert_eq!(n.len(), 1);
-    assert!(n[0].1.contains("version=\"2\"") && !n[0].1.contains("<dialog "));
+    // The retrieved call is reported ended once, then no more.
+    assert!(n[0].1.contains("version=\"2\""));
+    assert_eq!(n[0].1.matches("<dialog ").count(), 1);
+    assert!(n[0].1.contains("<state>terminated</state>"), "{}", n[0].1);
 
     // Un-subscribe: 200 and a final NOTIFY.
     let out = subscribe(&mut w, &lamp, "701", "sub1", 0, Some(&sub_tag), "dialog");
@@ -1378,6 +1381,7 @@ fn busy_lamps_follow_park_and_retrieve_and_end_with_the_subscription() {
     let n = notifies(&out);
     assert_eq!(n.len(), 1);
     assert!(n[0].0.starts_with("terminated"), "{:?}", n[0].0);
+    assert!(!n[0].1.contains("<dialog "), "{}", n[0].1);
     // Gone: nothing more on the next park.
     let mut dave = Phone::new("dave", 6021);
     let invite = dave.invite("d1", "701", "", "0");
