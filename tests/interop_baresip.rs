@@ -267,3 +267,35 @@ fn a_transferred_caller_hears_music_then_the_retriever() {
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }
+
+#[test]
+#[ignore = "needs baresip (Debian baresip-core); .ci/run runs it"]
+fn a_parked_caller_presses_0_and_the_parker_phone_gets_the_call() {
+    assert!(Path::new("/usr/bin/baresip").exists(), "baresip is not installed");
+    let root = tempfile::tempdir().unwrap();
+    // P answers automatically; it is the recall target (the fallback,
+    // since A's own park names no parker).
+    let p = Phone::start("p", root.path(), C_HZ);
+    let server = Server::start_with(&format!(
+        "[defaults]\nrecall_after = \"0s\"\nescape_key = \"0\"\n[recall]\nfallback = \"sip:p@127.0.0.1:{}\"\n",
+        p.sip
+    ));
+    let a = Phone::start("a", root.path(), A_HZ);
+    a.command("dial", &format!("sip:702@127.0.0.1:{}", server.sip));
+    wait_log(&server, "event=\"parked\"", 1);
+    std::thread::sleep(Duration::from_secs(2));
+    a.command("sndcode", "0");
+    wait_log(&server, "event=\"escape-key\"", 1);
+    wait_log(&server, "event=\"recall-answered\"", 1);
+    std::thread::sleep(Duration::from_secs(3));
+    a.command("hangup", "");
+    wait_log(&server, "event=\"ended\"", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    // P heard A.
+    let heard = p.heard();
+    assert!(heard.len() > 8_000, "P's recording is too short");
+    let talk = &heard[2_000..];
+    assert!(tone_power(talk, A_HZ) > 0.01, "P did not hear A: {}", tone_power(talk, A_HZ));
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}

@@ -1545,6 +1545,8 @@ impl Engine {
             orbit: parked.orbit.clone(),
             steps: plan.steps.len(),
         });
+        // The lamps hear about the recall too (the state stays parked).
+        self.notify_watchers(now, &parked.orbit);
         self.recalls.insert(
             call,
             Recall {
