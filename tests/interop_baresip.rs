@@ -271,7 +271,10 @@ fn a_transferred_caller_hears_music_then_the_retriever() {
 #[test]
 #[ignore = "needs baresip (Debian baresip-core); .ci/run runs it"]
 fn a_parked_caller_presses_0_and_the_parker_phone_gets_the_call() {
-    assert!(Path::new("/usr/bin/baresip").exists(), "baresip is not installed");
+    assert!(
+        Path::new("/usr/bin/baresip").exists(),
+        "baresip is not installed"
+    );
     let root = tempfile::tempdir().unwrap();
     // P answers automatically; it is the recall target (the fallback,
     // since A's own park names no parker).
@@ -295,7 +298,11 @@ fn a_parked_caller_presses_0_and_the_parker_phone_gets_the_call() {
     let heard = p.heard();
     assert!(heard.len() > 8_000, "P's recording is too short");
     let talk = &heard[2_000..];
-    assert!(tone_power(talk, A_HZ) > 0.01, "P did not hear A: {}", tone_power(talk, A_HZ));
+    assert!(
+        tone_power(talk, A_HZ) > 0.01,
+        "P did not hear A: {}",
+        tone_power(talk, A_HZ)
+    );
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }
