@@ -895,6 +895,50 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// Who may park, whether there is room, and which orbit: the allocator
+    /// decides. Errors carry the SIP status and the reason.
+    fn choose_orbit(
+        &mut self,
+        now: Duration,
+        target: &ParkTarget,
+        parker: &str,
+        acting: &str,
+        parked_uri: &str,
+        parked_display: &str,
+    ) -> Result<String, (u16, String)> {
+        if self.lot.parked_count() >= self.cfg.max_parked_calls {
+            return Err((503, "the park server is full".into()));
+        }
+        if !self.may_park(acting) {
+            return Err((403, format!("{acting} may not park calls")));
+        }
+        let (candidates, last_orbit) = self.lot.candidates(target).map_err(|e| (404, e.to_string()))?;
+        let req = ParkRequest {
+            parker: parker.to_string(),
+            parked_uri: parked_uri.to_string(),
+            parked_display: parked_display.to_string(),
+            target: target.clone(),
+            candidates,
+            last_orbit,
+            now_ms: self.now_ms(now),
+            entropy: u64::from_str_radix(&self.tx.token(), 16).unwrap_or(0),
+            params: Vec::new(),
+        };
+        match self.policy.allocate(&req) {
+            Ok(Allocation::Orbit(o)) => Ok(o),
+            Ok(Allocation::Rejected(r)) => Err((
+                match r.code {
+                    RejectCode::Busy | RejectCode::Full => 486,
+                    RejectCode::NotFound => 404,
+                    RejectCode::Forbidden => 403,
+                },
+                r.reason,
+            )),
+            Err(e) => Err((503, e.to_string())),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn park(
         &mut self,
         now: Duration,
@@ -905,48 +949,12 @@ impl Engine {
         parker: String,
         acting: String,
     ) {
-        if self.lot.parked_count() >= self.cfg.max_parked_calls {
-            return self.respond(now, tx, &request, 503, Some("the park server is full"));
-        }
-        if !self.may_park(&acting) {
-            return self.respond(
-                now,
-                tx,
-                &request,
-                403,
-                Some(&format!("{acting} may not park calls")),
-            );
-        }
-        let (candidates, last_orbit) = match self.lot.candidates(&target) {
-            Ok(c) => c,
-            Err(e) => return self.respond(now, tx, &request, 404, Some(&e.to_string())),
-        };
         let from = request.from().ok();
-        let req = ParkRequest {
-            parker: parker.clone(),
-            parked_uri: from.as_ref().map(|f| f.uri.to_string()).unwrap_or_default(),
-            parked_display: from
-                .as_ref()
-                .and_then(|f| f.display.clone())
-                .unwrap_or_default(),
-            target: target.clone(),
-            candidates,
-            last_orbit,
-            now_ms: self.now_ms(now),
-            entropy: u64::from_str_radix(&self.tx.token(), 16).unwrap_or(0),
-            params: Vec::new(),
-        };
-        let orbit = match self.policy.allocate(&req) {
-            Ok(Allocation::Orbit(o)) => o,
-            Ok(Allocation::Rejected(r)) => {
-                let status = match r.code {
-                    RejectCode::Busy | RejectCode::Full => 486,
-                    RejectCode::NotFound => 404,
-                    RejectCode::Forbidden => 403,
-                };
-                return self.respond(now, tx, &request, status, Some(&r.reason));
-            }
-            Err(e) => return self.respond(now, tx, &request, 503, Some(&e.to_string())),
+        let parked_uri = from.as_ref().map(|f| f.uri.to_string()).unwrap_or_default();
+        let parked_display = from.and_then(|f| f.display).unwrap_or_default();
+        let orbit = match self.choose_orbit(now, &target, &parker, &acting, &parked_uri, &parked_display) {
+            Ok(o) => o,
+            Err((status, why)) => return self.respond(now, tx, &request, status, Some(&why)),
         };
         let (media, body, session) = match self.negotiate(&request) {
             Ok(x) => x,
@@ -959,37 +967,34 @@ impl Engine {
             orbit: orbit.clone(),
             parked_at_ms: self.now_ms(now),
             parker: parker.clone(),
-            parked_uri: req.parked_uri.clone(),
-            parked_display: req.parked_display.clone(),
+            parked_uri,
+            parked_display,
         };
         if let Err(e) = self.lot.park(&target, parked) {
             self.drop_leg(leg);
             return self.respond(now, tx, &request, 486, Some(&e.to_string()));
         }
         self.answer_200(now, tx, &request, leg, body, peer);
-        let music_key = self.lot.orbit(&orbit).and_then(|o| o.music.clone());
+        self.settle_parked(now, call, leg, &orbit);
+    }
+
+    /// A call just put on the lot: music (with the orbit announced when
+    /// the parker may be the caller itself), timers, lamps, the event and
+    /// the MESSAGE to the parker.
+    fn settle_parked(&mut self, now: Duration, call: CallId, leg: LegId, orbit: &str) {
+        let (parker, caller) = match self.lot.get(call) {
+            Some(p) => (p.parker.clone(), p.parked_uri.clone()),
+            None => return,
+        };
+        let music_key = self.lot.orbit(orbit).and_then(|o| o.music.clone());
         // With no Referred-By the caller may be the parker itself (the first
         // half of an attended park): it hears the orbit announced first.
-        let intro = if parker.is_empty() {
-            self.announcement(&orbit)
-        } else {
-            None
-        };
+        let intro = if parker.is_empty() { self.announcement(orbit) } else { None };
         let stream = self.start_music(now, leg, music_key.as_deref(), intro);
-        self.calls.insert(
-            call,
-            CallState::Parked {
-                caller: leg,
-                stream,
-            },
-        );
-        let recall_after = self.lot.orbit(&orbit).map_or(0, |o| o.recall_after_ms);
+        self.calls.insert(call, CallState::Parked { caller: leg, stream });
+        let recall_after = self.lot.orbit(orbit).map_or(0, |o| o.recall_after_ms);
         if recall_after > 0 {
-            self.arm(
-                now + Duration::from_millis(recall_after),
-                call,
-                EngineTimer::RecallDue,
-            );
+            self.arm(now + Duration::from_millis(recall_after), call, EngineTimer::RecallDue);
         }
         if !self.cfg.rtp_timeout.is_zero() {
             self.arm(now + self.cfg.rtp_timeout, call, EngineTimer::Liveness);
@@ -997,16 +1002,16 @@ impl Engine {
         if !self.cfg.max_lifetime.is_zero() {
             self.arm(now + self.cfg.max_lifetime, call, EngineTimer::Lifetime);
         }
-        self.notify_watchers(now, &orbit);
-        tracing::info!(call_id = %self.legs[&leg].dialog.call_id, %orbit, parker = %parker, caller = %req.parked_uri, "parked");
+        self.notify_watchers(now, orbit);
+        tracing::info!(call_id = %self.legs[&leg].dialog.call_id, %orbit, %parker, %caller, "parked");
         self.events.push_back(EngineEvent::Parked {
             call,
-            orbit: orbit.clone(),
+            orbit: orbit.to_string(),
             parker: parker.clone(),
-            caller: req.parked_uri,
+            caller,
         });
         if !parker.is_empty() {
-            self.tell_parker(now, &parker, &orbit);
+            self.tell_parker(now, &parker, orbit);
         }
     }
 
