@@ -239,6 +239,20 @@ pub struct Engine {
     /// Calls that just left an orbit: reported once as `terminated` to
     /// the lamps, so that phones see the dialog end, then forgotten.
     gone: HashMap<String, Vec<GoneLamp>>,
+    /// Server-driven parks (RFC 5359 §2.15): our INVITE to the party being
+    /// parked, by its transaction.
+    refer_parks: HashMap<TxId, ReferPark>,
+}
+
+#[derive(Debug)]
+struct ReferPark {
+    /// The REFER's dialog, for the NOTIFYs of its implicit subscription.
+    dialog: Dialog,
+    target: ParkTarget,
+    orbit: String,
+    parker: String,
+    parked_uri: String,
+    peer: Peer,
 }
 
 #[derive(Debug, Clone)]
@@ -285,7 +299,7 @@ struct Ringing {
     peer: Peer,
 }
 
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, SUBSCRIBE";
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, SUBSCRIBE, REFER";
 
 fn warning(text: &str) -> String {
     let clean: String = text
@@ -330,6 +344,7 @@ impl Engine {
             subscriptions: HashMap::new(),
             sub_dialogs: HashMap::new(),
             gone: HashMap::new(),
+            refer_parks: HashMap::new(),
         }
     }
 
@@ -555,6 +570,14 @@ impl Engine {
                     }
                 }
                 TxEvent::Timeout { tx } => {
+                    if let Some(mut pending) = self.refer_parks.remove(&tx) {
+                        self.refer_notify(
+                            now,
+                            &mut pending.dialog,
+                            "SIP/2.0 408 Request Timeout",
+                            true,
+                        );
+                    }
                     if let Some(call) = self.recall_by_tx.remove(&tx) {
                         self.next_step(now, call);
                     }
@@ -613,6 +636,7 @@ impl Engine {
             (Method::Invite, Some(tag)) => self.on_reinvite(now, tx, request, tag),
             (Method::Bye, Some(tag)) => self.on_bye(now, tx, request, tag),
             (Method::Subscribe, None) => self.on_subscribe(now, tx, request, peer),
+            (Method::Refer, None) => self.on_refer(now, tx, request, peer),
             (Method::Subscribe, Some(tag)) => self.on_resubscribe(now, tx, request, tag),
             (Method::Options, _) => {
                 let mut r = request.response(200, None);
@@ -912,7 +936,10 @@ impl Engine {
         if !self.may_park(acting) {
             return Err((403, format!("{acting} may not park calls")));
         }
-        let (candidates, last_orbit) = self.lot.candidates(target).map_err(|e| (404, e.to_string()))?;
+        let (candidates, last_orbit) = self
+            .lot
+            .candidates(target)
+            .map_err(|e| (404, e.to_string()))?;
         let req = ParkRequest {
             parker: parker.to_string(),
             parked_uri: parked_uri.to_string(),
@@ -952,10 +979,11 @@ impl Engine {
         let from = request.from().ok();
         let parked_uri = from.as_ref().map(|f| f.uri.to_string()).unwrap_or_default();
         let parked_display = from.and_then(|f| f.display).unwrap_or_default();
-        let orbit = match self.choose_orbit(now, &target, &parker, &acting, &parked_uri, &parked_display) {
-            Ok(o) => o,
-            Err((status, why)) => return self.respond(now, tx, &request, status, Some(&why)),
-        };
+        let orbit =
+            match self.choose_orbit(now, &target, &parker, &acting, &parked_uri, &parked_display) {
+                Ok(o) => o,
+                Err((status, why)) => return self.respond(now, tx, &request, status, Some(&why)),
+            };
         let (media, body, session) = match self.negotiate(&request) {
             Ok(x) => x,
             Err((status, why)) => return self.respond(now, tx, &request, status, Some(&why)),
@@ -989,12 +1017,26 @@ impl Engine {
         let music_key = self.lot.orbit(orbit).and_then(|o| o.music.clone());
         // With no Referred-By the caller may be the parker itself (the first
         // half of an attended park): it hears the orbit announced first.
-        let intro = if parker.is_empty() { self.announcement(orbit) } else { None };
+        let intro = if parker.is_empty() {
+            self.announcement(orbit)
+        } else {
+            None
+        };
         let stream = self.start_music(now, leg, music_key.as_deref(), intro);
-        self.calls.insert(call, CallState::Parked { caller: leg, stream });
+        self.calls.insert(
+            call,
+            CallState::Parked {
+                caller: leg,
+                stream,
+            },
+        );
         let recall_after = self.lot.orbit(orbit).map_or(0, |o| o.recall_after_ms);
         if recall_after > 0 {
-            self.arm(now + Duration::from_millis(recall_after), call, EngineTimer::RecallDue);
+            self.arm(
+                now + Duration::from_millis(recall_after),
+                call,
+                EngineTimer::RecallDue,
+            );
         }
         if !self.cfg.rtp_timeout.is_zero() {
             self.arm(now + self.cfg.rtp_timeout, call, EngineTimer::Liveness);
@@ -1742,6 +1784,42 @@ impl Engine {
         }
     }
 
+    /// A leg we called (recall target, server-driven park): its dialog and
+    /// media, registered for in-dialog requests and RTP.
+    fn uac_leg(
+        &mut self,
+        now: Duration,
+        call: CallId,
+        dialog: Dialog,
+        media: Option<AgreedAudio>,
+    ) -> LegId {
+        let id = LegId(self.id());
+        let rtp_source = media
+            .as_ref()
+            .map(|m| SocketAddr::new(m.remote_addr, m.remote_port));
+        if let Some(src) = rtp_source {
+            self.rtp_sources.insert(src, id);
+        }
+        self.dialogs
+            .insert((dialog.call_id.clone(), dialog.local_tag.clone()), id);
+        self.legs.insert(
+            id,
+            Leg {
+                call,
+                dialog,
+                invite_tx: None,
+                media,
+                rtp_source,
+                awaiting_answer: false,
+                local_sdp_version: 1,
+                last_digit_ts: None,
+                last_rtp: now,
+                rtp_seen: false,
+            },
+        );
+        id
+    }
+
     fn on_response(&mut self, now: Duration, tx: TxId, response: Response) {
         if response.status < 200 {
             return;
@@ -1752,6 +1830,9 @@ impl Engine {
             .unwrap_or(false);
         if !is_invite {
             return;
+        }
+        if let Some(pending) = self.refer_parks.remove(&tx) {
+            return self.refer_answered(now, tx, pending, response);
         }
         if response.status >= 300 {
             if let Some(call) = self.recall_by_tx.remove(&tx) {
@@ -1814,30 +1895,8 @@ impl Engine {
         if let Some(s) = stream {
             self.pacer.remove(s);
         }
-        let id = LegId(self.id());
-        let rtp_source = media
-            .as_ref()
-            .map(|m| SocketAddr::new(m.remote_addr, m.remote_port));
-        if let Some(src) = rtp_source {
-            self.rtp_sources.insert(src, id);
-        }
         let by = dialog.remote_uri.clone();
-        self.dialogs.insert(key, id);
-        self.legs.insert(
-            id,
-            Leg {
-                call,
-                dialog,
-                invite_tx: None,
-                media,
-                rtp_source,
-                awaiting_answer: false,
-                local_sdp_version: 1,
-                last_digit_ts: None,
-                last_rtp: now,
-                rtp_seen: false,
-            },
-        );
+        let id = self.uac_leg(now, call, dialog, media);
         self.calls.insert(
             call,
             CallState::Bridged {
@@ -1852,6 +1911,205 @@ impl Engine {
             orbit: parked.orbit,
             by,
         });
+    }
+
+    /// Server-driven park (RFC 5359 §2.15): the parker REFERs the park
+    /// server to its caller (`Refer-To: <caller?Replaces=...>`); we INVITE
+    /// the caller with Replaces, which takes it off the parker's call and
+    /// onto an orbit, and report the orbit in the final NOTIFY and a MESSAGE.
+    fn on_refer(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer) {
+        let refer_to = match request.refer_to() {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                return self.respond(now, tx, &request, 400, Some("REFER without Refer-To"));
+            }
+            Err(e) => return self.respond(now, tx, &request, 400, Some(&e.to_string())),
+        };
+        let parker = request
+            .from()
+            .map(|f| f.uri.to_string())
+            .unwrap_or_default();
+        let dialed = request.uri.user_decoded().unwrap_or_default();
+        let ctx = DialContext {
+            dialed: dialed.clone(),
+            caller: refer_to.uri.without_headers().to_string(),
+            referred_by: Some(parker.clone()),
+            has_replaces: true,
+            dialed_is_orbit: self.lot.is_orbit(&dialed),
+            params: Vec::new(),
+        };
+        let target = match self.policy.parse_dial(&ctx) {
+            Ok(DialAction::ParkOrbit(o)) => self
+                .lot
+                .resolve(&o)
+                .map(|cfg| ParkTarget::Orbit(cfg.number.clone()))
+                .ok_or_else(|| (404, format!("orbit {o} does not exist"))),
+            Ok(DialAction::ParkGroup(None)) if self.lot.groups().is_empty() => {
+                Ok(ParkTarget::DefaultLot)
+            }
+            Ok(DialAction::ParkGroup(None)) => self
+                .lot
+                .group_of(&parker)
+                .map(|g| ParkTarget::Group(g.name.clone()))
+                .ok_or_else(|| (403, format!("{parker} is in no call park group"))),
+            Ok(DialAction::ParkGroup(Some(g))) => self
+                .lot
+                .group(&g)
+                .map(|group| ParkTarget::Group(group.name.clone()))
+                .ok_or_else(|| (404, format!("group {g} does not exist"))),
+            Ok(_) => Err((403, format!("a REFER to {dialed} is not a park"))),
+            Err(e) => Err((503, e.to_string())),
+        };
+        let parked_uri = refer_to.uri.without_headers().to_string();
+        let chosen = target.clone().and_then(|t| {
+            self.choose_orbit(now, &t, &parker, &parker, &parked_uri, "")
+                .map(|o| (t, o))
+        });
+        let (target, orbit) = match chosen {
+            Ok(x) => x,
+            Err((status, why)) => return self.respond(now, tx, &request, status, Some(&why)),
+        };
+        let dest = match (self.cfg.outbound_proxy, &refer_to.uri.host) {
+            (Some(proxy), _) => proxy,
+            (None, Some(Host::Ip(ip))) => SocketAddr::new(*ip, refer_to.uri.port.unwrap_or(5060)),
+            (None, _) => {
+                return self.respond(
+                    now,
+                    tx,
+                    &request,
+                    403,
+                    Some("the Refer-To host needs an outbound proxy"),
+                );
+            }
+        };
+        let tag = self.tx.token()[..10].to_string();
+        let mut accepted = request.response(202, Some(&tag));
+        accepted.headers.push("Contact", self.contact(peer));
+        self.tx.send_response(now, tx, accepted);
+        let mut dialog = Dialog::from_invite(&request, tag, peer, self.tx.token());
+        self.refer_notify(now, &mut dialog, "SIP/2.0 100 Trying", false);
+
+        let host = Host::Ip(self.cfg.sip_addr.ip());
+        let port = self.cfg.sip_addr.port();
+        let mut headers = callpark_sip::message::Headers::new();
+        headers.push("Max-Forwards", "70");
+        headers.push(
+            "From",
+            format!("<sip:{orbit}@{host}:{port}>;tag={}", &self.tx.token()[..10]),
+        );
+        headers.push(
+            "To",
+            NameAddr::new(refer_to.uri.without_headers()).to_string(),
+        );
+        headers.push("Call-ID", format!("{}@callpark", self.tx.token()));
+        headers.push("CSeq", "1 INVITE");
+        headers.push("Contact", format!("<sip:callpark@{host}:{port}>"));
+        if let Some(replaces) = refer_to.uri.header("Replaces") {
+            headers.push("Replaces", replaces);
+        }
+        headers.push("Referred-By", format!("<{parker}>"));
+        headers.push("Allow", ALLOW);
+        headers.push("Content-Type", "application/sdp");
+        let local = LocalMedia {
+            addr: self.cfg.media_addr.ip(),
+            port: self.cfg.media_addr.port(),
+            session_id: self.id(),
+            version: 1,
+        };
+        let invite = Request {
+            method: Method::Invite,
+            uri: refer_to.uri.without_headers(),
+            headers,
+            body: sdp::offer(&local, Direction::SendRecv).into_bytes(),
+        };
+        let peer_out = Peer {
+            transport: Transport::Udp,
+            addr: dest,
+        };
+        let invite_tx = self.tx.send_request(now, invite, peer_out);
+        self.refer_parks.insert(
+            invite_tx,
+            ReferPark {
+                dialog,
+                target,
+                orbit,
+                parker,
+                parked_uri,
+                peer: peer_out,
+            },
+        );
+    }
+
+    /// The party being parked answered our INVITE (or refused it).
+    fn refer_answered(
+        &mut self,
+        now: Duration,
+        tx: TxId,
+        mut pending: ReferPark,
+        response: Response,
+    ) {
+        if response.status >= 300 {
+            let frag = format!("SIP/2.0 {} {}", response.status, response.reason);
+            self.refer_notify(now, &mut pending.dialog, &frag, true);
+            return;
+        }
+        let Some(invite) = self.tx.client_request(tx).cloned() else {
+            return;
+        };
+        let dialog = Dialog::from_uac(&invite, &response, pending.peer);
+        self.tx.send_ack(
+            dialog.ack(invite.cseq().map(|c| c.0).unwrap_or(1)),
+            pending.peer,
+        );
+        let media = sdp::parse(&String::from_utf8_lossy(&response.body))
+            .ok()
+            .and_then(|sd| sdp::negotiate(&sd).ok());
+        let call = CallId(self.id());
+        let parked = Parked {
+            call,
+            orbit: pending.orbit.clone(),
+            parked_at_ms: self.now_ms(now),
+            parker: pending.parker.clone(),
+            parked_uri: pending.parked_uri.clone(),
+            parked_display: response
+                .to()
+                .ok()
+                .and_then(|t| t.display)
+                .unwrap_or_default(),
+        };
+        let leg = self.uac_leg(now, call, dialog, media);
+        if let Err(e) = self.lot.park(&pending.target, parked) {
+            // The orbit filled up meanwhile: hang up rather than strand it.
+            self.bye(now, leg);
+            self.drop_leg(leg);
+            let frag = format!("SIP/2.0 486 {e}");
+            self.refer_notify(now, &mut pending.dialog, &frag, true);
+            return;
+        }
+        let frag = format!("SIP/2.0 200 Parked on {}", pending.orbit);
+        self.refer_notify(now, &mut pending.dialog, &frag, true);
+        self.settle_parked(now, call, leg, &pending.orbit);
+    }
+
+    /// A NOTIFY of a REFER's implicit subscription (RFC 3515), carrying a
+    /// `message/sipfrag` status line.
+    fn refer_notify(&mut self, now: Duration, dialog: &mut Dialog, sipfrag: &str, last: bool) {
+        let mut request = dialog.request(Method::Notify);
+        request.headers.push("Event", "refer");
+        request.headers.push(
+            "Subscription-State",
+            if last {
+                "terminated;reason=noresource"
+            } else {
+                "active;expires=60"
+            },
+        );
+        request
+            .headers
+            .push("Content-Type", "message/sipfrag;version=2.0");
+        request.body = format!("{sipfrag}\r\n").into_bytes();
+        let peer = dialog.peer;
+        self.tx.send_request(now, request, peer);
     }
 
     fn on_subscribe(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer) {
