@@ -151,6 +151,13 @@ pub enum EngineEvent {
         orbit: String,
         end: String,
     },
+    /// Nobody will take the call: hung up after recall, past
+    /// `max_lifetime`, or the caller vanished (`why` says which).
+    GiveUp {
+        call: CallId,
+        orbit: String,
+        why: &'static str,
+    },
     /// A parked caller pressed the orbit's escape key.
     EscapeKey {
         call: CallId,
@@ -414,6 +421,11 @@ impl Engine {
                             .map(|p| p.orbit.clone())
                             .unwrap_or_default();
                         tracing::info!(event = "giveup", %orbit, "parked past max_lifetime; hanging up");
+                        self.events.push_back(EngineEvent::GiveUp {
+                            call,
+                            orbit: orbit.clone(),
+                            why: "max_lifetime",
+                        });
                         self.cancel_recall(now, call);
                         self.bye(now, caller);
                         self.end_call(now, call);
@@ -1515,6 +1527,11 @@ impl Engine {
             .map(|p| p.orbit.clone())
             .unwrap_or_default();
         tracing::info!(event = "giveup", %orbit, "the parked caller vanished; freeing the orbit");
+        self.events.push_back(EngineEvent::GiveUp {
+            call,
+            orbit: orbit.clone(),
+            why: "caller vanished",
+        });
         self.cancel_recall(now, call);
         self.end_call(now, call);
         self.events
@@ -1773,6 +1790,11 @@ impl Engine {
             // Transfers became a last step; what is left is goodbye.
             EndAction::Disconnect | EndAction::Transfer(_) => {
                 tracing::info!(event = "giveup", %orbit, "nobody answered the recall; hanging up");
+                self.events.push_back(EngineEvent::GiveUp {
+                    call,
+                    orbit: orbit.clone(),
+                    why: "recall unanswered",
+                });
                 if let Some(CallState::Parked { caller, .. }) = self.calls.get(&call) {
                     let caller = *caller;
                     self.bye(now, caller);

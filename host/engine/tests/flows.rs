@@ -1544,3 +1544,144 @@ fn server_driven_park_a_refer_makes_us_invite_the_caller_with_replaces() {
     let rtp = w.advance(Duration::from_millis(100));
     assert!(!rtp.is_empty() && rtp.iter().all(|(d, _)| d.port() == 7001));
 }
+
+/// Rings out a whole plan with phones that ring (180) but nobody
+/// answering; returns (time in s, what) for every new INVITE and BYE.
+fn ring_out(w: &mut World, seconds: u64) -> Vec<(u64, String)> {
+    let start = w.now;
+    let mut seen = std::collections::HashSet::new();
+    let mut log = Vec::new();
+    for _ in 0..seconds {
+        let out = w.advance_sip(Duration::from_secs(1));
+        for (peer, r) in requests(&out) {
+            let fresh = seen.insert((r.method.to_string(), r.call_id().unwrap().to_string()));
+            if fresh
+                && matches!(
+                    r.method,
+                    callpark_sip::message::Method::Invite | callpark_sip::message::Method::Bye
+                )
+            {
+                log.push((
+                    (w.now - start).as_secs(),
+                    format!("{} {}", r.method, peer.addr.port()),
+                ));
+                if r.method == callpark_sip::message::Method::Invite {
+                    w.reply(peer, &r, 180, None);
+                }
+            }
+        }
+    }
+    log
+}
+
+#[test]
+fn lync_three_attempts_then_the_fallback_then_disconnect() {
+    let mut w = World::new(recall_engine(
+        &[
+            ("option", "parker-then-fallback"),
+            ("max_attempts", "3"),
+            ("ring_time", "20s"),
+            ("fallback", "sip:operator@127.0.0.1:6050"),
+        ],
+        30_000,
+    ));
+    let mut bob = Phone::new("bob", 6001);
+    w.call(
+        &mut bob,
+        "ly",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    w.out();
+    let log = ring_out(&mut w, 120);
+    let log: Vec<(u64, &str)> = log.iter().map(|(t, s)| (*t, s.as_str())).collect();
+    assert_eq!(
+        log,
+        [
+            (30, "INVITE 6009"),
+            (50, "INVITE 6009"),
+            (70, "INVITE 6009"),
+            (90, "INVITE 6050"),
+            (110, "BYE 6001")
+        ]
+    );
+    assert_eq!(w.engine.calls(), 0);
+}
+
+#[test]
+fn webex_parker_then_the_hunt_group_for_its_wait_time() {
+    let mut w = World::new(recall_engine(
+        &[
+            ("option", "parker-then-hunt-group"),
+            ("ring_time", "15s"),
+            ("hunt_group", "sip:frontdesk@127.0.0.1:6060"),
+            ("hunt_group_wait", "40s"),
+        ],
+        30_000,
+    ));
+    let mut bob = Phone::new("bob", 6001);
+    w.call(
+        &mut bob,
+        "wx",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    w.out();
+    let log = ring_out(&mut w, 100);
+    let log: Vec<(u64, &str)> = log.iter().map(|(t, s)| (*t, s.as_str())).collect();
+    assert_eq!(
+        log,
+        [(30, "INVITE 6009"), (45, "INVITE 6060"), (85, "BYE 6001")]
+    );
+}
+
+#[test]
+fn webex_hunt_group_only() {
+    let mut w = World::new(recall_engine(
+        &[
+            ("option", "hunt-group-only"),
+            ("hunt_group", "sip:frontdesk@127.0.0.1:6060"),
+            ("hunt_group_wait", "20s"),
+        ],
+        30_000,
+    ));
+    let mut bob = Phone::new("bob", 6001);
+    w.call(
+        &mut bob,
+        "hg",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    w.out();
+    let log = ring_out(&mut w, 60);
+    let log: Vec<(u64, &str)> = log.iter().map(|(t, s)| (*t, s.as_str())).collect();
+    assert_eq!(
+        log,
+        [(30, "INVITE 6060"), (50, "BYE 6001")],
+        "the parker is never rung"
+    );
+}
+
+#[test]
+fn sipx_transfer_back_rings_the_parker_and_bridges_on_answer() {
+    let mut w = World::new(recall_engine(&[("option", "transfer-back")], 30_000));
+    let mut bob = Phone::new("bob", 6001);
+    w.call(
+        &mut bob,
+        "tb",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    w.out();
+    let out = w.advance_sip(Duration::from_secs(30));
+    let back = invites_to(&out, 6009);
+    assert_eq!(back.len(), 1, "{:?}", methods(&out));
+    let out = w.reply(back[0].0, &back[0].1, 200, Some(7009));
+    assert!(methods(&out).contains(&"ACK 6009".to_string()));
+    assert!(
+        w.events()
+            .iter()
+            .any(|e| matches!(e, EngineEvent::RecallAnswered { .. }))
+    );
+    assert_eq!((w.engine.parked_calls(), w.engine.calls()), (0, 1));
+}

@@ -351,6 +351,9 @@ fn log_events(engine: &mut Engine) {
                 tracing::info!(event = "abandoned", call = call.0, %orbit)
             }
             EngineEvent::Ended { call } => tracing::info!(event = "ended", call = call.0),
+            EngineEvent::GiveUp { call, orbit, why } => {
+                tracing::info!(event = "giveup", call = call.0, %orbit, why)
+            }
             EngineEvent::EscapeKey { call, orbit, key } => {
                 tracing::info!(event = "escape-key", call = call.0, %orbit, %key)
             }

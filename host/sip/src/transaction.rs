@@ -665,6 +665,9 @@ impl Transactions {
             branch: t.key.branch.clone(),
             method: "CANCEL".into(),
         };
+        // A phone that ignores the CANCEL must not keep the INVITE alive
+        // forever: it ends 64*T1 from now (§9.1).
+        self.arm(now, invite, Timer::Finish, 64 * T1);
         let bytes = serialize_request(&cancel);
         let id = self.id();
         self.transmits.push_back(Transmit {
@@ -743,7 +746,10 @@ impl Transactions {
                     t.interval = T2;
                 }
                 if t.is_invite {
+                    // A ringing phone may ring for minutes: timer B only
+                    // runs while Calling (§17.1.1.2).
                     self.disarm(id, Timer::Retransmit);
+                    self.disarm(id, Timer::Finish);
                 }
                 self.events
                     .push_back(TxEvent::Response { tx: id, response });

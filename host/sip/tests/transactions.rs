@@ -409,3 +409,22 @@ fn cancelling_our_invite_reuses_its_branch_and_the_487_is_acked() {
         "nothing left to cancel"
     );
 }
+
+#[test]
+fn a_ringing_invite_does_not_time_out_at_timer_b() {
+    let mut t = layer();
+    let tx = t.send_request(ms(0), our_request(Method::Invite), phone());
+    run_until(&mut t, ms(0), ms(0));
+    let ringing = answer(&mut t, tx, 180);
+    t.handle_message(ms(200), Message::Response(ringing), phone());
+    run_until(&mut t, ms(200), ms(120_000));
+    let events: Vec<TxEvent> = std::iter::from_fn(|| t.poll_event()).collect();
+    assert!(
+        !events.iter().any(|e| matches!(e, TxEvent::Timeout { .. })),
+        "{events:?}"
+    );
+    assert!(
+        t.send_cancel(ms(120_000), tx).is_some(),
+        "still ringing after two minutes"
+    );
+}
