@@ -70,6 +70,13 @@ pub struct EngineConfig {
     pub rtp_timeout: Duration,
     /// A parked call is hung up after this long; zero: never.
     pub max_lifetime: Duration,
+    /// A park made without Referred-By may be the first half of an attended
+    /// park (the parker holding the orbit while it transfers its caller).
+    /// When set, such a reservation that no INVITE with Replaces took over
+    /// in this time is hung up and the orbit freed. Zero (the default)
+    /// keeps it: phones that blind-transfer without Referred-By look the
+    /// same, and their callers must not be hung up.
+    pub reservation_timeout: Duration,
 }
 
 /// Hold music: a default, per-orbit overrides, or silence when music is off.
@@ -291,6 +298,9 @@ enum EngineTimer {
     Lifetime,
     /// A busy-lamp subscription may have expired.
     SubscriptionExpiry(u64),
+    /// An attended-park reservation may not have been taken over (the leg
+    /// that made it).
+    Reservation(LegId),
 }
 
 #[derive(Debug)]
@@ -402,6 +412,25 @@ impl Engine {
                 EngineTimer::RecallDue => self.start_recall(now, call, RecallReason::Timeout),
                 EngineTimer::RingOver(tx) => self.ring_over(now, call, tx),
                 EngineTimer::Liveness => self.check_liveness(now, call),
+                EngineTimer::Reservation(leg) => {
+                    if matches!(self.calls.get(&call), Some(CallState::Parked { caller, .. }) if *caller == leg)
+                    {
+                        let orbit = self
+                            .lot
+                            .get(call)
+                            .map(|p| p.orbit.clone())
+                            .unwrap_or_default();
+                        tracing::info!(event = "giveup", %orbit, "attended park never completed; freeing the orbit");
+                        self.cancel_recall(now, call);
+                        self.bye(now, leg);
+                        self.end_call(now, call);
+                        self.events.push_back(EngineEvent::GiveUp {
+                            call,
+                            orbit,
+                            why: "reservation not completed",
+                        });
+                    }
+                }
                 EngineTimer::SubscriptionExpiry(id) => {
                     if self
                         .subscriptions
@@ -1034,6 +1063,13 @@ impl Engine {
         } else {
             None
         };
+        if parker.is_empty() && !self.cfg.reservation_timeout.is_zero() {
+            self.arm(
+                now + self.cfg.reservation_timeout,
+                call,
+                EngineTimer::Reservation(leg),
+            );
+        }
         let stream = self.start_music(now, leg, music_key.as_deref(), intro);
         self.calls.insert(
             call,

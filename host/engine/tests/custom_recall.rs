@@ -59,6 +59,7 @@ fn a_custom_recall_plan_is_followed_to_the_letter() {
             recall_params: vec![],
             rtp_timeout: Duration::ZERO,
             max_lifetime: Duration::ZERO,
+            reservation_timeout: Duration::ZERO,
         },
         ParkLot::new(vec![orbit], vec![]),
         MusicLibrary {

@@ -88,6 +88,7 @@ fn engine(groups: Vec<GroupConfig>, access: Access) -> Engine {
             recall_params: vec![],
             rtp_timeout: Duration::ZERO,
             max_lifetime: Duration::ZERO,
+            reservation_timeout: Duration::ZERO,
         },
         lot,
         music,
@@ -691,6 +692,7 @@ fn ten_thousand_parks_and_retrieves_in_virtual_time() {
         recall_params: vec![],
         rtp_timeout: Duration::ZERO,
         max_lifetime: Duration::ZERO,
+        reservation_timeout: Duration::ZERO,
     };
     let mut w = World::new(Engine::new(cfg, lot, music, Arc::new(BuiltinPolicy)));
     let mut parked = 0;
@@ -755,6 +757,7 @@ fn recall_engine_with(
                 .collect(),
             rtp_timeout,
             max_lifetime,
+            reservation_timeout: Duration::ZERO,
         },
         ParkLot::new(orbits, vec![]),
         music,
@@ -1074,6 +1077,7 @@ fn an_escape_key_press_with_duplicates_and_end_packets_recalls_once() {
             recall_params: vec![],
             rtp_timeout: Duration::ZERO,
             max_lifetime: Duration::ZERO,
+            reservation_timeout: Duration::ZERO,
         },
         ParkLot::new(orbits, vec![]),
         music,
@@ -1684,4 +1688,61 @@ fn sipx_transfer_back_rings_the_parker_and_bridges_on_answer() {
             .any(|e| matches!(e, EngineEvent::RecallAnswered { .. }))
     );
     assert_eq!((w.engine.parked_calls(), w.engine.calls()), (0, 1));
+}
+
+#[test]
+fn an_attended_park_reservation_never_taken_over_is_freed_when_configured() {
+    let orbits: Vec<OrbitConfig> = (701..=702).map(|n| orbit(&n.to_string(), 1)).collect();
+    let music = MusicLibrary {
+        default: Music::silence(),
+        by_key: Default::default(),
+        music_on_hold: true,
+        prompts: Default::default(),
+    };
+    let engine = Engine::new(
+        EngineConfig {
+            sip_addr: SERVER.parse().unwrap(),
+            media_addr: MEDIA.parse().unwrap(),
+            outbound_proxy: None,
+            max_parked_calls: 10,
+            bare_orbit_parks_when_empty: true,
+            access: Access::All,
+            epoch_ms_at_zero: 0,
+            entropy: 8,
+            recall_params: vec![],
+            rtp_timeout: Duration::ZERO,
+            max_lifetime: Duration::ZERO,
+            reservation_timeout: Duration::from_secs(30),
+        },
+        ParkLot::new(orbits, vec![]),
+        music,
+        Arc::new(BuiltinPolicy),
+    );
+    let mut w = World::new(engine);
+    // Alice reserves 701 and never transfers: freed at 30 s, with a BYE.
+    let mut alice = Phone::new("alice", 6009);
+    w.call(&mut alice, "res1", "*68701", "");
+    // Carol reserves 702 and her caller takes it over: kept.
+    let mut carol = Phone::new("carol", 6013);
+    let ok = w.call(&mut carol, "res2", "*68702", "");
+    let mut bob = Phone::new("bob", 6001);
+    let replaces = format!("Replaces: res2;to-tag={};from-tag=carolt\r\n", tag(&ok));
+    let invite = bob.invite("res3", "702", &replaces, "0");
+    assert_eq!(final_response(&w.send(&bob, invite)).status, 200);
+    w.out();
+    w.events();
+    let out = w.advance_sip(Duration::from_secs(31));
+    assert!(
+        methods(&out).contains(&"BYE 6009".to_string()),
+        "{:?}",
+        methods(&out)
+    );
+    let events = w.events();
+    assert!(events.iter().any(|e| matches!(e, EngineEvent::GiveUp { orbit, why: "reservation not completed", .. } if orbit == "701")), "{events:?}");
+    assert_eq!(w.engine.lot().parked_on("701").count(), 0);
+    assert_eq!(
+        w.engine.lot().parked_on("702").count(),
+        1,
+        "a completed attended park stays"
+    );
 }

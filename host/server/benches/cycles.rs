@@ -55,6 +55,7 @@ fn main() {
             recall_params: vec![],
             rtp_timeout: std::time::Duration::ZERO,
             max_lifetime: std::time::Duration::ZERO,
+            reservation_timeout: std::time::Duration::ZERO,
         },
         config.lot(),
         music,

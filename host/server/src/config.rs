@@ -211,6 +211,10 @@ pub struct FeaturesConfig {
     pub park_direct: String,
     pub park_group: String,
     pub retrieve: Vec<String>,
+    /// How long an attended-park reservation (a park without Referred-By)
+    /// waits to be taken over by the caller's INVITE with Replaces; "0s"
+    /// keeps it (see `callpark_engine::EngineConfig::reservation_timeout`).
+    pub reservation_timeout: String,
 }
 
 impl Default for FeaturesConfig {
@@ -219,6 +223,7 @@ impl Default for FeaturesConfig {
             park_direct: "*68".into(),
             park_group: "#58".into(),
             retrieve: vec!["*88".into(), "*4".into()],
+            reservation_timeout: "0s".into(),
         }
     }
 }
@@ -788,6 +793,17 @@ impl Config {
             }
         }
 
+        // "0s" (never) or 5 s..10 min.
+        let reservation = parse_duration(&self.features.reservation_timeout)
+            .map_err(|e| (vec![K("features"), K("reservation_timeout")], e.to_string()))?;
+        if !reservation.is_zero() {
+            duration_in(
+                &self.features.reservation_timeout,
+                Duration::from_secs(5),
+                Duration::from_secs(600),
+            )
+            .or_else(|m| at(&[K("features"), K("reservation_timeout")], m))?;
+        }
         let dialing_params = self.plugin_params()[2].1.clone();
         if let Err(m) = callpark_builtin::dialing::check_params(&dialing_params) {
             return at(&[K("features")], m);

@@ -173,6 +173,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             recall_params: config.plugin_params()[1].1.clone(),
             rtp_timeout: callpark_core::parse_duration(&config.media.rtp_timeout)?,
             max_lifetime: callpark_core::parse_duration(&config.defaults.max_lifetime)?,
+            reservation_timeout: callpark_core::parse_duration(
+                &config.features.reservation_timeout,
+            )?,
         },
         config.lot(),
         music,
