@@ -413,22 +413,10 @@ impl Engine {
                 EngineTimer::RingOver(tx) => self.ring_over(now, call, tx),
                 EngineTimer::Liveness => self.check_liveness(now, call),
                 EngineTimer::Reservation(leg) => {
+                    // Only the leg that reserved: a takeover replaced it.
                     if matches!(self.calls.get(&call), Some(CallState::Parked { caller, .. }) if *caller == leg)
                     {
-                        let orbit = self
-                            .lot
-                            .get(call)
-                            .map(|p| p.orbit.clone())
-                            .unwrap_or_default();
-                        tracing::info!(event = "giveup", %orbit, "attended park never completed; freeing the orbit");
-                        self.cancel_recall(now, call);
-                        self.bye(now, leg);
-                        self.end_call(now, call);
-                        self.events.push_back(EngineEvent::GiveUp {
-                            call,
-                            orbit,
-                            why: "reservation not completed",
-                        });
+                        self.give_up(now, call, "reservation not completed", true);
                     }
                 }
                 EngineTimer::SubscriptionExpiry(id) => {
@@ -441,27 +429,7 @@ impl Engine {
                         self.drop_subscription(id);
                     }
                 }
-                EngineTimer::Lifetime => {
-                    if let Some(CallState::Parked { caller, .. }) = self.calls.get(&call) {
-                        let caller = *caller;
-                        let orbit = self
-                            .lot
-                            .get(call)
-                            .map(|p| p.orbit.clone())
-                            .unwrap_or_default();
-                        tracing::info!(event = "giveup", %orbit, "parked past max_lifetime; hanging up");
-                        self.events.push_back(EngineEvent::GiveUp {
-                            call,
-                            orbit: orbit.clone(),
-                            why: "max_lifetime",
-                        });
-                        self.cancel_recall(now, call);
-                        self.bye(now, caller);
-                        self.end_call(now, call);
-                        self.events
-                            .push_back(EngineEvent::Abandoned { call, orbit });
-                    }
-                }
+                EngineTimer::Lifetime => self.give_up(now, call, "max_lifetime", true),
             }
             self.drain_tx(now);
         }
@@ -1554,21 +1522,31 @@ impl Engine {
     }
 
     fn caller_vanished(&mut self, now: Duration, call: CallId) {
-        let Some(CallState::Parked { .. }) = self.calls.get(&call) else {
+        self.give_up(now, call, "caller vanished", false);
+    }
+
+    /// Ends a parked call nobody will take: a BYE to the caller (unless it
+    /// is already gone), the orbit freed, the lamps told, and the events.
+    fn give_up(&mut self, now: Duration, call: CallId, why: &'static str, bye: bool) {
+        let Some(CallState::Parked { caller, .. }) = self.calls.get(&call) else {
             return;
         };
+        let caller = *caller;
         let orbit = self
             .lot
             .get(call)
             .map(|p| p.orbit.clone())
             .unwrap_or_default();
-        tracing::info!(event = "giveup", %orbit, "the parked caller vanished; freeing the orbit");
+        tracing::info!(event = "giveup", %orbit, why, "ending a parked call");
         self.events.push_back(EngineEvent::GiveUp {
             call,
             orbit: orbit.clone(),
-            why: "caller vanished",
+            why,
         });
         self.cancel_recall(now, call);
+        if bye {
+            self.bye(now, caller);
+        }
         self.end_call(now, call);
         self.events
             .push_back(EngineEvent::Abandoned { call, orbit });
@@ -1825,19 +1803,7 @@ impl Engine {
             }
             // Transfers became a last step; what is left is goodbye.
             EndAction::Disconnect | EndAction::Transfer(_) => {
-                tracing::info!(event = "giveup", %orbit, "nobody answered the recall; hanging up");
-                self.events.push_back(EngineEvent::GiveUp {
-                    call,
-                    orbit: orbit.clone(),
-                    why: "recall unanswered",
-                });
-                if let Some(CallState::Parked { caller, .. }) = self.calls.get(&call) {
-                    let caller = *caller;
-                    self.bye(now, caller);
-                }
-                self.end_call(now, call);
-                self.events
-                    .push_back(EngineEvent::Abandoned { call, orbit });
+                self.give_up(now, call, "recall unanswered", true);
             }
         }
     }
