@@ -505,3 +505,79 @@ fn a_busy_lamp_sees_early_then_terminated() {
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }
+
+/// SIGHUP re-reads the configuration: a broken file is refused with file,
+/// line and field while the server keeps serving; a good one applies with
+/// calls staying parked.
+#[test]
+#[ignore = "needs SIPp (Debian sip-tester); .ci/run runs it"]
+fn sighup_reloads_the_configuration_and_keeps_the_last_good_one() {
+    assert!(
+        std::path::Path::new("/usr/bin/sipp").exists(),
+        "SIPp is not installed"
+    );
+    let server = Server::start();
+    let parked = sipp(&server, "park_until_bye", "*68702", free_port(), "0", &[])
+        .spawn()
+        .unwrap();
+    wait_log(&server, "event=\"parked\"", 1);
+    let good = std::fs::read_to_string(server.config_path()).unwrap();
+
+    std::fs::write(
+        server.config_path(),
+        format!("{good}\n[recall]\nmax_attempts = 0\n"),
+    )
+    .unwrap();
+    server.signal(libc::SIGHUP);
+    wait_log(&server, "configuration refused", 1);
+    assert!(
+        server
+            .log()
+            .contains("recall.max_attempts: 0 is not in 1..10"),
+        "{}",
+        server.log()
+    );
+    server.wait_ready();
+
+    std::fs::write(
+        server.config_path(),
+        format!("{good}\n[[orbit]]\nnumber = \"800\"\n"),
+    )
+    .unwrap();
+    server.signal(libc::SIGHUP);
+    wait_log(&server, "configuration applied", 1);
+    let parker = free_port().to_string();
+    must_pass(
+        &server,
+        "park on the new orbit",
+        sipp(
+            &server,
+            "park_then_hang_up",
+            "*68800",
+            free_port(),
+            "0",
+            &["-d", "200", "-set", "parker_port", &parker],
+        ),
+    );
+    // The call parked before the reloads is still there.
+    must_pass(
+        &server,
+        "retrieve the old call",
+        sipp(
+            &server,
+            "retrieve",
+            "*88702",
+            free_port(),
+            "0",
+            &["-d", "200"],
+        ),
+    );
+    let out = parked.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        tail(&String::from_utf8_lossy(&out.stdout))
+    );
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}

@@ -76,12 +76,22 @@ destinations = ["704", "705"]
         server
     }
 
+    /// The configuration file the server was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("park.toml")
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.sip))
     }
 
     /// Bounded wait until the server answers OPTIONS.
-    fn wait_ready(&self) {
+    pub fn wait_ready(&self) {
         let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
         probe
             .set_read_timeout(Some(Duration::from_millis(200)))

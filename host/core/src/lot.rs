@@ -274,6 +274,35 @@ impl ParkLot {
             .flat_map(|&i| self.queues[i].iter())
     }
 
+    /// Every parked call, orbit by orbit in configured order, oldest first.
+    pub fn all_parked(&self) -> impl Iterator<Item = &Parked> {
+        self.queues.iter().flat_map(|q| q.iter())
+    }
+
+    /// Adds an orbit (e.g. a disabled stand-in for one a new configuration
+    /// removed while calls were parked on it). No-op if it exists.
+    pub fn add_orbit(&mut self, orbit: OrbitConfig) {
+        if self.by_number.contains_key(&orbit.number) {
+            return;
+        }
+        self.by_number
+            .insert(orbit.number.clone(), self.orbits.len());
+        self.orbits.push(orbit);
+        self.queues.push(VecDeque::new());
+    }
+
+    /// Puts a call back on its orbit as it was (a configuration reload),
+    /// at the end of that orbit's queue, even past a capacity that shrank.
+    pub fn restore(&mut self, parked: Parked) -> Result<(), LotError> {
+        let i = *self
+            .by_number
+            .get(&parked.orbit)
+            .ok_or_else(|| LotError::UnknownOrbit(parked.orbit.clone()))?;
+        self.where_is.insert(parked.call, i);
+        self.queues[i].push_back(parked);
+        Ok(())
+    }
+
     pub fn parked_count(&self) -> usize {
         self.where_is.len()
     }

@@ -527,6 +527,52 @@ impl Engine {
         }
     }
 
+    /// Takes a new configuration without dropping anything: parked calls
+    /// stay on their orbits in FIFO order, bridged calls and busy-lamp
+    /// watchers are untouched. A call on an orbit the new configuration
+    /// removed stays retrievable on a disabled stand-in orbit and is
+    /// recalled at once with reason `orbit-removed`.
+    pub fn reconfigure(
+        &mut self,
+        now: Duration,
+        mut lot: ParkLot,
+        access: Access,
+        recall_params: Params,
+    ) {
+        let mut orphans = Vec::new();
+        for parked in self.lot.all_parked() {
+            if lot.orbit(&parked.orbit).is_none() {
+                let mut stand_in = self
+                    .lot
+                    .orbit(&parked.orbit)
+                    .cloned()
+                    .expect("parked on a known orbit");
+                stand_in.enabled = false;
+                lot.add_orbit(stand_in);
+                orphans.push(parked.call);
+            }
+            let _ = lot.restore(parked.clone());
+        }
+        self.lot = lot;
+        self.cfg.access = access;
+        self.cfg.recall_params = recall_params;
+        self.announcements.clear();
+        tracing::info!(
+            orbits = self.lot.orbits().len(),
+            parked = self.lot.parked_count(),
+            watchers = self.subscriptions.len(),
+            "configuration applied"
+        );
+        for call in orphans {
+            self.start_recall(now, call, RecallReason::OrbitRemoved);
+        }
+        // Every watcher hears the state once, whatever it watches.
+        let ids: Vec<u64> = self.subscriptions.keys().copied().collect();
+        for id in ids {
+            self.notify(now, id, None);
+        }
+    }
+
     /// Stops taking new parks and hangs up every call (SIGTERM).
     pub fn shutdown(&mut self, now: Duration) {
         self.draining = true;

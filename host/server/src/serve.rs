@@ -136,11 +136,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         }
     }
 
-    let access = match config.access.park.as_str() {
-        "members" => Access::Members,
-        "listed" => Access::Listed(config.access.parkers.clone()),
-        _ => Access::All,
-    };
+    let access = access_of(&config);
     let outbound_proxy = if config.server.outbound_proxy.is_empty() {
         None
     } else {
@@ -233,6 +229,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     }));
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // SIGHUP also reloads the plugins (in the supervisor); here it re-reads
+    // the configuration file.
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tcp_writers: HashMap<u64, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
     let mut udp_of_peer: HashMap<SocketAddr, usize> = HashMap::new();
     let mut media_buf = vec![0u8; 2048];
@@ -272,6 +271,17 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 engine.shutdown(clock(started));
                 shutting_down = Some(Instant::now());
             }
+            _ = sighup.recv() => {
+                match &config_path {
+                    None => tracing::info!("SIGHUP: no configuration file to re-read (embedded default)"),
+                    Some(path) => match Config::load(path) {
+                        Ok(new) => {
+                            engine.reconfigure(clock(started), new.lot(), access_of(&new), new.plugin_params()[1].1.clone());
+                        }
+                        Err(e) => tracing::error!(error = %e, "configuration refused; the last good one stays"),
+                    },
+                }
+            }
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("SIGINT: hanging up every call");
                 engine.shutdown(clock(started));
@@ -310,6 +320,14 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let _ = watcher.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn access_of(config: &Config) -> Access {
+    match config.access.park.as_str() {
+        "members" => Access::Members,
+        "listed" => Access::Listed(config.access.parkers.clone()),
+        _ => Access::All,
+    }
 }
 
 fn flush(
