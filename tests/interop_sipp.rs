@@ -53,6 +53,26 @@ fn sipp(
     cmd
 }
 
+/// The parker's phone for recall tests (`recall_parker.xml`, two calls: the
+/// MESSAGE and the recall INVITE).
+fn parker_phone(server: &Server, port: u16, timeout: &str) -> std::process::Child {
+    Command::new("/usr/bin/sipp")
+        .args([
+            "-sf",
+            &scenario("recall_parker"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args(["-m", "2", "-nostdin", "-timeout", timeout, "-timeout_error"])
+        .current_dir(server.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn run(mut cmd: Command) -> (bool, String) {
     let out = cmd.output().expect("run sipp");
     let text = format!(
@@ -353,21 +373,7 @@ fn recall_rings_the_parker_with_alert_info_after_recall_after() {
     let server =
         Server::start_with("[defaults]\nrecall_after = \"10s\"\nring_pattern = \"long-long\"\n");
     let parker_port = free_port();
-    let parker = Command::new("/usr/bin/sipp")
-        .args([
-            "-sf",
-            &scenario("recall_parker"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &parker_port.to_string(),
-        ])
-        .args(["-m", "2", "-nostdin", "-timeout", "30", "-timeout_error"])
-        .current_dir(server.dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let parker = parker_phone(&server, parker_port, "30");
     std::thread::sleep(Duration::from_millis(300));
     let caller = sipp(
         &server,
@@ -416,21 +422,7 @@ fn the_escape_key_recalls_at_once() {
         "[defaults]\nrecall_after = \"0s\"\nescape_key = \"0\"\nring_pattern = \"long-long\"\n",
     );
     let parker_port = free_port();
-    let parker = Command::new("/usr/bin/sipp")
-        .args([
-            "-sf",
-            &scenario("recall_parker"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &parker_port.to_string(),
-        ])
-        .args(["-m", "2", "-nostdin", "-timeout", "20", "-timeout_error"])
-        .current_dir(server.dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let parker = parker_phone(&server, parker_port, "20");
     std::thread::sleep(Duration::from_millis(300));
     let rtp_port = free_port();
     let started = Instant::now();

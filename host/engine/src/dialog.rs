@@ -5,6 +5,15 @@ use callpark_sip::message::{HeaderView, Headers, Method, Request};
 use callpark_sip::transaction::Peer;
 use callpark_sip::uri::{NameAddr, Uri};
 
+/// Every Record-Route value, in order, comma lists split.
+fn record_route(headers: &Headers) -> Vec<String> {
+    headers
+        .get_all("Record-Route")
+        .flat_map(callpark_sip::message::split_commas)
+        .map(str::to_string)
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct Dialog {
     pub call_id: String,
@@ -42,16 +51,7 @@ impl Dialog {
             .flatten()
             .map(|c| c.uri)
             .unwrap_or_else(|| remote.uri.clone());
-        let route_set = invite
-            .headers
-            .get_all("Record-Route")
-            .flat_map(|v| {
-                callpark_sip::message::split_commas(v)
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let route_set = record_route(&invite.headers);
         // Our CSeq numbers start at a random point below 2^31 (§8.1.1.5).
         let local_seq = (u32::from_str_radix(&token[..8], 16).unwrap_or(1) & 0x7FFF_FFFF).max(1);
         Dialog {
@@ -84,16 +84,7 @@ impl Dialog {
             .map(|c| c.uri)
             .unwrap_or_else(|| invite.uri.clone());
         // A UAC takes the Record-Route of the 2xx in reverse (§12.1.2).
-        let mut route_set: Vec<String> = ok
-            .headers
-            .get_all("Record-Route")
-            .flat_map(|v| {
-                callpark_sip::message::split_commas(v)
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let mut route_set = record_route(&ok.headers);
         route_set.reverse();
         Dialog {
             call_id: invite.call_id().unwrap_or_default().to_string(),

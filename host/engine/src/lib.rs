@@ -239,6 +239,13 @@ pub struct Engine {
     recall_by_tx: HashMap<TxId, CallId>,
     /// Recall INVITEs we gave up on: a late 2xx is acknowledged and hung up.
     stale_recalls: HashSet<TxId>,
+    /// Legs that have sent no RTP yet, by the IP their SDP named: the
+    /// candidates for symmetric-RTP latching, kept so that a packet from an
+    /// unknown source costs a map look-up, not a scan of every leg.
+    unlatched: HashMap<IpAddr, HashSet<LegId>>,
+    /// Every timer armed for a call, removed with the call (a 24 h
+    /// `max_lifetime` deadline must not outlive its call by a day).
+    call_timers: HashMap<CallId, Vec<(Duration, u64)>>,
     /// Park timers (recall due, ring time over), by deadline. Entries whose
     /// call moved on are ignored when they fire.
     timers: BTreeMap<(Duration, u64), (CallId, EngineTimer)>,
@@ -354,6 +361,8 @@ impl Engine {
             recalls: HashMap::new(),
             recall_by_tx: HashMap::new(),
             stale_recalls: HashSet::new(),
+            unlatched: HashMap::new(),
+            call_timers: HashMap::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
             recalls_done: HashMap::new(),
@@ -408,6 +417,9 @@ impl Engine {
                 break;
             }
             self.timers.remove(&key);
+            if let Some(keys) = self.call_timers.get_mut(&call) {
+                keys.retain(|k| *k != key);
+            }
             match timer {
                 EngineTimer::RecallDue => self.start_recall(now, call, RecallReason::Timeout),
                 EngineTimer::RingOver(tx) => self.ring_over(now, call, tx),
@@ -437,7 +449,11 @@ impl Engine {
 
     fn arm(&mut self, at: Duration, call: CallId, timer: EngineTimer) {
         self.timer_seq += 1;
-        self.timers.insert((at, self.timer_seq), (call, timer));
+        let key = (at, self.timer_seq);
+        self.timers.insert(key, (call, timer));
+        if call != CallId(0) {
+            self.call_timers.entry(call).or_default().push(key);
+        }
     }
 
     /// Sends the hold music due by `now` through `send(dest, packet)`.
@@ -481,7 +497,13 @@ impl Engine {
         };
         if let Some(l) = self.legs.get_mut(&leg_id) {
             l.last_rtp = now;
-            l.rtp_seen = true;
+            if !l.rtp_seen {
+                l.rtp_seen = true;
+                let ip = l.rtp_source.map(|a| a.ip());
+                if let Some(ip) = ip {
+                    self.forget_unlatched(leg_id, ip);
+                }
+            }
         }
         let Some(leg) = self.legs.get(&leg_id) else {
             return;
@@ -633,6 +655,7 @@ impl Engine {
                             true,
                         );
                     }
+                    self.stale_recalls.remove(&tx);
                     if let Some(call) = self.recall_by_tx.remove(&tx) {
                         self.next_step(now, call);
                     }
@@ -927,31 +950,74 @@ impl Engine {
         session: u64,
     ) -> LegId {
         let local_tag = self.tx.token()[..10].to_string();
-        let dialog = Dialog::from_invite(request, local_tag.clone(), peer, self.tx.token());
+        let dialog = Dialog::from_invite(request, local_tag, peer, self.tx.token());
+        self.add_leg(now, call, dialog, Some(tx), media, session)
+    }
+
+    /// Registers a leg: its dialog, and where its RTP comes from.
+    fn add_leg(
+        &mut self,
+        now: Duration,
+        call: CallId,
+        dialog: Dialog,
+        invite_tx: Option<TxId>,
+        media: Option<AgreedAudio>,
+        sdp_version: u64,
+    ) -> LegId {
         let id = LegId(self.id());
         let rtp_source = media
             .as_ref()
             .map(|m| SocketAddr::new(m.remote_addr, m.remote_port));
-        if let Some(src) = rtp_source {
-            self.rtp_sources.insert(src, id);
-        }
-        self.dialogs.insert((dialog.call_id.clone(), local_tag), id);
+        self.dialogs
+            .insert((dialog.call_id.clone(), dialog.local_tag.clone()), id);
         self.legs.insert(
             id,
             Leg {
                 call,
                 dialog,
-                invite_tx: Some(tx),
+                invite_tx,
                 awaiting_answer: media.is_none(),
                 media,
-                rtp_source,
-                local_sdp_version: session,
+                rtp_source: None,
+                local_sdp_version: sdp_version,
                 last_digit_ts: None,
                 last_rtp: now,
                 rtp_seen: false,
             },
         );
+        if let Some(src) = rtp_source {
+            self.set_rtp_source(id, src);
+        }
         id
+    }
+
+    /// Points a leg's RTP at `src` (SDP, re-INVITE, latching), keeping the
+    /// source map and the latching candidates in step.
+    fn set_rtp_source(&mut self, id: LegId, src: SocketAddr) {
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        let old = leg.rtp_source.replace(src);
+        let seen = leg.rtp_seen;
+        if let Some(old) = old {
+            if self.rtp_sources.get(&old) == Some(&id) {
+                self.rtp_sources.remove(&old);
+            }
+            self.forget_unlatched(id, old.ip());
+        }
+        self.rtp_sources.insert(src, id);
+        if !seen {
+            self.unlatched.entry(src.ip()).or_default().insert(id);
+        }
+    }
+
+    fn forget_unlatched(&mut self, id: LegId, ip: IpAddr) {
+        if let Some(set) = self.unlatched.get_mut(&ip) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.unlatched.remove(&ip);
+            }
+        }
     }
 
     fn answer_200(
@@ -1159,45 +1225,88 @@ impl Engine {
     /// "Parked on 701", by SIP MESSAGE to the parker.
     fn tell_parker(&mut self, now: Duration, parker: &str, orbit: &str) {
         let Ok(uri) = Uri::parse(parker) else { return };
-        let dest = match (self.cfg.outbound_proxy, &uri.host) {
+        let Some(peer) = self.route(&uri) else {
+            tracing::debug!(
+                parker,
+                "no outbound proxy: not telling a parker named by host name"
+            );
+            return;
+        };
+        let mut request = self.new_request(Method::Message, "callpark", None, &uri);
+        request.headers.push("Content-Type", "text/plain");
+        request.body = format!("Parked on {orbit}").into_bytes();
+        self.tx.send_request(now, request, peer);
+    }
+
+    /// Where an out-of-dialog request to `uri` goes: the outbound proxy,
+    /// else the URI's own IP address. A host name needs DNS, which the
+    /// outbound proxy does for us.
+    fn route(&self, uri: &Uri) -> Option<Peer> {
+        let addr = match (self.cfg.outbound_proxy, &uri.host) {
             (Some(proxy), _) => proxy,
             (None, Some(Host::Ip(ip))) => SocketAddr::new(*ip, uri.port.unwrap_or(5060)),
-            // A name needs DNS, which the outbound proxy does for us.
-            (None, _) => {
-                tracing::debug!(
-                    parker,
-                    "no outbound proxy: not telling a parker named by host name"
-                );
-                return;
-            }
+            (None, _) => return None,
         };
-        let text = format!("Parked on {orbit}");
-        let from = format!(
-            "<sip:callpark@{}>;tag={}",
-            Host::Ip(self.cfg.sip_addr.ip()),
-            &self.tx.token()[..8]
-        );
+        Some(Peer {
+            transport: Transport::Udp,
+            addr,
+        })
+    }
+
+    /// A request opening a new dialog or transaction from `user` at our
+    /// address (From with a fresh tag, To, Call-ID, CSeq 1).
+    fn new_request(
+        &mut self,
+        method: Method,
+        user: &str,
+        display: Option<String>,
+        target: &Uri,
+    ) -> Request {
+        let host = Host::Ip(self.cfg.sip_addr.ip());
+        let port = self.cfg.sip_addr.port();
+        let mut from = NameAddr::new(Uri {
+            scheme: callpark_sip::uri::Scheme::Sip,
+            user: Some(user.to_string()),
+            host: Some(host),
+            port: Some(port),
+            params: Vec::new(),
+            headers: Vec::new(),
+        })
+        .with_param("tag", &self.tx.token()[..10]);
+        from.display = display;
         let mut headers = callpark_sip::message::Headers::new();
         headers.push("Max-Forwards", "70");
-        headers.push("From", from);
-        headers.push("To", NameAddr::new(uri.without_headers()).to_string());
+        headers.push("From", from.to_string());
+        headers.push("To", NameAddr::new(target.without_headers()).to_string());
         headers.push("Call-ID", format!("{}@callpark", self.tx.token()));
-        headers.push("CSeq", "1 MESSAGE");
-        headers.push("Content-Type", "text/plain");
-        let request = Request {
-            method: Method::Message,
-            uri: uri.without_headers(),
+        headers.push("CSeq", format!("1 {method}"));
+        Request {
+            method,
+            uri: target.without_headers(),
             headers,
-            body: text.into_bytes(),
-        };
-        self.tx.send_request(
-            now,
-            request,
-            Peer {
-                transport: Transport::Udp,
-                addr: dest,
-            },
+            body: Vec::new(),
+        }
+    }
+
+    /// An INVITE of ours with an offer the relay can serve.
+    fn new_invite(&mut self, user: &str, display: Option<String>, target: &Uri) -> Request {
+        let mut invite = self.new_request(Method::Invite, user, display, target);
+        let contact = format!(
+            "<sip:callpark@{}:{}>",
+            Host::Ip(self.cfg.sip_addr.ip()),
+            self.cfg.sip_addr.port()
         );
+        invite.headers.push("Contact", contact);
+        invite.headers.push("Allow", ALLOW);
+        invite.headers.push("Content-Type", "application/sdp");
+        let local = LocalMedia {
+            addr: self.cfg.media_addr.ip(),
+            port: self.cfg.media_addr.port(),
+            session_id: self.id(),
+            version: 1,
+        };
+        invite.body = sdp::offer(&local, Direction::SendRecv).into_bytes();
+        invite
     }
 
     fn retrieve(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer, parked: Parked) {
@@ -1337,10 +1446,9 @@ impl Engine {
             if let Ok(agreed) = answer {
                 let src = SocketAddr::new(agreed.remote_addr, agreed.remote_port);
                 leg.media = Some(agreed);
-                leg.rtp_source = Some(src);
                 leg.awaiting_answer = false;
-                self.rtp_sources.insert(src, id);
                 let call = leg.call;
+                self.set_rtp_source(id, src);
                 let needs_music = matches!(
                     self.calls.get(&call),
                     Some(CallState::Parked { stream: None, .. })
@@ -1403,14 +1511,11 @@ impl Engine {
             };
             let answer = sdp::answer(&offer, &agreed, &local);
             // Hold and resume: the relay follows the new address and codec.
-            let leg = self.legs.get_mut(&id).expect("indexed");
-            if let Some(old) = leg.rtp_source.take() {
-                self.rtp_sources.remove(&old);
-            }
             let src = SocketAddr::new(agreed.remote_addr, agreed.remote_port);
-            leg.rtp_source = Some(src);
-            leg.media = Some(agreed);
-            self.rtp_sources.insert(src, id);
+            if let Some(leg) = self.legs.get_mut(&id) {
+                leg.media = Some(agreed);
+            }
+            self.set_rtp_source(id, src);
             answer
         };
         let leg = &self.legs[&id];
@@ -1479,6 +1584,9 @@ impl Engine {
             self.notify_watchers(now, &p.orbit);
         }
         self.recalls_done.remove(&call);
+        for key in self.call_timers.remove(&call).unwrap_or_default() {
+            self.timers.remove(&key);
+        }
         match self.calls.remove(&call) {
             Some(CallState::Parked { caller, stream }) => {
                 if let Some(s) = stream {
@@ -1498,10 +1606,11 @@ impl Engine {
         if let Some(leg) = self.legs.remove(&id) {
             self.dialogs
                 .remove(&(leg.dialog.call_id.clone(), leg.dialog.local_tag.clone()));
-            if let Some(src) = leg.rtp_source
-                && self.rtp_sources.get(&src) == Some(&id)
-            {
-                self.rtp_sources.remove(&src);
+            if let Some(src) = leg.rtp_source {
+                if self.rtp_sources.get(&src) == Some(&id) {
+                    self.rtp_sources.remove(&src);
+                }
+                self.forget_unlatched(id, src.ip());
             }
         }
     }
@@ -1511,20 +1620,12 @@ impl Engine {
     /// from, but only when exactly one leg from that IP has sent nothing
     /// yet, so that calls from one gateway are never mixed up.
     fn latch(&mut self, src: SocketAddr) -> Option<LegId> {
-        let mut candidates = self
-            .legs
-            .iter()
-            .filter(|(_, l)| !l.rtp_seen && l.rtp_source.is_some_and(|a| a.ip() == src.ip()))
-            .map(|(id, _)| *id);
-        let id = candidates.next()?;
-        if candidates.next().is_some() {
+        let candidates = self.unlatched.get(&src.ip())?;
+        if candidates.len() != 1 {
             return None;
         }
-        let leg = self.legs.get_mut(&id)?;
-        if let Some(old) = leg.rtp_source.replace(src) {
-            self.rtp_sources.remove(&old);
-        }
-        self.rtp_sources.insert(src, id);
+        let id = *candidates.iter().next()?;
+        self.set_rtp_source(id, src);
         tracing::debug!(%src, "RTP latched to its real source");
         Some(id)
     }
@@ -1734,63 +1835,32 @@ impl Engine {
         step: &RecallStep,
     ) -> Option<(TxId, Peer)> {
         let uri = Uri::parse(&step.target).ok()?;
-        let dest = match (self.cfg.outbound_proxy, &uri.host) {
-            (Some(proxy), _) => proxy,
-            (None, Some(Host::Ip(ip))) => SocketAddr::new(*ip, uri.port.unwrap_or(5060)),
-            (None, _) => {
-                tracing::warn!(target = %step.target, "a recall target named by host name needs an outbound proxy");
-                return None;
-            }
+        let Some(peer) = self.route(&uri) else {
+            tracing::warn!(target = %step.target, "a recall target named by host name needs an outbound proxy");
+            return None;
         };
         let orbit = self
             .lot
             .get(call)
             .map(|p| p.orbit.clone())
             .unwrap_or_default();
-        let host = Host::Ip(self.cfg.sip_addr.ip());
-        let port = self.cfg.sip_addr.port();
-        let tag = self.tx.token()[..10].to_string();
         let display = step
             .display
             .clone()
             .unwrap_or_else(|| format!("Park {orbit}"));
-        let mut from = NameAddr::new(Uri::parse(&format!("sip:{orbit}@{host}:{port}")).ok()?)
-            .with_param("tag", &tag);
-        from.display = Some(display);
-        let mut headers = callpark_sip::message::Headers::new();
-        headers.push("Max-Forwards", "70");
-        headers.push("From", from.to_string());
-        headers.push("To", NameAddr::new(uri.without_headers()).to_string());
-        headers.push("Call-ID", format!("{}@callpark", self.tx.token()));
-        headers.push("CSeq", "1 INVITE");
-        headers.push("Contact", format!("<sip:callpark@{host}:{port}>"));
+        let mut invite = self.new_invite(&orbit, Some(display), &uri);
         if let Some(alert) = &step.alert_info {
-            headers.push("Alert-Info", alert.clone());
+            invite.headers.push("Alert-Info", alert.clone());
         }
-        headers.push("Subject", format!("Parked call on {orbit}"));
-        headers.push(
+        let (host, port) = (Host::Ip(self.cfg.sip_addr.ip()), self.cfg.sip_addr.port());
+        invite
+            .headers
+            .push("Subject", format!("Parked call on {orbit}"));
+        invite.headers.push(
             "Call-Info",
             format!("<sip:{orbit}@{host}:{port}>;purpose=info"),
         );
-        headers.push("Allow", ALLOW);
-        headers.push("Content-Type", "application/sdp");
-        let local = LocalMedia {
-            addr: self.cfg.media_addr.ip(),
-            port: self.cfg.media_addr.port(),
-            session_id: self.id(),
-            version: 1,
-        };
-        let request = Request {
-            method: Method::Invite,
-            uri: uri.without_headers(),
-            headers,
-            body: sdp::offer(&local, Direction::SendRecv).into_bytes(),
-        };
-        let peer = Peer {
-            transport: Transport::Udp,
-            addr: dest,
-        };
-        Some((self.tx.send_request(now, request, peer), peer))
+        Some((self.tx.send_request(now, invite, peer), peer))
     }
 
     /// A step's ring time is over: cancel it and ring the next.
@@ -1863,31 +1933,7 @@ impl Engine {
         dialog: Dialog,
         media: Option<AgreedAudio>,
     ) -> LegId {
-        let id = LegId(self.id());
-        let rtp_source = media
-            .as_ref()
-            .map(|m| SocketAddr::new(m.remote_addr, m.remote_port));
-        if let Some(src) = rtp_source {
-            self.rtp_sources.insert(src, id);
-        }
-        self.dialogs
-            .insert((dialog.call_id.clone(), dialog.local_tag.clone()), id);
-        self.legs.insert(
-            id,
-            Leg {
-                call,
-                dialog,
-                invite_tx: None,
-                media,
-                rtp_source,
-                awaiting_answer: false,
-                local_sdp_version: 1,
-                last_digit_ts: None,
-                last_rtp: now,
-                rtp_seen: false,
-            },
-        );
-        id
+        self.add_leg(now, call, dialog, None, media, 1)
     }
 
     fn on_response(&mut self, now: Duration, tx: TxId, response: Response) {
@@ -1905,6 +1951,8 @@ impl Engine {
             return self.refer_answered(now, tx, pending, response);
         }
         if response.status >= 300 {
+            // A cancelled recall INVITE ends here (487): nothing to hang up.
+            self.stale_recalls.remove(&tx);
             if let Some(call) = self.recall_by_tx.remove(&tx) {
                 let orbit = self
                     .lot
@@ -2039,18 +2087,14 @@ impl Engine {
             Ok(x) => x,
             Err((status, why)) => return self.respond(now, tx, &request, status, Some(&why)),
         };
-        let dest = match (self.cfg.outbound_proxy, &refer_to.uri.host) {
-            (Some(proxy), _) => proxy,
-            (None, Some(Host::Ip(ip))) => SocketAddr::new(*ip, refer_to.uri.port.unwrap_or(5060)),
-            (None, _) => {
-                return self.respond(
-                    now,
-                    tx,
-                    &request,
-                    403,
-                    Some("the Refer-To host needs an outbound proxy"),
-                );
-            }
+        let Some(peer_out) = self.route(&refer_to.uri) else {
+            return self.respond(
+                now,
+                tx,
+                &request,
+                403,
+                Some("the Refer-To host needs an outbound proxy"),
+            );
         };
         let tag = self.tx.token()[..10].to_string();
         let mut accepted = request.response(202, Some(&tag));
@@ -2059,43 +2103,11 @@ impl Engine {
         let mut dialog = Dialog::from_invite(&request, tag, peer, self.tx.token());
         self.refer_notify(now, &mut dialog, "SIP/2.0 100 Trying", false);
 
-        let host = Host::Ip(self.cfg.sip_addr.ip());
-        let port = self.cfg.sip_addr.port();
-        let mut headers = callpark_sip::message::Headers::new();
-        headers.push("Max-Forwards", "70");
-        headers.push(
-            "From",
-            format!("<sip:{orbit}@{host}:{port}>;tag={}", &self.tx.token()[..10]),
-        );
-        headers.push(
-            "To",
-            NameAddr::new(refer_to.uri.without_headers()).to_string(),
-        );
-        headers.push("Call-ID", format!("{}@callpark", self.tx.token()));
-        headers.push("CSeq", "1 INVITE");
-        headers.push("Contact", format!("<sip:callpark@{host}:{port}>"));
+        let mut invite = self.new_invite(&orbit, None, &refer_to.uri);
         if let Some(replaces) = refer_to.uri.header("Replaces") {
-            headers.push("Replaces", replaces);
+            invite.headers.push("Replaces", replaces);
         }
-        headers.push("Referred-By", format!("<{parker}>"));
-        headers.push("Allow", ALLOW);
-        headers.push("Content-Type", "application/sdp");
-        let local = LocalMedia {
-            addr: self.cfg.media_addr.ip(),
-            port: self.cfg.media_addr.port(),
-            session_id: self.id(),
-            version: 1,
-        };
-        let invite = Request {
-            method: Method::Invite,
-            uri: refer_to.uri.without_headers(),
-            headers,
-            body: sdp::offer(&local, Direction::SendRecv).into_bytes(),
-        };
-        let peer_out = Peer {
-            transport: Transport::Udp,
-            addr: dest,
-        };
+        invite.headers.push("Referred-By", format!("<{parker}>"));
         let invite_tx = self.tx.send_request(now, invite, peer_out);
         self.refer_parks.insert(
             invite_tx,

@@ -602,13 +602,24 @@ impl Transactions {
                 self.sent_by
             ),
         );
-        let bytes = serialize_request(&request);
-        let id = self.id();
-        let is_invite = request.method == Method::Invite;
         let key = ClientKey {
             branch,
             method: request.method.as_str().to_string(),
         };
+        self.start_client(now, key, request, peer)
+    }
+
+    /// Sends a request and opens its client transaction with timers A/E
+    /// (unreliable transports) and B/F.
+    fn start_client(
+        &mut self,
+        now: Duration,
+        key: ClientKey,
+        request: Request,
+        peer: Peer,
+    ) -> TxId {
+        let bytes = serialize_request(&request);
+        let id = self.id();
         self.transmits.push_back(Transmit {
             peer,
             bytes: bytes.clone(),
@@ -618,7 +629,7 @@ impl Transactions {
             id,
             ClientTx {
                 key,
-                is_invite,
+                is_invite: request.method == Method::Invite,
                 state: ClientState::Calling,
                 peer,
                 request,
@@ -668,30 +679,7 @@ impl Transactions {
         // A phone that ignores the CANCEL must not keep the INVITE alive
         // forever: it ends 64*T1 from now (§9.1).
         self.arm(now, invite, Timer::Finish, 64 * T1);
-        let bytes = serialize_request(&cancel);
-        let id = self.id();
-        self.transmits.push_back(Transmit {
-            peer,
-            bytes: bytes.clone(),
-        });
-        self.client_keys.insert(key.clone(), id);
-        self.client.insert(
-            id,
-            ClientTx {
-                key,
-                is_invite: false,
-                state: ClientState::Calling,
-                peer,
-                request: cancel,
-                bytes,
-                interval: T1,
-            },
-        );
-        if !peer.transport.reliable() {
-            self.arm(now, id, Timer::Retransmit, T1);
-        }
-        self.arm(now, id, Timer::Finish, 64 * T1);
-        Some(id)
+        Some(self.start_client(now, key, cancel, peer))
     }
 
     /// Sends an ACK for a 2xx (a transaction of its own, never retransmitted
