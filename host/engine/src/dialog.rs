@@ -103,26 +103,16 @@ impl Dialog {
 
     /// The ACK for a 2xx to our INVITE (CSeq number of the INVITE).
     pub fn ack(&self, invite_seq: u32) -> Request {
-        let mut headers = Headers::new();
-        for route in &self.route_set {
-            headers.push("Route", route.clone());
-        }
-        headers.push("Max-Forwards", "70");
-        headers.push("From", self.local.to_string());
-        headers.push("To", self.remote.to_string());
-        headers.push("Call-ID", self.call_id.clone());
-        headers.push("CSeq", format!("{invite_seq} ACK"));
-        Request {
-            method: Method::Ack,
-            uri: self.remote_target.without_headers(),
-            headers,
-            body: Vec::new(),
-        }
+        self.build(Method::Ack, invite_seq)
     }
 
     /// A new request inside the dialog (BYE, re-INVITE, INFO ...).
     pub fn request(&mut self, method: Method) -> Request {
         self.local_seq += 1;
+        self.build(method, self.local_seq)
+    }
+
+    fn build(&self, method: Method, seq: u32) -> Request {
         let mut headers = Headers::new();
         for route in &self.route_set {
             headers.push("Route", route.clone());
@@ -131,7 +121,7 @@ impl Dialog {
         headers.push("From", self.local.to_string());
         headers.push("To", self.remote.to_string());
         headers.push("Call-ID", self.call_id.clone());
-        headers.push("CSeq", format!("{} {}", self.local_seq, method));
+        headers.push("CSeq", format!("{seq} {method}"));
         Request {
             method,
             uri: self.remote_target.without_headers(),
