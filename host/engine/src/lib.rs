@@ -2,9 +2,12 @@
 //!
 //! The engine owns the SIP transaction layer, the dialogs of every leg
 //! (parked callers and the phones that retrieved them), the park lot, and
-//! the pacer that plays hold music. The server feeds it datagrams, RTP and
-//! time and writes out what it produces; tests drive it the same way in
-//! virtual time.
+//! the music desk that says which parked call hears which hold music where.
+//! The server feeds it datagrams, RTP and time and writes out what it
+//! produces; tests drive it the same way in virtual time. Hold music is
+//! paced by the engine itself (`pace_media`) or, after
+//! `pace_music_in_shards`, by the host's pacer threads fed from
+//! `poll_music_command`.
 //!
 //! Media is anchored in the server on one shared RTP address: every SDP
 //! answer points there, and incoming RTP is told apart by its source
@@ -24,8 +27,8 @@ use callpark_core::{
     Allocation, DialAction, DialContext, EndAction, Params, ParkRequest, ParkTarget, ParkedCall,
     Policy, RecallPlan, RecallReason, RecallStep, RejectCode,
 };
-use callpark_media::pacer::{Pacer, StreamId, StreamSpec};
-use callpark_media::{Codec, Music};
+use callpark_media::pacer::StreamSpec;
+use callpark_media::{Codec, Music, MusicCommand, MusicDesk, MusicStream};
 use callpark_sip::message::{HeaderView, Method, Request, Response};
 use callpark_sip::sdp::{self, AgreedAudio, Direction, Law, LocalMedia};
 use callpark_sip::transaction::{Peer, Transactions, Transmit, Transport, TxEvent, TxId};
@@ -209,7 +212,7 @@ enum CallState {
     /// On an orbit, hearing music.
     Parked {
         caller: LegId,
-        stream: Option<StreamId>,
+        stream: Option<MusicStream>,
     },
     /// Retrieved: the caller bridged to the retriever.
     Bridged { caller: LegId, retriever: LegId },
@@ -222,7 +225,8 @@ pub struct Engine {
     lot: ParkLot,
     music: MusicLibrary,
     tx: Transactions,
-    pacer: Pacer,
+    /// Hold music: paced here, or by the host's shards.
+    music_desk: MusicDesk,
     legs: HashMap<LegId, Leg>,
     /// (Call-ID, our tag) -> leg.
     dialogs: HashMap<(String, String), LegId>,
@@ -349,7 +353,7 @@ impl Engine {
             lot,
             music,
             tx: Transactions::new(sent_by, entropy),
-            pacer: Pacer::new(),
+            music_desk: MusicDesk::new(),
             legs: HashMap::new(),
             dialogs: HashMap::new(),
             rtp_sources: HashMap::new(),
@@ -400,7 +404,7 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<Duration> {
         [
             self.tx.poll_timeout(),
-            self.pacer.poll_timeout(),
+            self.music_desk.poll_timeout(),
             self.timers.keys().next().map(|(at, _)| *at),
         ]
         .into_iter()
@@ -457,17 +461,29 @@ impl Engine {
     }
 
     /// Sends the hold music due by `now` through `send(dest, packet)`.
+    /// Sends nothing once the music is paced in shards.
     pub fn pace_media(
         &mut self,
         now: Duration,
         mut send: impl FnMut(SocketAddr, &[u8]),
     ) -> callpark_media::pacer::PaceReport {
-        let legs = &self.legs;
-        self.pacer.handle_timeout(now, |tag, packet, _late| {
-            if let Some(dest) = legs.get(&LegId(tag)).and_then(|l| l.rtp_source) {
-                send(dest, packet);
-            }
-        })
+        self.music_desk
+            .handle_timeout(now, |dest, packet, _late| send(dest, packet))
+    }
+
+    /// Hands hold music to `shards` pacers that the host runs (threads,
+    /// each a `MusicShard`): from now on every start, stop and change of
+    /// destination comes out of `poll_music_command`. Call it before the
+    /// first call arrives; music already playing stays with the engine's
+    /// own pacer otherwise and would be lost.
+    pub fn pace_music_in_shards(&mut self, shards: usize) {
+        debug_assert!(self.music_desk.is_empty());
+        self.music_desk = MusicDesk::sharded(shards);
+    }
+
+    /// The next hold-music change for the host's shards: (shard, command).
+    pub fn poll_music_command(&mut self) -> Option<(usize, MusicCommand)> {
+        self.music_desk.poll_command()
     }
 
     /// One SIP datagram or stream frame.
@@ -999,6 +1015,7 @@ impl Engine {
         };
         let old = leg.rtp_source.replace(src);
         let seen = leg.rtp_seen;
+        let call = leg.call;
         if let Some(old) = old {
             if self.rtp_sources.get(&old) == Some(&id) {
                 self.rtp_sources.remove(&old);
@@ -1006,6 +1023,14 @@ impl Engine {
             self.forget_unlatched(id, old.ip());
         }
         self.rtp_sources.insert(src, id);
+        if let Some(CallState::Parked {
+            caller,
+            stream: Some(stream),
+        }) = self.calls.get(&call)
+            && *caller == id
+        {
+            self.music_desk.redirect(*stream, src);
+        }
         if !seen {
             self.unlatched.entry(src.ip()).or_default().insert(id);
         }
@@ -1200,7 +1225,7 @@ impl Engine {
         leg: LegId,
         key: Option<&str>,
         intro: Option<Music>,
-    ) -> Option<StreamId> {
+    ) -> Option<MusicStream> {
         let l = self.legs.get(&leg)?;
         let media = l.media.as_ref()?;
         let codec = match media.law {
@@ -1219,7 +1244,7 @@ impl Engine {
             intro,
             tag: leg.0,
         };
-        Some(self.pacer.add(now, spec))
+        Some(self.music_desk.play(now, spec, l.rtp_source))
     }
 
     /// "Parked on 701", by SIP MESSAGE to the parker.
@@ -1344,7 +1369,7 @@ impl Engine {
             return;
         };
         if let Some(s) = stream {
-            self.pacer.remove(s);
+            self.music_desk.stop(s);
         }
         self.calls
             .insert(call, CallState::Bridged { caller, retriever });
@@ -1374,7 +1399,7 @@ impl Engine {
         match self.calls.remove(&call) {
             Some(CallState::Parked { stream, .. }) => {
                 if let Some(s) = stream {
-                    self.pacer.remove(s);
+                    self.music_desk.stop(s);
                 }
                 let key = self
                     .lot
@@ -1590,7 +1615,7 @@ impl Engine {
         match self.calls.remove(&call) {
             Some(CallState::Parked { caller, stream }) => {
                 if let Some(s) = stream {
-                    self.pacer.remove(s);
+                    self.music_desk.stop(s);
                 }
                 self.drop_leg(caller);
             }
@@ -2011,7 +2036,7 @@ impl Engine {
             return;
         };
         if let Some(s) = stream {
-            self.pacer.remove(s);
+            self.music_desk.stop(s);
         }
         let by = dialog.remote_uri.clone();
         let id = self.uac_leg(now, call, dialog, media);

@@ -1805,3 +1805,61 @@ fn a_configuration_reload_keeps_parked_calls_and_watchers() {
     assert_eq!(w.call(&mut r, "rf", "*88702", "").status, 200);
     assert_eq!(w.call(&mut r, "rg", "*88701", "").status, 200);
 }
+
+// ---- Hold music in pacer shards --------------------------------------------
+
+/// Runs `shards` for `ms` milliseconds of the world's time after applying
+/// every pending music command; where the packets went.
+fn pace_shards(
+    w: &mut World,
+    shards: &mut [callpark_media::MusicShard],
+    ms: u64,
+) -> Vec<SocketAddr> {
+    while let Some((shard, command)) = w.engine.poll_music_command() {
+        shards[shard].apply(command);
+    }
+    let mut dests = Vec::new();
+    for t in 0..ms {
+        let now = w.now + Duration::from_millis(t);
+        for shard in shards.iter_mut() {
+            shard.handle_timeout(now, |dest, _, _| dests.push(dest));
+        }
+    }
+    w.now += Duration::from_millis(ms);
+    dests
+}
+
+#[test]
+fn hold_music_in_shards_follows_the_park_the_latched_address_and_the_retrieve() {
+    let mut w = World::new(engine(vec![], Access::All));
+    w.engine.pace_music_in_shards(2);
+    let mut shards = [
+        callpark_media::MusicShard::new(),
+        callpark_media::MusicShard::new(),
+    ];
+    let mut bob = Phone::new("bob", 6001);
+    assert_eq!(w.call(&mut bob, "m1", "701", "").status, 200);
+    // The engine paces nothing itself; a shard plays to the SDP address.
+    let paced_here = w
+        .engine
+        .pace_media(w.now + Duration::from_millis(50), |_, _| {});
+    assert_eq!(paced_here.sent, 0);
+    assert_eq!(pace_shards(&mut w, &mut shards, 100), [bob.rtp(); 5]);
+    // Bob's RTP really comes from behind a NAT: the music follows it.
+    let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let mut p = rtp_rs::RtpPacketBuilder::new()
+        .payload_type(0)
+        .ssrc(1)
+        .sequence(1.into())
+        .timestamp(0)
+        .payload(&[0x11; 160])
+        .build()
+        .unwrap();
+    w.engine.handle_rtp(w.now, &mut p, nat, |_, _| {});
+    assert_eq!(pace_shards(&mut w, &mut shards, 100), [nat; 5]);
+    // Retrieved: the shard stops.
+    let mut carol = Phone::new("carol", 6011);
+    assert_eq!(w.call(&mut carol, "m2", "*88701", "").status, 200);
+    assert!(pace_shards(&mut w, &mut shards, 100).is_empty());
+    assert!(shards.iter().all(|s| s.is_empty()));
+}

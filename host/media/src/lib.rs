@@ -4,12 +4,16 @@
 //!   shared by every parked call.
 //! - [`pacer`]: one per shard; sends every parked call's music from a timing
 //!   schedule, with no task or timer per call.
+//! - [`desk`]: the engine's handles for hold music, played in place or
+//!   handed as commands to pacer shards on other threads.
 //! - [`g711`]: µ-law and A-law, and the tables the relay transcodes with.
 
+pub mod desk;
 pub mod g711;
 pub mod music;
 pub mod pacer;
 
+pub use desk::{MusicCommand, MusicDesk, MusicShard, MusicStream};
 pub use music::{Codec, Music};
 pub use pacer::{Pacer, StreamId, StreamSpec};
 

@@ -111,6 +111,8 @@ pub struct MediaConfig {
     pub music: String,
     pub music_on_hold: bool,
     pub rtp_timeout: String,
+    /// Threads that pace hold music; 0: one per CPU core.
+    pub pacer_threads: u32,
 }
 
 impl Default for MediaConfig {
@@ -121,6 +123,7 @@ impl Default for MediaConfig {
             music: String::new(),
             music_on_hold: true,
             rtp_timeout: "60s".into(),
+            pacer_threads: 0,
         }
     }
 }
@@ -573,6 +576,12 @@ impl Config {
             Duration::from_secs(3600),
         )
         .or_else(|m| at(&[K("media"), K("rtp_timeout")], m))?;
+        if self.media.pacer_threads > 64 {
+            return at(
+                &[K("media"), K("pacer_threads")],
+                format!("{} is more than 64", self.media.pacer_threads),
+            );
+        }
 
         let d = &self.defaults;
         check_recall_after(&d.recall_after)
@@ -1155,6 +1164,13 @@ on_failure = "fallback"
 
         let e = err("[plugins]\non_failure = \"explode\"\n");
         assert_eq!((e.line, e.field.as_str()), (2, "plugins.on_failure"), "{e}");
+
+        let e = err("[media]\nrtp_timeout = \"60s\"\npacer_threads = 65\n");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (3, "media.pacer_threads"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod clock;
 pub mod config;
 pub mod logging;
+pub mod pacers;
 pub mod plugin_check;
 pub mod plugins;
 pub mod serve;

@@ -2,9 +2,10 @@
 //!
 //! One loop owns the engine: SIP datagrams and TCP frames arrive over a
 //! channel from small reader tasks, RTP is read from the shared media socket
-//! directly, and the loop sleeps until the engine's next deadline (SIP
-//! timers or the pacer's next millisecond with music to send). The clock is
-//! read here and nowhere else.
+//! directly, and the loop sleeps until the engine's next SIP deadline. Hold
+//! music is paced on pacer threads (`pacers`), one per core unless
+//! configured, fed with the engine's music commands after every turn of the
+//! loop. The clock (one origin, `started`) is read here and by the pacers.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
@@ -216,10 +217,23 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         let tx = inbound_tx.clone();
         tokio::spawn(accept_tcp(tcp, tx, i as u64));
     }
-    let media = UdpSocket::bind(media_addr)
-        .await
+    let media = StdUdpSocket::bind(media_addr)
         .with_context(|| format!("binding the media socket {media_addr}"))?;
-    tracing::info!(%media_addr, orbits = engine.lot().orbits().len(), "media socket ready; serving");
+    media.set_nonblocking(true)?;
+    let pacer_threads = match config.media.pacer_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n as usize,
+    };
+    let pacers = crate::pacers::Pacers::start(pacer_threads, &media, started)
+        .context("starting the pacer threads")?;
+    engine.pace_music_in_shards(pacers.len());
+    let media = UdpSocket::from_std(media)?;
+    tracing::info!(
+        %media_addr,
+        orbits = engine.lot().orbits().len(),
+        pacer_threads = pacers.len(),
+        "media socket ready; serving"
+    );
 
     // Plugin hot reload (file watching and SIGHUP).
     let (stop_watch, watch_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -237,20 +251,12 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let mut media_buf = vec![0u8; 2048];
     let clock = |started: Instant| started.elapsed();
     let mut shutting_down: Option<Instant> = None;
-    let mut batch = crate::batch::BatchSender::new();
 
     loop {
         let now = clock(started);
         engine.handle_timeout(now);
-        engine.pace_media(now, |dest, packet| batch.push(dest, packet));
-        if !batch.is_empty() {
-            let flushed = batch.flush(&media);
-            if flushed.dropped > 0 {
-                tracing::debug!(
-                    dropped = flushed.dropped,
-                    "media socket full: packets dropped"
-                );
-            }
+        while let Some((shard, command)) = engine.poll_music_command() {
+            pacers.send(shard, command);
         }
         flush(&mut engine, &udp_sockets, &udp_of_peer, &tcp_writers);
         log_events(&mut engine);
@@ -316,6 +322,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         }
     }
     flush(&mut engine, &udp_sockets, &udp_of_peer, &tcp_writers);
+    pacers.stop();
     let _ = stop_watch.send(());
     let _ = watcher.await;
     tracing::info!("stopped");
