@@ -123,7 +123,7 @@ impl MusicShard {
 
 enum Playing {
     /// The desk paces its streams itself.
-    Here(MusicShard),
+    Here(Box<MusicShard>),
     /// Commands wait for the host to hand them to its shards.
     Shards {
         count: usize,
@@ -151,7 +151,7 @@ impl MusicDesk {
     /// and `handle_timeout`.
     pub fn new() -> MusicDesk {
         MusicDesk {
-            playing: Playing::Here(MusicShard::new()),
+            playing: Playing::Here(Box::new(MusicShard::new())),
             next: 0,
             live: HashSet::new(),
         }
