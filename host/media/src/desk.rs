@@ -14,6 +14,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use slab::Slab;
+
 use crate::pacer::{PaceReport, Pacer, StreamId, StreamSpec};
 
 /// The engine's handle for one parked call's music.
@@ -56,7 +58,11 @@ impl MusicCommand {
 #[derive(Default)]
 pub struct MusicShard {
     pacer: Pacer,
-    streams: HashMap<MusicStream, (StreamId, Option<SocketAddr>)>,
+    /// Per stream: its pacer handle and where its slot in `dests` is.
+    streams: HashMap<MusicStream, (StreamId, usize)>,
+    /// Destinations by slot; the pacer's tag for a stream is its slot, so
+    /// that sending a packet costs an index, not a hash look-up.
+    dests: Slab<Option<SocketAddr>>,
 }
 
 impl MusicShard {
@@ -81,20 +87,24 @@ impl MusicShard {
                 mut spec,
                 dest,
             } => {
-                spec.tag = stream.0;
-                let id = self.pacer.add(at, spec);
-                if let Some((old, _)) = self.streams.insert(stream, (id, dest)) {
+                if let Some((old, slot)) = self.streams.remove(&stream) {
                     self.pacer.remove(old);
+                    self.dests.remove(slot);
                 }
+                let slot = self.dests.insert(dest);
+                spec.tag = slot as u64;
+                let id = self.pacer.add(at, spec);
+                self.streams.insert(stream, (id, slot));
             }
             MusicCommand::Stop { stream } => {
-                if let Some((id, _)) = self.streams.remove(&stream) {
+                if let Some((id, slot)) = self.streams.remove(&stream) {
                     self.pacer.remove(id);
+                    self.dests.remove(slot);
                 }
             }
             MusicCommand::Redirect { stream, dest } => {
-                if let Some((_, to)) = self.streams.get_mut(&stream) {
-                    *to = Some(dest);
+                if let Some((_, slot)) = self.streams.get(&stream) {
+                    self.dests[*slot] = Some(dest);
                 }
             }
         }
@@ -112,9 +122,9 @@ impl MusicShard {
         now: Duration,
         mut emit: impl FnMut(SocketAddr, &[u8], Duration),
     ) -> PaceReport {
-        let streams = &self.streams;
-        self.pacer.handle_timeout(now, |tag, packet, late| {
-            if let Some((_, Some(dest))) = streams.get(&MusicStream(tag)) {
+        let dests = &self.dests;
+        self.pacer.handle_timeout(now, |slot, packet, late| {
+            if let Some(Some(dest)) = dests.get(slot as usize) {
                 emit(*dest, packet, late);
             }
         })

@@ -1,7 +1,8 @@
 //! Hold music to N parked calls over real loopback sockets.
 //! Run: `cargo bench -p callpark-server --bench streaming [-- [--gro] [--no-segmentation] N ...]`.
 //!
-//! Two shards (threads), each a `Pacer` with half the streams and its own
+//! Two shards (threads), each a `MusicShard` (what `callpark serve`'s pacer
+//! threads run) with half the streams, fed by a `MusicDesk`, and its own
 //! UDP socket, send the default hold music through `BatchSender` to 8
 //! receiver sockets on 127.0.0.1 (many calls per port, told apart by SSRC,
 //! as at a media gateway); one receiver thread counts what arrives.
@@ -25,8 +26,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use callpark_media::pacer::{Pacer, StreamSpec};
+use callpark_media::pacer::StreamSpec;
 use callpark_media::{Codec, Music};
+use callpark_media::{MusicCommand, MusicDesk, MusicShard};
 use callpark_server::batch::BatchSender;
 
 const SHARDS: usize = 2;
@@ -144,8 +146,7 @@ struct ShardResult {
 }
 
 fn shard(
-    streams: Vec<(u32, SocketAddr)>,
-    music: Music,
+    commands: Vec<MusicCommand>,
     origin: Instant,
     measure_from: Duration,
     measure_to: Duration,
@@ -154,26 +155,11 @@ fn shard(
 ) -> ShardResult {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     big_buffers(&socket, false);
-    let mut pacer = Pacer::new();
-    let now = origin.elapsed();
-    let dests: Vec<SocketAddr> = streams.iter().map(|(_, d)| *d).collect();
-    // Calls arrive over the first second, as they would.
-    for (i, (ssrc, _)) in streams.iter().enumerate() {
-        let offset = Duration::from_micros((i as u64 * 1_000_000) / streams.len().max(1) as u64);
-        pacer.add(
-            now + offset,
-            StreamSpec {
-                codec: Codec::Pcmu,
-                payload_type: 0,
-                ssrc: *ssrc,
-                first_seq: 0,
-                first_ts: 0,
-                music: music.clone(),
-                intro: None,
-                tag: i as u64,
-            },
-        );
+    let mut pacer = MusicShard::new();
+    for command in commands {
+        pacer.apply(command);
     }
+    let streams = pacer.len();
     start.wait();
     let mut result = ShardResult {
         cpu: Duration::ZERO,
@@ -182,9 +168,7 @@ fn shard(
         skipped: 0,
         // Sized up front: growing it would copy megabytes in the middle of
         // a tick and show up as lateness of our own making.
-        lateness_us: Vec::with_capacity(
-            streams.len() * 50 * (MEASURE.as_secs() as usize + 1) + 1024,
-        ),
+        lateness_us: Vec::with_capacity(streams * 50 * (MEASURE.as_secs() as usize + 1) + 1024),
         coalesced: 0,
     };
     let mut cpu_at_start = None;
@@ -207,8 +191,8 @@ fn shard(
             cpu_at_start = Some(callpark_server::clock::thread_cpu());
         }
         let tick_from = result.lateness_us.len();
-        let report = pacer.handle_timeout(now, |tag, packet, late| {
-            batch.push(dests[tag as usize], packet);
+        let report = pacer.handle_timeout(now, |dest, packet, late| {
+            batch.push(dest, packet);
             if measuring {
                 result
                     .lateness_us
@@ -291,18 +275,36 @@ fn run(n: usize, music: &Music, options: Options) {
             }
         })
     };
+    // The engine's side, as in `callpark serve`: a sharded desk says what
+    // plays where. Calls arrive over the first second, as they would.
+    let mut desk = MusicDesk::sharded(SHARDS);
+    let now = origin.elapsed();
+    for i in 0..n {
+        let offset = Duration::from_micros((i as u64 * 1_000_000) / n as u64);
+        let spec = StreamSpec {
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            ssrc: i as u32,
+            first_seq: 0,
+            first_ts: 0,
+            music: music.clone(),
+            intro: None,
+            tag: 0,
+        };
+        desk.play(now + offset, spec, Some(addrs[i % RECEIVERS]));
+    }
+    let mut commands: Vec<Vec<MusicCommand>> = vec![Vec::new(); SHARDS];
+    while let Some((shard, command)) = desk.poll_command() {
+        commands[shard].push(command);
+    }
     let start = Arc::new(Barrier::new(SHARDS));
-    let shards: Vec<_> = (0..SHARDS)
-        .map(|s| {
-            let streams: Vec<(u32, SocketAddr)> = (0..n)
-                .filter(|i| i % SHARDS == s)
-                .map(|i| (i as u32, addrs[i % RECEIVERS]))
-                .collect();
-            let (music, start) = (music.clone(), start.clone());
+    let shards: Vec<_> = commands
+        .into_iter()
+        .map(|commands| {
+            let start = start.clone();
             std::thread::spawn(move || {
                 shard(
-                    streams,
-                    music,
+                    commands,
                     origin,
                     measure_from,
                     measure_to,
@@ -322,7 +324,6 @@ fn run(n: usize, music: &Music, options: Options) {
     let results_sent_in_all: u64 = results.iter().map(|r| r.sent_in_all).sum();
     let skipped: u64 = results.iter().map(|r| r.skipped).sum();
     let coalesced: u64 = results.iter().map(|r| r.coalesced).sum();
-    let total: u64 = (n as u64) * 50 * (measure_to.as_secs());
     let mut late: Vec<u32> = results.into_iter().flat_map(|r| r.lateness_us).collect();
     late.sort_unstable();
     let pct = |q: f64| {
@@ -341,7 +342,7 @@ fn run(n: usize, music: &Music, options: Options) {
         pct(0.99),
         late.last().copied().unwrap_or(0),
         sent_in_all.saturating_sub(got),
-        100.0 * coalesced as f64 / total.max(1) as f64,
+        100.0 * coalesced as f64 / sent_in_all.max(1) as f64,
     );
 }
 
