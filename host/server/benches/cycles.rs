@@ -1,6 +1,11 @@
-//! Park + retrieve cycles per second through the whole SIP stack and the
-//! WASM policy plugins, in process (no sockets): parse, transactions,
-//! dialing and allocator plugins, SDP, park lot, dialogs, BYEs.
+//! Park + retrieve cycles per second, twice:
+//! 1. in process (no sockets) through the whole SIP stack and the WASM
+//!    policy plugins: parse, transactions, dialing and allocator plugins,
+//!    SDP, park lot, dialogs, BYEs;
+//! 2. over UDP against the real `callpark serve` binary (info logging to a
+//!    file, pacer threads, plugins), driven by a client that keeps one cycle
+//!    going on each of 50 orbits, with the server's CPU read from /proc.
+//!
 //! Run: `cargo bench -p callpark-server --bench cycles`.
 
 use std::net::SocketAddr;
@@ -34,6 +39,11 @@ fn to_tag(bytes: &[u8]) -> Option<String> {
 }
 
 fn main() {
+    in_process();
+    over_udp();
+}
+
+fn in_process() {
     let config = Config::embedded();
     let supervisor = PluginSupervisor::start(&config, None).expect("plugins");
     let music = MusicLibrary {
@@ -126,5 +136,252 @@ fn main() {
         f64::from(cycles) / wall.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / f64::from(cycles),
         engine.calls(),
+    );
+}
+
+/// The first value of header `name` in a SIP message.
+fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// One orbit's cycle: park on it, retrieve it, hang up.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Step {
+    Parking,
+    Retrieving,
+    /// Waiting for the 200 to our BYE and the server's BYE to the caller.
+    HangingUp {
+        ok: bool,
+        bye: bool,
+    },
+}
+
+struct Worker {
+    orbit: u32,
+    cycle: u64,
+    step: Step,
+    since: Instant,
+}
+
+/// Server CPU time (user + system) of process `pid`, from /proc.
+fn process_cpu(pid: u32) -> std::time::Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line, in clock ticks.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    std::time::Duration::from_millis(ticks * 1000 / hz)
+}
+
+fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn over_udp() {
+    use std::net::UdpSocket;
+    use std::time::Duration;
+
+    const ORBITS: u32 = 50;
+    const WARMUP: Duration = Duration::from_secs(1);
+    const MEASURE: Duration = Duration::from_secs(5);
+
+    let dir = tempfile::tempdir().unwrap();
+    let sip = free_port();
+    let rtp = free_port();
+    let config = dir.path().join("park.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{sip}\"]\n[media]\nrtp_ports = \"{rtp}-{}\"\n[defaults]\nrecall_after = \"0s\"\n",
+            rtp + 10
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_callpark"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start callpark");
+    let server: SocketAddr = SocketAddr::from(([127, 0, 0, 1], sip));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    // Wait until the server answers OPTIONS.
+    let ready = Instant::now();
+    loop {
+        let options = format!(
+            "OPTIONS sip:park@127.0.0.1:{sip} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKready\r\nFrom: <sip:b@127.0.0.1:{port}>;tag=b\r\nTo: <sip:park@127.0.0.1:{sip}>\r\nCall-ID: ready\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        socket.send_to(options.as_bytes(), server).unwrap();
+        let mut buf = [0u8; 4096];
+        if socket.recv(&mut buf).is_ok() {
+            break;
+        }
+        assert!(
+            ready.elapsed() < Duration::from_secs(30),
+            "callpark did not start"
+        );
+    }
+    let send = |bytes: Vec<u8>| {
+        let _ = socket.send_to(&bytes, server);
+    };
+    // Our messages carry our real port; the server's dialed host is its own.
+    let fix = |bytes: Vec<u8>| -> Vec<u8> {
+        String::from_utf8(bytes)
+            .unwrap()
+            .replace("127.0.0.1:5060", &format!("127.0.0.1:{sip}"))
+            .into_bytes()
+    };
+    let start_park = |w: &Worker| {
+        send(fix(invite(
+            &format!("p{}-{}", w.orbit, w.cycle),
+            &format!("*68{}", w.orbit),
+            port,
+        )))
+    };
+    let mut workers: Vec<Worker> = (0..ORBITS)
+        .map(|k| Worker {
+            orbit: 701 + k,
+            cycle: 0,
+            step: Step::Parking,
+            since: Instant::now(),
+        })
+        .collect();
+    for w in &workers {
+        start_park(w);
+    }
+    let t0 = Instant::now();
+    let (mut done, mut failed) = (0u64, 0u64);
+    let mut measured_from: Option<(Instant, u64, Duration)> = None;
+    let mut buf = vec![0u8; 65_535];
+    socket
+        .set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
+    while t0.elapsed() < WARMUP + MEASURE {
+        if measured_from.is_none() && t0.elapsed() >= WARMUP {
+            measured_from = Some((Instant::now(), done, process_cpu(child.id())));
+        }
+        // A cycle stuck for two seconds is counted failed and started over.
+        for w in workers.iter_mut() {
+            if w.since.elapsed() > Duration::from_secs(2) {
+                failed += 1;
+                w.cycle += 1;
+                w.step = Step::Parking;
+                w.since = Instant::now();
+                send(fix(invite(
+                    &format!("p{}-{}", w.orbit, w.cycle),
+                    &format!("*68{}", w.orbit),
+                    port,
+                )));
+            }
+        }
+        let Ok(n) = socket.recv(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let (Some(call_id), Some(cseq)) = (header(&text, "Call-ID"), header(&text, "CSeq")) else {
+            continue;
+        };
+        let Some((kind, rest)) = call_id.split_once('-').and_then(|(k, r)| {
+            let (orbit, cycle) = (k.get(1..)?.parse::<u32>().ok()?, r.parse::<u64>().ok()?);
+            Some((k.chars().next()?, (orbit, cycle)))
+        }) else {
+            continue;
+        };
+        let (orbit, cycle) = rest;
+        let Some(w) = workers.iter_mut().find(|w| w.orbit == orbit) else {
+            continue;
+        };
+        if text.starts_with("BYE ") {
+            // The server hangs up the parked caller after the retrieve.
+            let via = header(&text, "Via").unwrap_or_default();
+            let from = header(&text, "From").unwrap_or_default();
+            let to = header(&text, "To").unwrap_or_default();
+            let ok = format!(
+                "SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
+            );
+            send(ok.into_bytes());
+            if let Step::HangingUp { ok, bye: false } = w.step
+                && kind == 'p'
+                && cycle == w.cycle
+            {
+                w.step = Step::HangingUp { ok, bye: true };
+            }
+        } else if text.starts_with("SIP/2.0 200") && cycle == w.cycle {
+            let to_tag = header(&text, "To")
+                .and_then(|t| t.split(";tag=").nth(1))
+                .unwrap_or_default()
+                .to_string();
+            match (w.step, kind, cseq.ends_with("INVITE")) {
+                (Step::Parking, 'p', true) => {
+                    send(fix(in_dialog("ACK", call_id, &to_tag, port, 1)));
+                    w.step = Step::Retrieving;
+                    send(fix(invite(
+                        &format!("r{}-{}", w.orbit, w.cycle),
+                        &format!("*88{}", w.orbit),
+                        port,
+                    )));
+                }
+                (Step::Retrieving, 'r', true) => {
+                    send(fix(in_dialog("ACK", call_id, &to_tag, port, 1)));
+                    send(fix(in_dialog("BYE", call_id, &to_tag, port, 2)));
+                    w.step = Step::HangingUp {
+                        ok: false,
+                        bye: false,
+                    };
+                }
+                (Step::HangingUp { bye, .. }, 'r', false) => {
+                    w.step = Step::HangingUp { ok: true, bye };
+                }
+                _ => {}
+            }
+        }
+        if w.step
+            == (Step::HangingUp {
+                ok: true,
+                bye: true,
+            })
+        {
+            done += 1;
+            w.cycle += 1;
+            w.step = Step::Parking;
+            w.since = Instant::now();
+            start_park(w);
+        }
+    }
+    let (from, done_before, cpu_before) = measured_from.expect("measured");
+    let wall = from.elapsed();
+    let cpu = process_cpu(child.id()) - cpu_before;
+    let cycles = done - done_before;
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "== park + retrieve cycles over UDP against `callpark serve` ({ORBITS} orbits busy at once, info logging to a file) =="
+    );
+    println!(
+        "{cycles} cycles in {:.2} s: {:.0} cycles per second, server CPU {:.1} µs per cycle ({:.0} % of one core), {failed} failed",
+        wall.as_secs_f64(),
+        cycles as f64 / wall.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / cycles.max(1) as f64,
+        100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
     );
 }
