@@ -64,7 +64,16 @@ struct SlotSetup {
 pub struct PluginSupervisor {
     runtime: Arc<PolicyRuntime>,
     slots: Mutex<Vec<SlotSetup>>,
-    watch: bool,
+    watch: std::sync::atomic::AtomicBool,
+    /// Held for a whole reload, and a reload reads its slot's setup only
+    /// once it holds it: of two reloads racing (a file event and SIGHUP, or
+    /// SIGHUP and a new configuration), the later always loads the latest
+    /// setup, never an older one over a newer.
+    reloading: Mutex<()>,
+    /// Tells the watcher that the plugin files (or `watch`) changed.
+    rewatch: tokio::sync::Notify,
+    /// `[plugins]` settings fixed at start (the runtime's limits and cache).
+    fixed: (String, String, String),
 }
 
 /// What one reload attempt did.
@@ -99,19 +108,9 @@ impl PluginSupervisor {
         let mut slots = Vec::new();
         for (decision, params) in config.plugin_params() {
             runtime.set_on_failure(decision, on_failure);
-            let path = match decision {
-                Decision::Allocator => &pl.allocator,
-                Decision::Recall => &pl.recall,
-                Decision::Dialing => &pl.dialing,
-            };
-            let origin = if path.is_empty() {
-                PluginOrigin::Embedded
-            } else {
-                PluginOrigin::File(Config::resolve(config_dir, path))
-            };
             slots.push(SlotSetup {
                 decision,
-                origin,
+                origin: origin_of(config, config_dir, decision),
                 params,
                 loaded: None,
             });
@@ -119,7 +118,10 @@ impl PluginSupervisor {
         let supervisor = Arc::new(PluginSupervisor {
             runtime,
             slots: Mutex::new(slots),
-            watch: pl.watch,
+            watch: std::sync::atomic::AtomicBool::new(pl.watch),
+            reloading: Mutex::new(()),
+            rewatch: tokio::sync::Notify::new(),
+            fixed: (pl.timeout.clone(), pl.memory.clone(), pl.cache_dir.clone()),
         });
         for decision in Decision::ALL {
             match supervisor.reload(decision) {
@@ -132,6 +134,47 @@ impl PluginSupervisor {
 
     pub fn runtime(&self) -> &Arc<PolicyRuntime> {
         &self.runtime
+    }
+
+    /// Takes the `[plugins]` settings of a configuration re-read at run time
+    /// (SIGHUP): plugin files, params, `on_failure` and `watch`. Call
+    /// `reload_all` after it; slots whose file and params are unchanged stay
+    /// as they are. The runtime's limits and cache (`timeout`, `memory`,
+    /// `cache_dir`) are fixed at start: a change is logged and waits for a
+    /// restart.
+    pub fn reconfigure(&self, config: &Config, config_dir: Option<&Path>) {
+        let pl = &config.plugins;
+        for (field, was, now) in [
+            ("timeout", &self.fixed.0, &pl.timeout),
+            ("memory", &self.fixed.1, &pl.memory),
+            ("cache_dir", &self.fixed.2, &pl.cache_dir),
+        ] {
+            if was != now {
+                tracing::warn!(
+                    field = %format!("plugins.{field}"),
+                    running = %was,
+                    configured = %now,
+                    "this setting takes effect at the next restart"
+                );
+            }
+        }
+        if let Ok(on_failure) = parse_on_failure(&pl.on_failure) {
+            for decision in Decision::ALL {
+                self.runtime.set_on_failure(decision, on_failure);
+            }
+        }
+        {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            for (decision, params) in config.plugin_params() {
+                if let Some(slot) = slots.iter_mut().find(|s| s.decision == decision) {
+                    slot.origin = origin_of(config, config_dir, decision);
+                    slot.params = params;
+                }
+            }
+        }
+        self.watch
+            .store(pl.watch, std::sync::atomic::Ordering::Relaxed);
+        self.rewatch.notify_one();
     }
 
     /// The plugin files being watched.
@@ -149,6 +192,7 @@ impl PluginSupervisor {
     /// Re-reads a slot's plugin and swaps it in if it changed. Blocking:
     /// call it from a blocking thread.
     pub fn reload(&self, decision: Decision) -> ReloadOutcome {
+        let _reloading = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let setup = {
             let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             match slots.iter().find(|s| s.decision == decision) {
@@ -192,8 +236,29 @@ impl PluginSupervisor {
             .collect()
     }
 
+    /// The folders to watch for the current plugin files ([] when `watch`
+    /// is off). Folders, not files: deploy tools replace a file by renaming
+    /// a new one over it, which ends a watch on the old inode.
+    fn folders_to_watch(&self) -> std::collections::BTreeSet<PathBuf> {
+        if !self.watch.load(std::sync::atomic::Ordering::Relaxed) {
+            return Default::default();
+        }
+        self.watched_files()
+            .iter()
+            .filter_map(|(_, p)| p.parent())
+            .map(|dir| {
+                if dir.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    dir.to_path_buf()
+                }
+            })
+            .collect()
+    }
+
     /// Watches the plugin files (when `watch = true`) and SIGHUP until
-    /// `shutdown` resolves. `ready` fires once both are armed.
+    /// `shutdown` resolves. `ready` fires once both are armed. After
+    /// `reconfigure` the watch follows the new files.
     pub async fn watch(
         self: Arc<Self>,
         ready: tokio::sync::oneshot::Sender<()>,
@@ -202,41 +267,34 @@ impl PluginSupervisor {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
         let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
-        let files = self.watched_files();
-        // Directories are watched, not files: deploy tools replace a file by
-        // renaming a new one over it, which ends a watch on the old inode.
-        let _watcher = if self.watch && !files.is_empty() {
-            let mut watcher =
-                notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                    if let Ok(event) = event
-                        && !matches!(event.kind, notify::EventKind::Access(_))
-                    {
-                        for path in event.paths {
-                            let _ = tx.send(path);
-                        }
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event
+                    && !matches!(event.kind, notify::EventKind::Access(_))
+                {
+                    for path in event.paths {
+                        let _ = tx.send(path);
                     }
-                })
-                .context("starting the plugin file watcher")?;
-            let mut dirs: Vec<PathBuf> = files
-                .iter()
-                .filter_map(|(_, p)| p.parent().map(Path::to_path_buf))
-                .collect();
-            dirs.sort();
-            dirs.dedup();
-            for dir in &dirs {
-                let dir = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir.as_path()
-                };
+                }
+            })
+            .context("starting the plugin file watcher")?;
+        let mut watching = std::collections::BTreeSet::new();
+        let follow = |watcher: &mut notify::RecommendedWatcher,
+                      watching: &mut std::collections::BTreeSet<PathBuf>|
+         -> anyhow::Result<()> {
+            let wanted = self.folders_to_watch();
+            for dir in watching.difference(&wanted) {
+                let _ = watcher.unwatch(dir);
+            }
+            for dir in wanted.difference(watching) {
                 watcher
                     .watch(dir, notify::RecursiveMode::NonRecursive)
                     .with_context(|| format!("watching {}", dir.display()))?;
             }
-            Some(watcher)
-        } else {
-            None
+            *watching = wanted;
+            Ok(())
         };
+        follow(&mut watcher, &mut watching)?;
         let _ = ready.send(());
         tokio::pin!(shutdown);
         loop {
@@ -247,13 +305,22 @@ impl PluginSupervisor {
                     let me = self.clone();
                     let _ = tokio::task::spawn_blocking(move || me.reload_all()).await;
                 }
+                _ = self.rewatch.notified() => {
+                    if let Err(e) = follow(&mut watcher, &mut watching) {
+                        tracing::warn!("plugin files are not watched: {e:#}");
+                    }
+                }
                 Some(path) = changed.recv() => {
                     // Let a writer finish: gather events until 200 ms of quiet.
                     let mut paths = vec![path];
                     while let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(200), changed.recv()).await {
                         paths.push(p);
                     }
-                    let decisions: Vec<Decision> = files
+                    if !self.watch.load(std::sync::atomic::Ordering::Relaxed) {
+                        continue;
+                    }
+                    let decisions: Vec<Decision> = self
+                        .watched_files()
                         .iter()
                         .filter(|(_, f)| paths.iter().any(|p| same_file(p, f)))
                         .map(|(d, _)| *d)
@@ -265,6 +332,21 @@ impl PluginSupervisor {
                 }
             }
         }
+    }
+}
+
+/// Where `decision`'s plugin comes from under `config`.
+fn origin_of(config: &Config, config_dir: Option<&Path>, decision: Decision) -> PluginOrigin {
+    let pl = &config.plugins;
+    let path = match decision {
+        Decision::Allocator => &pl.allocator,
+        Decision::Recall => &pl.recall,
+        Decision::Dialing => &pl.dialing,
+    };
+    if path.is_empty() {
+        PluginOrigin::Embedded
+    } else {
+        PluginOrigin::File(Config::resolve(config_dir, path))
     }
 }
 

@@ -243,8 +243,8 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     }));
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    // SIGHUP also reloads the plugins (in the supervisor); here it re-reads
-    // the configuration file.
+    // SIGHUP also reloads the plugin files (in the supervisor); here it
+    // re-reads the configuration file, plugin settings included.
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tcp_writers: HashMap<u64, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
     let mut udp_of_peer: HashMap<SocketAddr, usize> = HashMap::new();
@@ -283,6 +283,11 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                     Some(path) => match Config::load(path) {
                         Ok(new) => {
                             engine.reconfigure(clock(started), new.lot(), access_of(&new), new.plugin_params()[1].1.clone());
+                            // New plugin files or params load off this loop;
+                            // a refused plugin leaves the old one serving.
+                            supervisor.reconfigure(&new, config_dir.as_deref());
+                            let plugins = supervisor.clone();
+                            tokio::task::spawn_blocking(move || plugins.reload_all());
                         }
                         Err(e) => tracing::error!(error = %e, "configuration refused; the last good one stays"),
                     },

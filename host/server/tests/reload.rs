@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use callpark_core::{Allocation, Decision, OrbitState, ParkRequest, ParkTarget, Policy};
 use callpark_policy::{PLUGIN_BUILD_DIR, PolicyRuntime};
 use callpark_server::config::Config;
-use callpark_server::plugins::PluginSupervisor;
+use callpark_server::plugins::{PluginSupervisor, ReloadOutcome};
 
 fn copy_plugin(name: &str, to: &Path) {
     // Write beside, then rename over: how deploy tools replace files.
@@ -55,21 +55,20 @@ async fn start(
     dir: &Path,
     watch: bool,
 ) -> (
-    Arc<PolicyRuntime>,
+    Arc<PluginSupervisor>,
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
     let text = format!("[plugins]\nallocator = \"allocator.wasm\"\nwatch = {watch}\n");
     let config = Config::parse(&text, "park.toml").unwrap();
     let supervisor = PluginSupervisor::start(&config, Some(dir)).unwrap();
-    let runtime = supervisor.runtime().clone();
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(supervisor.watch(ready_tx, async {
+    let task = tokio::spawn(supervisor.clone().watch(ready_tx, async {
         let _ = stopped.await;
     }));
     ready.await.unwrap();
-    (runtime, stop, task)
+    (supervisor, stop, task)
 }
 
 fn sighup() {
@@ -85,7 +84,8 @@ async fn file_changes_and_sighup_reload_plugins() {
     copy_plugin("callpark_allocator", &allocator);
 
     // Watching: a new file is swapped in.
-    let (rt, stop, task) = start(dir.path(), true).await;
+    let (supervisor, stop, task) = start(dir.path(), true).await;
+    let rt = supervisor.runtime().clone();
     assert_eq!(generation(&rt), 1);
     assert_eq!(
         rt.current(Decision::Allocator).unwrap().label,
@@ -111,12 +111,56 @@ async fn file_changes_and_sighup_reload_plugins() {
     sighup();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(generation(&rt), 2);
+
+    // A configuration re-read at run time (SIGHUP in `serve`) names a file
+    // in another folder, with params: it loads, and the watch follows it.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let vip = elsewhere.path().join("vip.wasm");
+    copy_plugin("vip_allocator", &vip);
+    let text = format!(
+        "[plugins]\nallocator = \"{}\"\n[plugins.params.allocator]\nvip_domains = \"bigcustomer.com\"\nvip_orbits = \"745-750\"\n",
+        vip.display()
+    );
+    supervisor.reconfigure(
+        &Config::parse(&text, "park.toml").unwrap(),
+        Some(dir.path()),
+    );
+    let sup = supervisor.clone();
+    let outcomes = tokio::task::spawn_blocking(move || sup.reload_all())
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            outcomes[0],
+            (Decision::Allocator, ReloadOutcome::Swapped(_))
+        ),
+        "{outcomes:?}"
+    );
+    let serving = rt.current(Decision::Allocator).unwrap();
+    assert_eq!(
+        (serving.generation, serving.label.as_str()),
+        (3, vip.display().to_string().as_str())
+    );
+    assert!(
+        serving
+            .params
+            .contains(&("vip_domains".to_string(), "bigcustomer.com".to_string())),
+        "{:?}",
+        serving.params
+    );
+    copy_plugin("callpark_allocator", &vip);
+    wait_for("the swap in the new folder", || generation(&rt) == 4).await;
+    // The old file is no longer the plugin: changing it does nothing.
+    copy_plugin("fixture_spin", &allocator);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(generation(&rt), 4);
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 
     // Not watching: a changed file waits for SIGHUP.
     copy_plugin("callpark_allocator", &allocator);
-    let (rt, stop, task) = start(dir.path(), false).await;
+    let (supervisor, stop, task) = start(dir.path(), false).await;
+    let rt = supervisor.runtime().clone();
     assert_eq!(generation(&rt), 1);
     copy_plugin("fixture_spin", &allocator);
     tokio::time::sleep(Duration::from_millis(500)).await;
