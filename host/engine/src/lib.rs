@@ -126,6 +126,8 @@ pub enum EngineEvent {
         orbit: String,
         parker: String,
         caller: String,
+        /// The parked caller's SIP Call-ID, to find the call in SIP traces.
+        call_id: String,
     },
     Retrieved {
         call: CallId,
@@ -1198,12 +1200,12 @@ impl Engine {
             self.arm(now + self.cfg.max_lifetime, call, EngineTimer::Lifetime);
         }
         self.notify_watchers(now, orbit);
-        tracing::info!(call_id = %self.legs[&leg].dialog.call_id, %orbit, %parker, %caller, "parked");
         self.events.push_back(EngineEvent::Parked {
             call,
             orbit: orbit.to_string(),
             parker: parker.clone(),
             caller,
+            call_id: self.legs[&leg].dialog.call_id.clone(),
         });
         if !parker.is_empty() {
             self.tell_parker(now, &parker, orbit);
@@ -1377,7 +1379,7 @@ impl Engine {
             .from()
             .map(|f| f.uri.to_string())
             .unwrap_or_default();
-        tracing::info!(call_id = %self.legs[&caller].dialog.call_id, orbit = %parked.orbit, %by, "retrieved");
+        tracing::debug!(call_id = %self.legs[&caller].dialog.call_id, orbit = %parked.orbit, %by, "retrieved");
         self.notify_watchers(now, &parked.orbit);
         self.events.push_back(EngineEvent::Retrieved {
             call,
@@ -1579,7 +1581,7 @@ impl Engine {
                     .get(call)
                     .map(|p| p.orbit.clone())
                     .unwrap_or_default();
-                tracing::info!(call_id = %leg.dialog.call_id, %orbit, "abandoned while parked");
+                tracing::debug!(call_id = %leg.dialog.call_id, %orbit, "abandoned while parked");
                 self.end_call(now, call);
                 self.events
                     .push_back(EngineEvent::Abandoned { call, orbit });
@@ -1665,7 +1667,7 @@ impl Engine {
         if escape != Some(key) || self.recalls.contains_key(&call) {
             return;
         }
-        tracing::info!(event = "escape-key", %orbit, %key, "the parked caller asks for recall");
+        tracing::debug!(%orbit, %key, "the parked caller asks for recall");
         self.events
             .push_back(EngineEvent::EscapeKey { call, orbit, key });
         self.start_recall(now, call, RecallReason::EscapeKey);
@@ -1709,7 +1711,7 @@ impl Engine {
             .get(call)
             .map(|p| p.orbit.clone())
             .unwrap_or_default();
-        tracing::info!(event = "giveup", %orbit, why, "ending a parked call");
+        tracing::debug!(%orbit, why, "ending a parked call");
         self.events.push_back(EngineEvent::GiveUp {
             call,
             orbit: orbit.clone(),
@@ -1789,7 +1791,7 @@ impl Engine {
             });
             plan.end = EndAction::Disconnect;
         }
-        tracing::info!(event = "recall-started", orbit = %parked.orbit, steps = plan.steps.len(), ?reason);
+        tracing::debug!(orbit = %parked.orbit, steps = plan.steps.len(), ?reason, "recall planned");
         self.events.push_back(EngineEvent::RecallStarted {
             call,
             orbit: parked.orbit.clone(),
@@ -1834,7 +1836,7 @@ impl Engine {
                         .get(call)
                         .map(|p| p.orbit.clone())
                         .unwrap_or_default();
-                    tracing::info!(event = "recall-step", %orbit, step = index + 1, target = %step.target, "recall rings");
+                    tracing::debug!(%orbit, step = index + 1, target = %step.target, "recall rings");
                     self.events.push_back(EngineEvent::RecallStep {
                         call,
                         orbit,
@@ -1922,7 +1924,7 @@ impl Engine {
             .map(|p| p.orbit.clone())
             .unwrap_or_default();
         let end = format!("{:?}", recall.plan.end);
-        tracing::info!(event = "recall-exhausted", %orbit, %end);
+        tracing::debug!(%orbit, %end, "recall plan exhausted");
         self.events.push_back(EngineEvent::RecallExhausted {
             call,
             orbit: orbit.clone(),
@@ -2048,7 +2050,7 @@ impl Engine {
             },
         );
         self.notify_watchers(now, &parked.orbit);
-        tracing::info!(event = "recall-answered", orbit = %parked.orbit, %by);
+        tracing::debug!(orbit = %parked.orbit, %by, "recall answered");
         self.events.push_back(EngineEvent::RecallAnswered {
             call,
             orbit: parked.orbit,

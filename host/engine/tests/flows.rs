@@ -299,7 +299,8 @@ fn blind_park_with_referred_by_plays_music_and_tells_the_parker() {
             call: callpark_core::lot::CallId(2),
             orbit: "701".into(),
             parker: "sip:alice@127.0.0.1:6009".into(),
-            caller: "sip:bob@127.0.0.1:6001".into()
+            caller: "sip:bob@127.0.0.1:6001".into(),
+            call_id: "c1".into(),
         }]
     );
     // 50 packets per second of music, PCMU, to the caller's RTP address.

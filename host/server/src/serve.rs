@@ -374,8 +374,9 @@ fn log_events(engine: &mut Engine) {
                 orbit,
                 parker,
                 caller,
+                call_id,
             } => {
-                tracing::info!(event = "parked", call = call.0, %orbit, %parker, %caller)
+                tracing::info!(event = "parked", call = call.0, %orbit, %parker, %caller, %call_id)
             }
             EngineEvent::Retrieved { call, orbit, by } => {
                 tracing::info!(event = "retrieved", call = call.0, %orbit, %by)
