@@ -1,16 +1,15 @@
 //! `callpark serve`: sockets, the clock and signals around one engine.
 //!
-//! One loop owns the engine: SIP datagrams and TCP frames arrive over a
-//! channel from small reader tasks, RTP is read from the shared media socket
-//! directly, and the loop sleeps until the engine's next SIP deadline. Hold
-//! music is paced on pacer threads (`pacers`), one per core unless
-//! configured, fed with the engine's music commands after every turn of the
-//! loop. The clock (one origin, `started`) is read here and by the pacers.
+//! One loop owns the engine: it reads SIP datagrams and RTP from its UDP
+//! sockets itself (no hand-off between threads per datagram), TCP frames
+//! arrive over a channel from small per-connection tasks, and the loop
+//! sleeps until the engine's next SIP deadline. Hold music is paced on
+//! pacer threads (`pacers`), one per core unless configured, fed with the
+//! engine's music commands after every turn of the loop. The clock (one origin, `started`) is read here and by the pacers.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -48,22 +47,18 @@ const PROMPTS: [(&str, &[u8]); 13] = [
     ),
 ];
 
-enum Inbound {
-    Udp {
-        socket: usize,
-        bytes: Vec<u8>,
-        from: SocketAddr,
-    },
-    TcpOpened {
+/// What the TCP connection tasks tell the loop.
+enum TcpEvent {
+    Opened {
         conn: u64,
         writer: mpsc::UnboundedSender<Vec<u8>>,
     },
-    TcpFrame {
+    Frame {
         conn: u64,
         from: SocketAddr,
         bytes: Vec<u8>,
     },
-    TcpClosed {
+    Closed {
         conn: u64,
     },
 }
@@ -180,41 +175,18 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     );
 
     // Sockets.
-    let (inbound_tx, mut inbound) = mpsc::unbounded_channel::<Inbound>();
+    let (tcp_tx, mut tcp_events) = mpsc::unbounded_channel::<TcpEvent>();
     let mut udp_sockets = Vec::new();
     for (i, addr) in listen.iter().enumerate() {
-        let udp = Arc::new(
-            UdpSocket::bind(addr)
-                .await
-                .with_context(|| format!("binding UDP {addr}"))?,
-        );
+        let udp = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("binding UDP {addr}"))?;
         let tcp = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding TCP {addr}"))?;
         tracing::info!(%addr, "listening for SIP on UDP and TCP");
-        udp_sockets.push(udp.clone());
-        let tx = inbound_tx.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65_535];
-            loop {
-                match udp.recv_from(&mut buf).await {
-                    Ok((n, from)) => {
-                        if tx
-                            .send(Inbound::Udp {
-                                socket: i,
-                                bytes: buf[..n].to_vec(),
-                                from,
-                            })
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(e) => tracing::debug!("UDP receive: {e}"),
-                }
-            }
-        });
-        let tx = inbound_tx.clone();
+        udp_sockets.push(udp);
+        let tx = tcp_tx.clone();
         tokio::spawn(accept_tcp(tcp, tx, i as u64));
     }
     let media = StdUdpSocket::bind(media_addr)
@@ -249,6 +221,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let mut tcp_writers: HashMap<u64, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
     let mut udp_of_peer: HashMap<SocketAddr, usize> = HashMap::new();
     let mut media_buf = vec![0u8; 2048];
+    let mut sip_buf = vec![0u8; 65_535];
     let clock = |started: Instant| started.elapsed();
     let mut shutting_down: Option<Instant> = None;
 
@@ -298,6 +271,22 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 engine.shutdown(clock(started));
                 shutting_down = Some(Instant::now());
             }
+            (socket, n, from) = sip_datagram(&udp_sockets, &mut sip_buf) => {
+                // This datagram, then whatever else is already queued (up to
+                // a bound), in one turn of the loop.
+                let mut next = Some((socket, n, from));
+                let mut taken = 0;
+                while let Some((socket, n, from)) = next.take() {
+                    udp_of_peer.insert(from, socket);
+                    engine.handle_sip(clock(started), &sip_buf[..n], Peer { transport: Transport::Udp, addr: from });
+                    taken += 1;
+                    if taken < 64 {
+                        next = udp_sockets.iter().enumerate().find_map(|(i, s)| {
+                            s.try_recv_from(&mut sip_buf).ok().map(|(n, from)| (i, n, from))
+                        });
+                    }
+                }
+            }
             received = media.recv_from(&mut media_buf) => {
                 if let Ok((n, src)) = received {
                     engine.handle_rtp(clock(started), &mut media_buf[..n], src, |dest, packet| {
@@ -305,20 +294,16 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                     });
                 }
             }
-            Some(msg) = inbound.recv() => {
+            Some(msg) = tcp_events.recv() => {
                 let now = clock(started);
                 match msg {
-                    Inbound::Udp { socket, bytes, from } => {
-                        udp_of_peer.insert(from, socket);
-                        engine.handle_sip(now, &bytes, Peer { transport: Transport::Udp, addr: from });
-                    }
-                    Inbound::TcpOpened { conn, writer } => {
+                    TcpEvent::Opened { conn, writer } => {
                         tcp_writers.insert(conn, writer);
                     }
-                    Inbound::TcpFrame { conn, from, bytes } => {
+                    TcpEvent::Frame { conn, from, bytes } => {
                         engine.handle_sip(now, &bytes, Peer { transport: Transport::Tcp(conn), addr: from });
                     }
-                    Inbound::TcpClosed { conn } => {
+                    TcpEvent::Closed { conn } => {
                         tcp_writers.remove(&conn);
                     }
                 }
@@ -334,6 +319,29 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     Ok(())
 }
 
+/// The next SIP datagram on any of the UDP listen sockets: (socket index,
+/// length, sender). Errors on receive (ICMP reports on some systems) are
+/// logged and skipped.
+async fn sip_datagram(sockets: &[UdpSocket], buf: &mut [u8]) -> (usize, usize, SocketAddr) {
+    std::future::poll_fn(|cx| {
+        for (i, socket) in sockets.iter().enumerate() {
+            let mut read = tokio::io::ReadBuf::new(buf);
+            match socket.poll_recv_from(cx, &mut read) {
+                std::task::Poll::Ready(Ok(from)) => {
+                    return std::task::Poll::Ready((i, read.filled().len(), from));
+                }
+                std::task::Poll::Ready(Err(e)) => {
+                    tracing::debug!("UDP receive: {e}");
+                    cx.waker().wake_by_ref();
+                }
+                std::task::Poll::Pending => {}
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 fn access_of(config: &Config) -> Access {
     match config.access.park.as_str() {
         "members" => Access::Members,
@@ -344,7 +352,7 @@ fn access_of(config: &Config) -> Access {
 
 fn flush(
     engine: &mut Engine,
-    udp: &[Arc<UdpSocket>],
+    udp: &[UdpSocket],
     udp_of_peer: &HashMap<SocketAddr, usize>,
     tcp: &HashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
 ) {
@@ -424,7 +432,7 @@ fn log_events(engine: &mut Engine) {
 /// Content-Length and a writer fed by the loop.
 async fn accept_tcp(
     listener: TcpListener,
-    inbound: mpsc::UnboundedSender<Inbound>,
+    inbound: mpsc::UnboundedSender<TcpEvent>,
     listener_index: u64,
 ) {
     let mut next: u64 = listener_index << 48;
@@ -437,7 +445,7 @@ async fn accept_tcp(
         let (mut reader, mut writer) = stream.into_split();
         let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
         if inbound
-            .send(Inbound::TcpOpened { conn, writer: wtx })
+            .send(TcpEvent::Opened { conn, writer: wtx })
             .is_err()
         {
             return;
@@ -462,18 +470,18 @@ async fn accept_tcp(
                 loop {
                     match framer.next_frame() {
                         Ok(Some(bytes)) => {
-                            let _ = inbound.send(Inbound::TcpFrame { conn, from, bytes });
+                            let _ = inbound.send(TcpEvent::Frame { conn, from, bytes });
                         }
                         Ok(None) => break,
                         Err(e) => {
                             tracing::info!(peer = %from, "closing a TCP connection: {e}");
-                            let _ = inbound.send(Inbound::TcpClosed { conn });
+                            let _ = inbound.send(TcpEvent::Closed { conn });
                             return;
                         }
                     }
                 }
             }
-            let _ = inbound.send(Inbound::TcpClosed { conn });
+            let _ = inbound.send(TcpEvent::Closed { conn });
         });
     }
 }
