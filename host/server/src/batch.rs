@@ -367,4 +367,50 @@ mod tests {
             }
         }
     }
+
+    /// A kernel that refuses segmentation: the kernel answers EINVAL to a
+    /// segmented send on a socket with UDP checksums off (SO_NO_CHECK), as
+    /// it answers EIO for a NIC without checksum offload. Every datagram
+    /// still arrives, and the sender stops trying.
+    #[test]
+    fn a_refused_segmented_send_falls_back_to_one_datagram_per_message() {
+        use std::os::fd::AsRawFd;
+        let r = receiver();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Linux's SO_NO_CHECK (the libc crate names it only on some
+        // architectures).
+        const SO_NO_CHECK: libc::c_int = 11;
+        let on: libc::c_int = 1;
+        // SAFETY: a plain integer socket option on a socket we own.
+        let rc = unsafe {
+            libc::setsockopt(
+                sender.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_NO_CHECK,
+                &on as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        let mut batch = BatchSender::new();
+        for round in 0..2u8 {
+            for i in 0..10u8 {
+                batch.push(r.local_addr().unwrap(), &[round * 10 + i; 50]);
+            }
+            assert_eq!(
+                batch.flush(&sender),
+                Flushed {
+                    sent: 10,
+                    dropped: 0
+                }
+            );
+            assert!(!batch.segmentation());
+        }
+        assert_eq!(batch.coalesced(), 0);
+        let mut buf = [0u8; 64];
+        for i in 0..20u8 {
+            let n = r.recv(&mut buf).unwrap();
+            assert_eq!((n, buf[0]), (50, i));
+        }
+    }
 }
