@@ -86,6 +86,10 @@ destinations = ["704", "705"]
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.sip))
     }

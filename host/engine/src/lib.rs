@@ -1244,7 +1244,8 @@ impl Engine {
             first_ts: (bits >> 16) as u32,
             music: self.music.for_orbit(key),
             intro,
-            tag: leg.0,
+            // The music shard names its streams itself.
+            tag: 0,
         };
         Some(self.music_desk.play(now, spec, l.rtp_source))
     }

@@ -17,6 +17,9 @@ use callpark_server::config::Config;
 use callpark_server::plugins::PluginSupervisor;
 use callpark_sip::transaction::{Peer, Transport};
 
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
 fn invite(call: &str, dialed: &str, port: u16) -> Vec<u8> {
     let body = format!(
         "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n",
@@ -182,16 +185,6 @@ fn process_cpu(pid: u32) -> std::time::Duration {
     std::time::Duration::from_millis(ticks * 1000 / hz)
 }
 
-fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 fn over_udp() {
     use std::net::UdpSocket;
     use std::time::Duration;
@@ -200,49 +193,17 @@ fn over_udp() {
     const WARMUP: Duration = Duration::from_secs(1);
     const MEASURE: Duration = Duration::from_secs(5);
 
-    let dir = tempfile::tempdir().unwrap();
-    let sip = free_port();
-    let rtp = free_port();
-    let config = dir.path().join("park.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = [\"127.0.0.1:{sip}\"]\n[media]\nrtp_ports = \"{rtp}-{}\"\n[defaults]\nrecall_after = \"0s\"\n",
-            rtp + 10
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_callpark"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start callpark");
-    let server: SocketAddr = SocketAddr::from(([127, 0, 0, 1], sip));
+    // The interop tests' server (orbits 701-705 and 799) with the rest of
+    // the default lot, and no recalls to interfere.
+    let server = support::Server::start_with(
+        "[[range]]\nname = \"more\"\nstart = \"706\"\nend = \"750\"\n[defaults]\nrecall_after = \"0s\"\n",
+    );
+    let (sip, pid) = (server.sip, server.pid());
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = socket.local_addr().unwrap().port();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    // Wait until the server answers OPTIONS.
-    let ready = Instant::now();
-    loop {
-        let options = format!(
-            "OPTIONS sip:park@127.0.0.1:{sip} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKready\r\nFrom: <sip:b@127.0.0.1:{port}>;tag=b\r\nTo: <sip:park@127.0.0.1:{sip}>\r\nCall-ID: ready\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        );
-        socket.send_to(options.as_bytes(), server).unwrap();
-        let mut buf = [0u8; 4096];
-        if socket.recv(&mut buf).is_ok() {
-            break;
-        }
-        assert!(
-            ready.elapsed() < Duration::from_secs(30),
-            "callpark did not start"
-        );
-    }
+    let server_addr = server.addr();
     let send = |bytes: Vec<u8>| {
-        let _ = socket.send_to(&bytes, server);
+        let _ = socket.send_to(&bytes, server_addr);
     };
     // Our messages carry our real port; the server's dialed host is its own.
     let fix = |bytes: Vec<u8>| -> Vec<u8> {
@@ -278,7 +239,7 @@ fn over_udp() {
         .unwrap();
     while t0.elapsed() < WARMUP + MEASURE {
         if measured_from.is_none() && t0.elapsed() >= WARMUP {
-            measured_from = Some((Instant::now(), done, process_cpu(child.id())));
+            measured_from = Some((Instant::now(), done, process_cpu(pid)));
         }
         // A cycle stuck for two seconds is counted failed and started over.
         for w in workers.iter_mut() {
@@ -287,11 +248,7 @@ fn over_udp() {
                 w.cycle += 1;
                 w.step = Step::Parking;
                 w.since = Instant::now();
-                send(fix(invite(
-                    &format!("p{}-{}", w.orbit, w.cycle),
-                    &format!("*68{}", w.orbit),
-                    port,
-                )));
+                start_park(w);
             }
         }
         let Ok(n) = socket.recv(&mut buf) else {
@@ -370,10 +327,9 @@ fn over_udp() {
     }
     let (from, done_before, cpu_before) = measured_from.expect("measured");
     let wall = from.elapsed();
-    let cpu = process_cpu(child.id()) - cpu_before;
+    let cpu = process_cpu(pid) - cpu_before;
     let cycles = done - done_before;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     println!(
         "== park + retrieve cycles over UDP against `callpark serve` ({ORBITS} orbits busy at once, info logging to a file) =="
     );

@@ -13,7 +13,7 @@ use callpark_policy::{
 };
 use notify::Watcher;
 
-use crate::config::{Config, parse_on_failure, parse_size};
+use crate::config::{Config, PluginsConfig, parse_on_failure, parse_size};
 
 /// Compiled plugins in a directory, one file per cache key.
 pub struct DirArtifactStore {
@@ -72,8 +72,9 @@ pub struct PluginSupervisor {
     reloading: Mutex<()>,
     /// Tells the watcher that the plugin files (or `watch`) changed.
     rewatch: tokio::sync::Notify,
-    /// `[plugins]` settings fixed at start (the runtime's limits and cache).
-    fixed: (String, String, String),
+    /// `[plugins]` as at start: its `timeout`, `memory` and `cache_dir`
+    /// built the runtime and hold until a restart.
+    at_start: PluginsConfig,
 }
 
 /// What one reload attempt did.
@@ -121,7 +122,7 @@ impl PluginSupervisor {
             watch: std::sync::atomic::AtomicBool::new(pl.watch),
             reloading: Mutex::new(()),
             rewatch: tokio::sync::Notify::new(),
-            fixed: (pl.timeout.clone(), pl.memory.clone(), pl.cache_dir.clone()),
+            at_start: pl.clone(),
         });
         for decision in Decision::ALL {
             match supervisor.reload(decision) {
@@ -145,9 +146,9 @@ impl PluginSupervisor {
     pub fn reconfigure(&self, config: &Config, config_dir: Option<&Path>) {
         let pl = &config.plugins;
         for (field, was, now) in [
-            ("timeout", &self.fixed.0, &pl.timeout),
-            ("memory", &self.fixed.1, &pl.memory),
-            ("cache_dir", &self.fixed.2, &pl.cache_dir),
+            ("timeout", &self.at_start.timeout, &pl.timeout),
+            ("memory", &self.at_start.memory, &pl.memory),
+            ("cache_dir", &self.at_start.cache_dir, &pl.cache_dir),
         ] {
             if was != now {
                 tracing::warn!(
@@ -256,11 +257,14 @@ impl PluginSupervisor {
             .collect()
     }
 
-    /// Watches the plugin files (when `watch = true`) and SIGHUP until
+    /// Watches the plugin files (when `watch = true`), and SIGHUP when
+    /// `reload_on_sighup` (a caller that handles SIGHUP itself, as `serve`
+    /// does to re-read its configuration first, calls `reload_all`), until
     /// `shutdown` resolves. `ready` fires once both are armed. After
     /// `reconfigure` the watch follows the new files.
     pub async fn watch(
         self: Arc<Self>,
+        reload_on_sighup: bool,
         ready: tokio::sync::oneshot::Sender<()>,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
@@ -300,7 +304,7 @@ impl PluginSupervisor {
         loop {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
-                _ = hangup.recv() => {
+                _ = hangup.recv(), if reload_on_sighup => {
                     tracing::info!("SIGHUP: reloading plugins");
                     let me = self.clone();
                     let _ = tokio::task::spawn_blocking(move || me.reload_all()).await;

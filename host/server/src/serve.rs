@@ -5,7 +5,8 @@
 //! arrive over a channel from small per-connection tasks, and the loop
 //! sleeps until the engine's next SIP deadline. Hold music is paced on
 //! pacer threads (`pacers`), one per core unless configured, fed with the
-//! engine's music commands after every turn of the loop. The clock (one origin, `started`) is read here and by the pacers.
+//! engine's music commands after every turn of the loop. The clock (one
+//! origin, `started`) is read here and by the pacers.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
@@ -210,13 +211,13 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     // Plugin hot reload (file watching and SIGHUP).
     let (stop_watch, watch_stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, _ready) = tokio::sync::oneshot::channel();
-    let watcher = tokio::spawn(supervisor.clone().watch(ready_tx, async {
+    let watcher = tokio::spawn(supervisor.clone().watch(false, ready_tx, async {
         let _ = watch_stopped.await;
     }));
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    // SIGHUP also reloads the plugin files (in the supervisor); here it
-    // re-reads the configuration file, plugin settings included.
+    // SIGHUP re-reads the configuration file, then reloads the plugins
+    // with its plugin settings (the supervisor leaves SIGHUP to us).
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tcp_writers: HashMap<u64, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
     let mut udp_of_peer: HashMap<SocketAddr, usize> = HashMap::new();
@@ -256,15 +257,16 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                     Some(path) => match Config::load(path) {
                         Ok(new) => {
                             engine.reconfigure(clock(started), new.lot(), access_of(&new), new.plugin_params()[1].1.clone());
-                            // New plugin files or params load off this loop;
-                            // a refused plugin leaves the old one serving.
                             supervisor.reconfigure(&new, config_dir.as_deref());
-                            let plugins = supervisor.clone();
-                            tokio::task::spawn_blocking(move || plugins.reload_all());
                         }
                         Err(e) => tracing::error!(error = %e, "configuration refused; the last good one stays"),
                     },
                 }
+                // Plugin files may have changed either way. Loads run off
+                // this loop; a refused plugin leaves the old one serving.
+                tracing::info!("SIGHUP: reloading plugins");
+                let plugins = supervisor.clone();
+                tokio::task::spawn_blocking(move || plugins.reload_all());
             }
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("SIGINT: hanging up every call");

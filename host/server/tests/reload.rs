@@ -64,7 +64,7 @@ async fn start(
     let supervisor = PluginSupervisor::start(&config, Some(dir)).unwrap();
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(supervisor.clone().watch(ready_tx, async {
+    let task = tokio::spawn(supervisor.clone().watch(true, ready_tx, async {
         let _ = stopped.await;
     }));
     ready.await.unwrap();
