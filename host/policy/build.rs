@@ -25,8 +25,20 @@ fn main() {
         None => root.join("target").join("wasm-plugins"),
     };
 
-    for watched in ["plugins", "wit", "host/core", "host/builtin"] {
-        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    // Everything in plugins/ but its own target folder: a build there by
+    // hand (as docs/plugins.md shows) must not make the host rebuild.
+    let mut watched: Vec<PathBuf> = std::fs::read_dir(&plugins)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.file_name().is_some_and(|n| n != "target"))
+                .collect()
+        })
+        .unwrap_or_else(|_| vec![plugins.clone()]);
+    watched.extend(["wit", "host/core", "host/builtin"].map(|d| root.join(d)));
+    for path in watched {
+        println!("cargo:rerun-if-changed={}", path.display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 

@@ -33,6 +33,9 @@ pub struct OrbitConfig {
     /// Busy lamps show parked calls as `confirmed` (steady) rather than
     /// `early` (flashing).
     pub blf_confirmed: bool,
+    /// The orbit's own recall plugin params (`ring_pattern`), laid over
+    /// its group's and the defaults' when its call recalls.
+    pub recall_params: Vec<(String, String)>,
 }
 
 /// One call park group as configured.
@@ -323,6 +326,7 @@ mod tests {
             recall_after_ms: 45_000,
             escape_key: None,
             blf_confirmed: false,
+            recall_params: Vec::new(),
         };
         let mut sales = orbit("799", 3);
         sales.name = Some("sales".into());

@@ -207,7 +207,26 @@ struct Leg {
     last_rtp: Duration,
     /// Whether any RTP came from the leg yet (until then it may be latched).
     rtp_seen: bool,
+    /// The hold music we send this leg, for its RTCP sender reports.
+    music_clock: Option<MusicClock>,
 }
+
+/// Enough of a music stream to report on it without asking the pacer: a
+/// stream sends packet `k` at `start_ms + 20 k` with timestamp
+/// `first_ts + 160 k` (`callpark_media::pacer`), and every packet carries
+/// 160 octets of G.711.
+#[derive(Debug, Clone, Copy)]
+struct MusicClock {
+    ssrc: u32,
+    first_ts: u32,
+    /// Engine time of the first packet, in milliseconds.
+    start_ms: u64,
+}
+
+/// How often a music stream's sender report goes out (RFC 3550 §6.2: at
+/// least 5 s apart; one report per stream, so the RTCP share of a parked
+/// call is far under 5 %).
+const SENDER_REPORT_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 enum CallState {
@@ -269,6 +288,8 @@ pub struct Engine {
     /// Server-driven parks (RFC 5359 §2.15): our INVITE to the party being
     /// parked, by its transaction.
     refer_parks: HashMap<TxId, ReferPark>,
+    /// RTCP of ours waiting to go out from the RTCP port: (to, packet).
+    rtcp_out: VecDeque<(SocketAddr, Vec<u8>)>,
 }
 
 #[derive(Debug)]
@@ -314,6 +335,8 @@ enum EngineTimer {
     /// An attended-park reservation may not have been taken over (the leg
     /// that made it).
     Reservation(LegId),
+    /// The parked caller's next RTCP sender report for its music is due.
+    SenderReport(LegId),
 }
 
 #[derive(Debug)]
@@ -330,6 +353,8 @@ struct Ringing {
 }
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, SUBSCRIBE, REFER";
+/// The option tags we implement (`Supported`, and what `Require` may name).
+const SUPPORTED: [&str; 1] = ["replaces"];
 
 fn warning(text: &str) -> String {
     let clean: String = text
@@ -377,6 +402,7 @@ impl Engine {
             sub_dialogs: HashMap::new(),
             gone: HashMap::new(),
             refer_parks: HashMap::new(),
+            rtcp_out: VecDeque::new(),
         }
     }
 
@@ -448,6 +474,7 @@ impl Engine {
                     }
                 }
                 EngineTimer::Lifetime => self.give_up(now, call, "max_lifetime", true),
+                EngineTimer::SenderReport(leg) => self.sender_report(now, call, leg),
             }
             self.drain_tx(now);
         }
@@ -481,6 +508,89 @@ impl Engine {
     pub fn pace_music_in_shards(&mut self, shards: usize) {
         debug_assert!(self.music_desk.is_empty());
         self.music_desk = MusicDesk::sharded(shards);
+    }
+
+    /// The next RTCP packet of ours for the RTCP port (the RTP port + 1):
+    /// (destination, packet).
+    pub fn poll_rtcp(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.rtcp_out.pop_front()
+    }
+
+    /// One packet that arrived on the RTCP port (the RTP port + 1) from
+    /// `src`. RTCP from a known leg (sent from its RTP port + 1) proves the
+    /// phone is there, as RTP does (a phone on hold may send only RTCP);
+    /// between the legs of a bridged call it is relayed, so that each phone
+    /// hears the other's reports on the streams it receives, whose SSRCs
+    /// the relay keeps. Anything else is dropped.
+    pub fn handle_rtcp(
+        &mut self,
+        now: Duration,
+        packet: &[u8],
+        src: SocketAddr,
+        mut send: impl FnMut(SocketAddr, &[u8]),
+    ) {
+        if !callpark_media::rtcp::is_compound(packet) {
+            return;
+        }
+        let Some(rtp_port) = src.port().checked_sub(1) else {
+            return;
+        };
+        let Some(&id) = self.rtp_sources.get(&SocketAddr::new(src.ip(), rtp_port)) else {
+            return;
+        };
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        leg.last_rtp = now;
+        if let Some(CallState::Bridged { caller, retriever }) = self.calls.get(&leg.call) {
+            let other = if *caller == id { *retriever } else { *caller };
+            if let Some(dest) = self.legs.get(&other).and_then(|l| l.rtp_source)
+                && let Some(port) = dest.port().checked_add(1)
+            {
+                send(SocketAddr::new(dest.ip(), port), packet);
+            }
+        }
+    }
+
+    /// A sender report for the music a parked caller hears, sent to its
+    /// RTP port + 1, then the next one armed.
+    fn sender_report(&mut self, now: Duration, call: CallId, leg: LegId) {
+        let playing = matches!(
+            self.calls.get(&call),
+            Some(CallState::Parked { caller, stream: Some(_) }) if *caller == leg
+        );
+        let Some(l) = self.legs.get(&leg).filter(|_| playing) else {
+            return;
+        };
+        let (Some(clock), Some(dest)) = (l.music_clock, l.rtp_source) else {
+            return;
+        };
+        let now_ms = now.as_millis() as u64;
+        let elapsed = now_ms.saturating_sub(clock.start_ms);
+        let packets = if now_ms >= clock.start_ms {
+            (elapsed / 20 + 1) as u32
+        } else {
+            0
+        };
+        let info = callpark_media::rtcp::SenderInfo {
+            ssrc: clock.ssrc,
+            wallclock_ms: self.now_ms(now),
+            rtp_timestamp: clock.first_ts.wrapping_add((elapsed * 8) as u32),
+            packets,
+            octets: packets.wrapping_mul(callpark_media::music::FRAME_SAMPLES as u32),
+        };
+        let cname = format!("callpark@{}", Host::Ip(self.cfg.media_addr.ip()));
+        if let Some(port) = dest.port().checked_add(1) {
+            self.rtcp_out.push_back((
+                SocketAddr::new(dest.ip(), port),
+                callpark_media::rtcp::sender_report(&info, &cname),
+            ));
+        }
+        self.arm(
+            now + SENDER_REPORT_EVERY,
+            call,
+            EngineTimer::SenderReport(leg),
+        );
     }
 
     /// The next hold-music change for the host's shards: (shard, command).
@@ -726,6 +836,24 @@ impl Engine {
     }
 
     fn on_request(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer) {
+        // RFC 3261 §8.2.2.3: an extension the request requires and we do
+        // not implement gets 420 naming it (never for CANCEL, which has no
+        // say, and ACK, which cannot be answered).
+        if request.method != Method::Cancel {
+            let unsupported: Vec<&str> = request
+                .headers
+                .get_all("Require")
+                .flat_map(callpark_sip::message::split_commas)
+                .map(str::trim)
+                .filter(|t| !t.is_empty() && !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+                .collect();
+            if !unsupported.is_empty() {
+                let mut r = request.response(420, Some(&self.tx.token()[..8]));
+                r.headers.push("Unsupported", unsupported.join(", "));
+                self.tx.send_response(now, tx, r);
+                return;
+            }
+        }
         let in_dialog = request.to().ok().and_then(|t| t.tag().map(str::to_string));
         match (&request.method, in_dialog) {
             (Method::Invite, None) => self.on_invite(now, tx, request, peer),
@@ -735,7 +863,8 @@ impl Engine {
             (Method::Refer, None) => self.on_refer(now, tx, request, peer),
             (Method::Subscribe, Some(tag)) => self.on_resubscribe(now, tx, request, tag),
             (Method::Options, _) => {
-                let mut r = request.response(200, None);
+                // §8.2.6.2: a final response carries a To tag.
+                let mut r = request.response(200, Some(&self.tx.token()[..8]));
                 r.headers.push("Allow", ALLOW);
                 r.headers.push("Accept", "application/sdp");
                 r.headers.push("Supported", "replaces");
@@ -763,12 +892,15 @@ impl Engine {
             (Method::Other(_), _) => {
                 self.respond(now, tx, &request, 501, Some("method not implemented"))
             }
+            // A method SIP defines that a park server does not take (MESSAGE,
+            // REGISTER, PUBLISH, NOTIFY and UPDATE outside our dialogs ...):
+            // 405 with Allow (§8.2.1), not 501, which means "unknown".
             _ => self.respond(
                 now,
                 tx,
                 &request,
-                501,
-                Some("not supported by this park server yet"),
+                405,
+                Some("not accepted by this park server"),
             ),
         }
     }
@@ -783,6 +915,14 @@ impl Engine {
     fn on_invite(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer) {
         if self.draining {
             return self.respond(now, tx, &request, 503, Some("shutting down"));
+        }
+        // A body we cannot read is refused before anything is decided
+        // (RFC 3261 §21.4.13; RFC 4475 `invut`).
+        if !request.body.is_empty() && request.content_type().as_deref() != Some("application/sdp")
+        {
+            let mut r = request.response(415, Some(&self.tx.token()[..8]));
+            r.headers.push("Accept", "application/sdp");
+            return self.tx.send_response(now, tx, r);
         }
         // An INVITE with Replaces for one of our dialogs takes that leg's
         // place (attended park, or a pickup from a busy lamp).
@@ -1001,6 +1141,7 @@ impl Engine {
                 last_digit_ts: None,
                 last_rtp: now,
                 rtp_seen: false,
+                music_clock: None,
             },
         );
         if let Some(src) = rtp_source {
@@ -1057,7 +1198,7 @@ impl Engine {
         peer: Peer,
     ) {
         let tag = self.legs[&leg].dialog.local_tag.clone();
-        let mut r: Response = request.response(200, Some(&tag));
+        let mut r: Response = request.dialog_response(200, &tag);
         r.headers.push("Contact", self.contact(peer));
         r.headers.push("Allow", ALLOW);
         r.headers.push("Supported", "replaces");
@@ -1236,6 +1377,7 @@ impl Engine {
         };
         let token = self.tx.token();
         let bits = u64::from_str_radix(&token, 16).unwrap_or(0);
+        let call = l.call;
         let spec = StreamSpec {
             codec,
             payload_type: media.payload_type,
@@ -1247,7 +1389,22 @@ impl Engine {
             // The music shard names its streams itself.
             tag: 0,
         };
-        Some(self.music_desk.play(now, spec, l.rtp_source))
+        let clock = MusicClock {
+            ssrc: spec.ssrc,
+            first_ts: spec.first_ts,
+            // The pacer's first packet is due at the next millisecond.
+            start_ms: now.as_millis() as u64 + 1,
+        };
+        let dest = l.rtp_source;
+        if let Some(l) = self.legs.get_mut(&leg) {
+            l.music_clock = Some(clock);
+        }
+        self.arm(
+            now + SENDER_REPORT_EVERY,
+            call,
+            EngineTimer::SenderReport(leg),
+        );
+        Some(self.music_desk.play(now, spec, dest))
     }
 
     /// "Parked on 701", by SIP MESSAGE to the parker.
@@ -1749,12 +1906,19 @@ impl Engine {
             return;
         };
         let group = self.lot.orbit(&parked.orbit).and_then(|o| o.group.clone());
+        // The defaults, then the group's settings, then the orbit's own:
+        // the most specific wins.
         let mut params = self.cfg.recall_params.clone();
-        if let Some(g) = group.as_deref().and_then(|g| self.lot.group(g)) {
-            for (k, v) in &g.recall_params {
-                params.retain(|(p, _)| p != k);
-                params.push((k.clone(), v.clone()));
-            }
+        let layers = [
+            group
+                .as_deref()
+                .and_then(|g| self.lot.group(g))
+                .map(|g| &g.recall_params),
+            self.lot.orbit(&parked.orbit).map(|o| &o.recall_params),
+        ];
+        for (k, v) in layers.into_iter().flatten().flatten() {
+            params.retain(|(p, _)| p != k);
+            params.push((k.clone(), v.clone()));
         }
         let recalls_done = self.recalls_done.get(&call).copied().unwrap_or(0);
         let info = ParkedCall {
@@ -1791,6 +1955,16 @@ impl Engine {
                 display,
             });
             plan.end = EndAction::Disconnect;
+        }
+        // A key press must never end a call by surprise: with nobody to
+        // ring (a caller who dialed the orbit itself, no fallback or hunt
+        // group configured) the call stays parked as it was.
+        if reason == RecallReason::EscapeKey && plan.steps.is_empty() {
+            tracing::info!(
+                orbit = %parked.orbit,
+                "escape key pressed but nobody to recall to (no parker, fallback or hunt group); the call stays parked"
+            );
+            return;
         }
         tracing::debug!(orbit = %parked.orbit, steps = plan.steps.len(), ?reason, "recall planned");
         self.events.push_back(EngineEvent::RecallStarted {
@@ -2125,7 +2299,7 @@ impl Engine {
             );
         };
         let tag = self.tx.token()[..10].to_string();
-        let mut accepted = request.response(202, Some(&tag));
+        let mut accepted = request.dialog_response(202, &tag);
         accepted.headers.push("Contact", self.contact(peer));
         self.tx.send_response(now, tx, accepted);
         let mut dialog = Dialog::from_invite(&request, tag, peer, self.tx.token());
@@ -2264,7 +2438,7 @@ impl Engine {
         }
         let tag = self.tx.token()[..10].to_string();
         let dialog = Dialog::from_invite(&request, tag.clone(), peer, self.tx.token());
-        let mut ok = request.response(200, Some(&tag));
+        let mut ok = request.dialog_response(200, &tag);
         ok.headers.push("Contact", self.contact(peer));
         ok.headers.push("Expires", expires.to_string());
         self.tx.send_response(now, tx, ok);

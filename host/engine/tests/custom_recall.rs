@@ -45,6 +45,7 @@ fn a_custom_recall_plan_is_followed_to_the_letter() {
         recall_after_ms: 10_000,
         escape_key: None,
         blf_confirmed: false,
+        recall_params: Vec::new(),
     };
     let mut engine = Engine::new(
         EngineConfig {

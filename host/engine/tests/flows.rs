@@ -27,6 +27,7 @@ fn orbit(n: &str, capacity: u32) -> OrbitConfig {
         recall_after_ms: 0,
         escape_key: None,
         blf_confirmed: false,
+        recall_params: Vec::new(),
     }
 }
 

@@ -7,11 +7,13 @@
 //! - [`desk`]: the engine's handles for hold music, played in place or
 //!   handed as commands to pacer shards on other threads.
 //! - [`g711`]: µ-law and A-law, and the tables the relay transcodes with.
+//! - [`rtcp`]: sender reports for hold music, and telling RTCP from noise.
 
 pub mod desk;
 pub mod g711;
 pub mod music;
 pub mod pacer;
+pub mod rtcp;
 
 pub use desk::{MusicCommand, MusicDesk, MusicShard, MusicStream};
 pub use music::{Codec, Music};

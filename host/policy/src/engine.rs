@@ -204,16 +204,17 @@ impl PluginEngine {
             .memory_reservation(limits.memory_bytes as u64)
             .memory_guard_size(64 << 10)
             .memory_reservation_for_growth(0);
-        let engine = Engine::new(&config).map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        let engine =
+            Engine::new(&config).map_err(|e| EngineError::Config(crate::error::one_line(&e)))?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| EngineError::Config(format!("{e:#}")))?;
+            .map_err(|e| EngineError::Config(crate::error::one_line(&e)))?;
         log::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |state| state,
         )
-        .map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        .map_err(|e| EngineError::Config(crate::error::one_line(&e)))?;
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -286,14 +287,19 @@ impl PluginEngine {
                     self.remember(key, &c);
                     return Ok((c, CompiledFrom::Artifact));
                 }
-                Err(e) => tracing::warn!(key, "ignoring unusable compiled plugin: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(key, error = %crate::error::one_line(&e), "ignoring unusable compiled plugin")
+                }
             }
         }
-        let component = Component::new(&self.engine, wasm).map_err(|e| format!("{e:#}"))?;
+        let component =
+            Component::new(&self.engine, wasm).map_err(|e| crate::error::one_line(&e))?;
         if let Some(store) = &self.artifacts {
             match component.serialize() {
                 Ok(bytes) => store.put(&key, &bytes),
-                Err(e) => tracing::warn!(key, "could not serialize compiled plugin: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(key, error = %crate::error::one_line(&e), "could not serialize compiled plugin")
+                }
             }
         }
         self.remember(key, &component);

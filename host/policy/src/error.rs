@@ -46,3 +46,35 @@ pub enum CallFailure {
     #[error("answer breaks the rules: {0}")]
     Invalid(String),
 }
+
+/// An error as one log line: wasmtime's messages span lines (a byte dump of
+/// the offending section for a bad binary), and a log event is one line.
+/// Lines are joined with ` | `, runs of spaces collapsed, and the text cut
+/// at 400 characters.
+pub(crate) fn one_line(error: &impl std::fmt::Display) -> String {
+    let text = format!("{error:#}");
+    let joined = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    match joined.char_indices().nth(400) {
+        Some((cut, _)) => format!("{} ...", &joined[..cut]),
+        None => joined,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errors_become_one_line() {
+        let e = "failed to parse\n  0: 00 61 73 6d\n\n  1:   0d 00 01 00\n";
+        assert_eq!(
+            super::one_line(&e),
+            "failed to parse | 0: 00 61 73 6d | 1: 0d 00 01 00"
+        );
+        let long = "x".repeat(1000);
+        assert_eq!(super::one_line(&long).chars().count(), 404);
+    }
+}

@@ -214,12 +214,12 @@ fn prepare<W: World>(
         .instantiate_pre(component)
         .map_err(|e| LoadError::Imports {
             plugin: plugin.clone(),
-            reason: format!("{e:#}"),
+            reason: crate::error::one_line(&e),
         })?;
     let pre = W::pre(ip).map_err(|e| LoadError::World {
         plugin: plugin.clone(),
         world: W::WORLD,
-        reason: format!("{e:#}"),
+        reason: crate::error::one_line(&e),
     })?;
     let generation = Generation::new(engine.clone(), pre, info);
     generation.prewarm().map_err(|e| LoadError::Instantiate {
@@ -382,7 +382,7 @@ impl PolicyRuntime {
                     serving = serving.as_ref().map_or("built-in", |g| g.info.label.as_str()),
                     serving_generation = serving.as_ref().map(|g| g.info.generation),
                     error = %e,
-                    "plugin refused; the previous policy keeps serving"
+                    "plugin refused"
                 );
                 Err(e)
             }
@@ -483,7 +483,7 @@ impl PolicyRuntime {
             report.fatal = Some(
                 LoadError::Imports {
                     plugin: source.label.clone(),
-                    reason: format!("{e:#}"),
+                    reason: crate::error::one_line(&e),
                 }
                 .to_string(),
             );

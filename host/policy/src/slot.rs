@@ -155,7 +155,7 @@ impl<W: World> Generation<W> {
             .engine
             .new_store(self.label.clone(), self.info.generation);
         let bindings = W::instantiate(&self.pre, &mut store)
-            .map_err(|e| CallFailure::Instantiate(format!("{e:#}")))?;
+            .map_err(|e| CallFailure::Instantiate(crate::error::one_line(&e)))?;
         Ok(Warm { store, bindings })
     }
 
@@ -209,7 +209,7 @@ impl<W: World> Generation<W> {
 fn classify(e: wasmtime::Error) -> CallFailure {
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => CallFailure::Timeout,
-        _ => CallFailure::Trap(format!("{e:#}")),
+        _ => CallFailure::Trap(crate::error::one_line(&e)),
     }
 }
 

@@ -29,12 +29,17 @@ pub struct ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// `file:line: field: message`; the line and the field are left out
+    /// when there is none (a file that cannot be read is about no line).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}: {}: {}",
-            self.file, self.line, self.field, self.message
-        )
+        f.write_str(&self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if !self.field.is_empty() && self.field != "-" {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
     }
 }
 
@@ -334,6 +339,22 @@ fn toml_param(value: &toml::Value) -> String {
 }
 
 impl Config {
+    /// Where out-of-dialog requests go (`server.outbound_proxy`): `None`
+    /// when unset; an error unless it is a sip: URI naming an IP address.
+    pub fn outbound_proxy(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let text = self.server.outbound_proxy.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let uri = callpark_sip::uri::Uri::parse(text).map_err(|e| e.to_string())?;
+        match (uri.scheme, uri.host) {
+            (callpark_sip::uri::Scheme::Sip, Some(callpark_sip::uri::Host::Ip(ip))) => Ok(Some(
+                std::net::SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+            )),
+            _ => Err(format!("`{text}` does not name an IP address")),
+        }
+    }
+
     /// The embedded default.
     pub fn embedded() -> Config {
         Config::parse(DEFAULT_CONFIG, "<embedded default>").expect("the embedded default is valid")
@@ -344,8 +365,8 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.display().to_string(),
             line: 0,
-            field: "-".into(),
-            message: format!("cannot read: {e}"),
+            field: String::new(),
+            message: format!("cannot read the file: {e}"),
         })?;
         Config::parse(&text, &path.display().to_string())
     }
@@ -353,13 +374,27 @@ impl Config {
     /// Parses and validates TOML text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(0, |s| line_of(text, s.start));
-            let field = field_at(text, e.span().map_or(0, |s| s.start));
+            let at = e.span().map_or(0, |s| s.start);
+            let message = e.message().trim().to_string();
+            // The parser notices an unclosed `[` or `{` only where the next
+            // key begins: name the line that opened it instead.
+            if let Some(open) = unclosed_bracket(text, at) {
+                return ConfigError {
+                    file: file.to_string(),
+                    line: line_of(text, open),
+                    field: field_at(text, open),
+                    message: format!(
+                        "`{}` is never closed (the parser stopped at line {}: {message})",
+                        &text[open..open + 1],
+                        line_of(text, at)
+                    ),
+                };
+            }
             ConfigError {
                 file: file.to_string(),
-                line,
-                field,
-                message: e.message().trim().to_string(),
+                line: e.span().map_or(0, |s| line_of(text, s.start)),
+                field: field_at(text, at),
+                message,
             }
         })?;
         if let Err((path, message)) = config.validate() {
@@ -440,6 +475,7 @@ impl Config {
             recall_after_ms: default_recall,
             escape_key: self.defaults.escape_key.chars().next(),
             blf_confirmed: self.defaults.blf_state == "confirmed",
+            recall_params: Vec::new(),
         };
         for range in &self.range {
             let (Ok((prefix, lo)), Ok((_, hi))) =
@@ -465,6 +501,9 @@ impl Config {
             orbit.music = o.music.clone().filter(|m| !m.is_empty());
             if let Some(k) = &o.escape_key {
                 orbit.escape_key = k.chars().next();
+            }
+            if let Some(p) = &o.ring_pattern {
+                orbit.recall_params = vec![("ring_pattern".to_string(), p.clone())];
             }
             if let Some(b) = &o.blf_state {
                 orbit.blf_confirmed = b == "confirmed";
@@ -548,10 +587,13 @@ impl Config {
                 );
             }
         }
-        if !self.server.outbound_proxy.is_empty() && !is_routable_uri(&self.server.outbound_proxy) {
+        if !self.server.outbound_proxy.is_empty() && self.outbound_proxy().is_err() {
             return at(
                 &[K("server"), K("outbound_proxy")],
-                format!("`{}` is not a sip: URI", self.server.outbound_proxy),
+                format!(
+                    "`{}` is not a sip: URI with an IP address, e.g. \"sip:127.0.0.1:5070\" (the park server does no DNS)",
+                    self.server.outbound_proxy
+                ),
             );
         }
         if self.server.max_parked_calls == 0 {
@@ -1028,12 +1070,89 @@ fn locate(text: &str, path: &[PathPart]) -> usize {
     best
 }
 
-/// The dotted key on the line of a parse error, for the message's field.
+/// Where the `[` or `{` of a value opened before `offset` and still open
+/// there begins, if any. Strings and comments are skipped; a `[` that
+/// starts a line outside any value opens a table header, not an array.
+fn unclosed_bracket(text: &str, offset: usize) -> Option<usize> {
+    let mut open: Vec<usize> = Vec::new();
+    let bytes = text.as_bytes();
+    let end = offset.min(bytes.len());
+    let mut i = 0;
+    let mut line_start = true;
+    while i < end {
+        let b = bytes[i];
+        match b {
+            b'\n' => {
+                line_start = true;
+                i += 1;
+                continue;
+            }
+            b' ' | b'\t' | b'\r' => {
+                i += 1;
+                continue;
+            }
+            b'#' => {
+                while i < end && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' => {
+                let triple = bytes[i..].starts_with(&[b, b, b]);
+                let close = if triple { 3 } else { 1 };
+                i += close;
+                while i < end {
+                    if b == b'"' && bytes[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if !triple && bytes[i] == b'\n' {
+                        break;
+                    }
+                    if bytes[i] == b && (!triple || bytes[i..].starts_with(&[b, b, b])) {
+                        i += close;
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'[' if line_start && open.is_empty() => {
+                // A table header: skip it.
+                while i < end && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'[' | b'{' => {
+                open.push(i);
+                i += 1;
+            }
+            b']' | b'}' => {
+                open.pop();
+                i += 1;
+            }
+            _ => i += 1,
+        }
+        line_start = false;
+    }
+    open.first().copied()
+}
+
+/// The dotted key on the line of a parse error, for the message's field:
+/// the key of a `key = value` line, or the table a header line opens.
 fn field_at(text: &str, offset: usize) -> String {
     let line_start = text[..offset.min(text.len())]
         .rfind('\n')
         .map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or("");
+    let header = line.trim();
+    if let Some(name) = header
+        .strip_prefix("[[")
+        .and_then(|h| h.split("]]").next())
+        .or_else(|| header.strip_prefix('[').and_then(|h| h.split(']').next()))
+    {
+        return name.trim().to_string();
+    }
     let key = line.split('=').next().unwrap_or("").trim();
     let mut section = String::new();
     for l in text[..line_start].lines() {
@@ -1183,6 +1302,20 @@ on_failure = "fallback"
         );
         let e = err("[server]\nlisten = [\"127.0.0.1:5060\"\n");
         assert!(e.line >= 2, "{e}");
+        // An unclosed array names the line that opened it, not the next key.
+        let e = err("[server]\nlisten = [\n domain = \"x\"\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "server.listen"), "{e}");
+        assert!(e.message.contains("never closed"), "{e}");
+        let e = err("[server]\nlisten = [\"a]\", # ] in a comment\n\"b\"]\ndomain = 7\n");
+        assert_eq!((e.line, e.field.as_str()), (4, "server.domain"), "{e}");
+        // An unknown section is named.
+        let e = err("[bogus]\nx = 1\n");
+        assert_eq!((e.line, e.field.as_str()), (1, "bogus"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("park.toml:1: bogus: unknown field"),
+            "{e}"
+        );
         let e = err("[media]\nmusik = \"x.wav\"\n");
         assert_eq!((e.line, e.field.as_str()), (2, "media.musik"), "{e}");
         assert!(e.message.contains("unknown field"), "{e}");

@@ -10,8 +10,12 @@ use callpark_server::logging::{self, LogFormat};
 use callpark_server::plugin_check;
 
 /// callpark: a SIP Call Park server whose policy lives in WebAssembly plugins.
+///
+/// Start with `callpark serve` (the embedded default configuration: SIP on
+/// port 5060, orbits 701-750); `callpark default-config` prints that
+/// configuration, commented, as a starting point for your own.
 #[derive(Parser)]
-#[command(name = "callpark", version, about, long_about = None)]
+#[command(name = "callpark", version)]
 struct Cli {
     /// How log lines are written (to stderr).
     #[arg(long, value_enum, default_value = "text", global = true)]
@@ -104,10 +108,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Check { config } => match Config::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                Ok(ExitCode::SUCCESS)
-            }
+            Ok(loaded) => match callpark_server::serve::preflight(&loaded, &config) {
+                Ok(()) => {
+                    println!("{}: ok", config.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{}: {e:#}", config.display());
+                    Ok(ExitCode::FAILURE)
+                }
+            },
             Err(e) => {
                 eprintln!("{e}");
                 Ok(ExitCode::FAILURE)

@@ -126,7 +126,11 @@ impl PluginSupervisor {
         });
         for decision in Decision::ALL {
             match supervisor.reload(decision) {
-                ReloadOutcome::Refused(why) => anyhow::bail!("{decision} plugin: {why}"),
+                ReloadOutcome::Refused(why) => {
+                    anyhow::bail!(
+                        "plugins.{decision}: {why} (the server does not start with a plugin it cannot load)"
+                    )
+                }
                 ReloadOutcome::Swapped(_) | ReloadOutcome::Unchanged => {}
             }
         }
@@ -207,7 +211,10 @@ impl PluginSupervisor {
                 Ok(wasm) => PluginSource::new(path.display().to_string(), wasm),
                 Err(e) => {
                     let why = format!("cannot read {}: {e}", path.display());
-                    tracing::warn!(plugin = %path.display(), %decision, "plugin refused; the previous policy keeps serving: {why}");
+                    // At start nothing serves yet: `start` says what happens.
+                    if setup.loaded.is_some() {
+                        tracing::warn!(plugin = %path.display(), %decision, error = %why, "plugin refused; the previous one keeps serving");
+                    }
                     return ReloadOutcome::Refused(why);
                 }
             },

@@ -81,6 +81,46 @@ fn load_music(path: &Path) -> anyhow::Result<Music> {
     Ok(Music::from_wav(&path.display().to_string(), &bytes)?)
 }
 
+/// The hold music and prompts a configuration names, decoded: the
+/// default (embedded unless `media.music` names a file) and every orbit's
+/// own file.
+pub fn music_library(config: &Config, config_dir: Option<&Path>) -> anyhow::Result<MusicLibrary> {
+    let mut music = MusicLibrary {
+        default: if config.media.music.is_empty() {
+            Music::from_wav("embedded:hold.wav", DEFAULT_MUSIC)?
+        } else {
+            load_music(&Config::resolve(config_dir, &config.media.music)).context("media.music")?
+        },
+        by_key: HashMap::new(),
+        music_on_hold: config.media.music_on_hold,
+        prompts: PROMPTS
+            .iter()
+            .map(|(name, wav)| Ok((name.to_string(), Music::from_wav(name, wav)?)))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    for (i, orbit) in config.orbit.iter().enumerate() {
+        if let Some(path) = orbit.music.as_deref().filter(|m| !m.is_empty())
+            && !music.by_key.contains_key(path)
+        {
+            let m = load_music(&Config::resolve(config_dir, path))
+                .with_context(|| format!("orbit[{}].music", i + 1))?;
+            music.by_key.insert(path.to_string(), m);
+        }
+    }
+    Ok(music)
+}
+
+/// Everything `serve` checks before it opens a socket, for `callpark
+/// check`: the configuration (already validated by `Config::load`), its
+/// music files, and its plugins, loaded and given their params exactly as
+/// `serve` loads them.
+pub fn preflight(config: &Config, config_path: &Path) -> anyhow::Result<()> {
+    let config_dir = config_path.parent();
+    music_library(config, config_dir)?;
+    PluginSupervisor::start(config, config_dir)?;
+    Ok(())
+}
+
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config_dir = config_path
@@ -111,42 +151,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         parse_port_range(&config.media.rtp_ports).map_err(anyhow::Error::msg)?;
     let media_addr = SocketAddr::new(media_ip, rtp_lo);
 
-    let mut music = MusicLibrary {
-        default: if config.media.music.is_empty() {
-            Music::from_wav("embedded:hold.wav", DEFAULT_MUSIC)?
-        } else {
-            load_music(&Config::resolve(config_dir.as_deref(), &config.media.music))?
-        },
-        by_key: HashMap::new(),
-        music_on_hold: config.media.music_on_hold,
-        prompts: PROMPTS
-            .iter()
-            .map(|(name, wav)| Ok((name.to_string(), Music::from_wav(name, wav)?)))
-            .collect::<anyhow::Result<_>>()?,
-    };
-    for orbit in &config.orbit {
-        if let Some(path) = orbit.music.as_deref().filter(|m| !m.is_empty())
-            && !music.by_key.contains_key(path)
-        {
-            let m = load_music(&Config::resolve(config_dir.as_deref(), path))?;
-            music.by_key.insert(path.to_string(), m);
-        }
-    }
-
+    let music = music_library(&config, config_dir.as_deref())?;
     let access = access_of(&config);
-    let outbound_proxy = if config.server.outbound_proxy.is_empty() {
-        None
-    } else {
-        let uri = callpark_sip::uri::Uri::parse(&config.server.outbound_proxy)?;
-        match uri.host {
-            Some(callpark_sip::uri::Host::Ip(ip)) => {
-                Some(SocketAddr::new(ip, uri.port.unwrap_or(5060)))
-            }
-            _ => anyhow::bail!(
-                "server.outbound_proxy must name an IP address, e.g. sip:127.0.0.1:5070"
-            ),
-        }
-    };
+    let outbound_proxy = config.outbound_proxy().map_err(anyhow::Error::msg)?;
     let started = Instant::now();
     let epoch_ms_at_zero = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -201,6 +208,12 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         .context("starting the pacer threads")?;
     engine.pace_music_in_shards(pacers.len());
     let media = UdpSocket::from_std(media)?;
+    // RTCP on the RTP port + 1 (RFC 3550 §11): phones send their reports
+    // there, and our sender reports for hold music leave from it.
+    let rtcp_addr = SocketAddr::new(media_addr.ip(), media_addr.port().wrapping_add(1));
+    let rtcp = UdpSocket::bind(rtcp_addr)
+        .await
+        .with_context(|| format!("binding the RTCP socket {rtcp_addr}"))?;
     tracing::info!(
         %media_addr,
         orbits = engine.lot().orbits().len(),
@@ -222,6 +235,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let mut tcp_writers: HashMap<u64, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
     let mut udp_of_peer: HashMap<SocketAddr, usize> = HashMap::new();
     let mut media_buf = vec![0u8; 2048];
+    let mut rtcp_buf = vec![0u8; 2048];
     let mut sip_buf = vec![0u8; 65_535];
     let clock = |started: Instant| started.elapsed();
     let mut shutting_down: Option<Instant> = None;
@@ -233,6 +247,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             pacers.send(shard, command);
         }
         flush(&mut engine, &udp_sockets, &udp_of_peer, &tcp_writers);
+        while let Some((dest, packet)) = engine.poll_rtcp() {
+            let _ = rtcp.try_send_to(&packet, dest);
+        }
         log_events(&mut engine);
         if let Some(since) = shutting_down
             && (engine.calls() == 0 || since.elapsed() > Duration::from_secs(2))
@@ -293,6 +310,13 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 if let Ok((n, src)) = received {
                     engine.handle_rtp(clock(started), &mut media_buf[..n], src, |dest, packet| {
                         let _ = media.try_send_to(packet, dest);
+                    });
+                }
+            }
+            received = rtcp.recv_from(&mut rtcp_buf) => {
+                if let Ok((n, src)) = received {
+                    engine.handle_rtcp(clock(started), &rtcp_buf[..n], src, |dest, packet| {
+                        let _ = rtcp.try_send_to(packet, dest);
                     });
                 }
             }

@@ -27,12 +27,14 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// A message that could not be read. `request` holds what could be read of
-/// a request, so that the server can answer 400 with a `Warning`; without it
-/// the message is dropped.
+/// a request, so that the server can answer `status` (400, or 505 for
+/// another SIP version, 416 for a Request-URI scheme we do not know) with
+/// a `Warning`; without it the message is dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 pub struct Malformed {
     pub reason: String,
+    pub status: u16,
     pub request: Option<Box<Request>>,
 }
 
@@ -40,9 +42,29 @@ impl Malformed {
     fn new(reason: impl Into<String>) -> Malformed {
         Malformed {
             reason: reason.into(),
+            status: 400,
             request: None,
         }
     }
+}
+
+/// Headers that a request carries at most once (RFC 3261 §7.3.1: only
+/// comma-list headers may repeat). A second To, From, Call-ID or CSeq makes
+/// the request ambiguous (RFC 4475 `multi01`), a second Content-Length
+/// makes the framing ambiguous (`mcl01`).
+const SINGLE_HEADERS: [&str; 6] = [
+    "To",
+    "From",
+    "Call-ID",
+    "CSeq",
+    "Max-Forwards",
+    "Content-Length",
+];
+
+fn repeated_header(headers: &Headers) -> Option<&'static str> {
+    SINGLE_HEADERS
+        .into_iter()
+        .find(|name| headers.get_all(name).nth(1).is_some())
 }
 
 /// Long names of the compact forms (RFC 3261 §7.3.3 and the RFCs that
@@ -160,6 +182,9 @@ fn canonical(lines: Vec<(String, String)>) -> Headers {
 }
 
 fn content_length(headers: &Headers) -> Result<Option<usize>, String> {
+    if headers.get_all("Content-Length").nth(1).is_some() {
+        return Err("more than one Content-Length".into());
+    }
     match headers.get("Content-Length") {
         None => Ok(None),
         Some(v) => v
@@ -227,13 +252,36 @@ pub fn parse(bytes: &[u8]) -> Result<Message, Malformed> {
     };
     let reject = |request: Request, reason: String| Malformed {
         reason,
+        status: 400,
         request: Some(Box::new(request)),
     };
+    // RFC 3261 §8.2.6 and §21.5.6: a version we do not speak gets 505; a
+    // Request-URI scheme we do not know gets 416 (§8.2.2.1).
     if version != "SIP/2.0" {
-        return Err(reject(request, format!("unsupported version `{version}`")));
+        if version.starts_with("SIP/") {
+            return Err(Malformed {
+                status: 505,
+                ..reject(request, format!("unsupported version `{version}`"))
+            });
+        }
+        return Err(reject(request, format!("bad version `{version}`")));
     }
     match Uri::parse(uri_text) {
+        // §19.1.5: URI headers belong in Refer-To and the like, never in a
+        // Request-URI (RFC 4475 `escruri`).
+        Ok(uri) if !uri.headers.is_empty() => {
+            return Err(reject(
+                request,
+                "the Request-URI carries URI headers".to_string(),
+            ));
+        }
         Ok(uri) => request.uri = uri,
+        Err(e) if e.is_unknown_scheme() => {
+            return Err(Malformed {
+                status: 416,
+                ..reject(request, e.to_string())
+            });
+        }
         Err(e) => return Err(reject(request, e.to_string())),
     }
     match frame_body(&request.headers, body) {
@@ -249,6 +297,9 @@ pub fn parse(bytes: &[u8]) -> Result<Message, Malformed> {
 /// The checks of RFC 3261 §8.2 that make a request processable: the
 /// mandatory headers readable, and a CSeq whose method is the request's.
 fn check_request(r: &Request) -> Result<(), String> {
+    if let Some(name) = repeated_header(&r.headers) {
+        return Err(format!("more than one {name} header"));
+    }
     r.vias().map_err(|e| e.to_string())?;
     r.from().map_err(|e| e.to_string())?;
     r.to().map_err(|e| e.to_string())?;

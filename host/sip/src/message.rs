@@ -543,6 +543,18 @@ impl Request {
     /// A response to this request with the headers RFC 3261 §8.2.6 copies:
     /// Via (all), From, To (with `to_tag` added when it has none), Call-ID
     /// and CSeq.
+    /// A 2xx that makes a dialog (to INVITE, SUBSCRIBE, REFER): like
+    /// `response`, with the request's Record-Route copied in order, so that
+    /// the peer's later requests in the dialog pass through the same
+    /// proxies (RFC 3261 §12.1.1).
+    pub fn dialog_response(&self, status: u16, to_tag: &str) -> Response {
+        let mut r = self.response(status, Some(to_tag));
+        for v in self.headers.get_all("Record-Route") {
+            r.headers.push("Record-Route", v);
+        }
+        r
+    }
+
     pub fn response(&self, status: u16, to_tag: Option<&str>) -> Response {
         let mut headers = Headers::new();
         for v in self.headers.get_all("Via") {

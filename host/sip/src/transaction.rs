@@ -187,14 +187,8 @@ fn timer_slot(t: Timer) -> u8 {
     }
 }
 
-fn server_key(via: &Via, method: &Method) -> Option<ServerKey> {
-    let branch = via.branch()?;
-    // RFC 2543 peers without the magic cookie are not supported: every SIP
-    // phone of this century sends one.
-    if !branch.starts_with("z9hG4bK") {
-        return None;
-    }
-    let method = match method {
+fn server_key(via: &Via, request: &Request) -> ServerKey {
+    let method = match &request.method {
         Method::Ack => "INVITE".to_string(),
         m => m.as_str().to_string(),
     };
@@ -202,11 +196,31 @@ fn server_key(via: &Via, method: &Method) -> Option<ServerKey> {
         Some(p) => format!("{}:{p}", via.host),
         None => via.host.to_string(),
     };
-    Some(ServerKey {
-        branch: branch.to_string(),
+    let branch = match via.branch() {
+        Some(b) if b.starts_with("z9hG4bK") => b.to_string(),
+        // RFC 2543 peers (no magic cookie, or no branch at all): §17.2.3
+        // matches on the Request-URI, From tag, Call-ID, CSeq number and
+        // the whole top Via. The To tag is left out: the INVITE has none
+        // and the ACK of a non-2xx carries ours. The key cannot collide
+        // with an RFC 3261 one, which always starts with the cookie.
+        other => format!(
+            "2543 {} {} {} {} {}",
+            request.uri,
+            request
+                .from()
+                .ok()
+                .and_then(|f| f.tag().map(str::to_string))
+                .unwrap_or_default(),
+            request.call_id().unwrap_or_default(),
+            request.cseq().map(|c| c.0).unwrap_or_default(),
+            other.unwrap_or_default()
+        ),
+    };
+    ServerKey {
+        branch,
         sent_by: sent_by.to_ascii_lowercase(),
         method,
-    })
+    }
 }
 
 impl Transactions {
@@ -315,14 +329,15 @@ impl Transactions {
                 Ok(())
             }
             Err(e) => {
+                // A Via that cannot be read (`SIP/7.0/UDP`) is copied as it
+                // came and the answer goes back to the packet's source.
                 if let Some(request) = e.request.as_deref()
                     && request.method != Method::Ack
-                    && request.top_via().is_ok()
-                    && ["From", "To", "Call-ID", "CSeq"]
+                    && ["Via", "From", "To", "Call-ID", "CSeq"]
                         .iter()
                         .all(|h| request.header(h).is_some())
                 {
-                    let mut response = request.response(400, None);
+                    let mut response = request.response(e.status, None);
                     let warning: String = e
                         .reason
                         .chars()
@@ -359,13 +374,7 @@ impl Transactions {
         }
         rewrite_top_via(&mut request, &via);
 
-        let Some(key) = server_key(&via, &request.method) else {
-            // No RFC 3261 branch: handled without a transaction.
-            if request.method == Method::Ack {
-                self.events.push_back(TxEvent::Ack { request, peer });
-            }
-            return;
-        };
+        let key = server_key(&via, &request);
 
         if let Some(&id) = self.server_keys.get(&key) {
             let tx = self.server.get_mut(&id).expect("key map and table agree");

@@ -18,6 +18,16 @@ pub struct UriError {
     pub reason: &'static str,
 }
 
+const UNKNOWN_SCHEME: &str = "not a sip:, sips: or tel: URI";
+
+impl UriError {
+    /// A well-formed URI of a scheme we do not serve (answered with 416,
+    /// RFC 3261 §8.2.2.1), as opposed to one that cannot be read at all.
+    pub fn is_unknown_scheme(&self) -> bool {
+        self.reason == UNKNOWN_SCHEME
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scheme {
     Sip,
@@ -56,6 +66,11 @@ impl Host {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
         ok.then(|| Host::Name(text.to_ascii_lowercase()))
     }
+}
+
+/// RFC 3261 §25.1 `token` characters.
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c)
 }
 
 /// `;name=value` or `;name` parameters, in order.
@@ -128,7 +143,23 @@ impl Uri {
             "sip" => Scheme::Sip,
             "sips" => Scheme::Sips,
             "tel" => Scheme::Tel,
-            _ => return Err(err("not a sip:, sips: or tel: URI")),
+            other
+                if !other.is_empty()
+                    && other.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && other
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+            {
+                return Err(err(UNKNOWN_SCHEME));
+            }
+            _ => return Err(err("no scheme")),
+        };
+        // The user part (RFC 3261 §25.1: it may hold `?`, `;`, `/`, `,` and
+        // a password) ends at the first `@`; `@` is escaped everywhere else,
+        // so headers are looked for only after it.
+        let (userinfo, rest) = match rest.find('@') {
+            Some(at) if scheme != Scheme::Tel => (Some(&rest[..at]), &rest[at + 1..]),
+            _ => (None, rest),
         };
         let (rest, headers) = match rest.split_once('?') {
             Some((r, h)) => (
@@ -161,12 +192,7 @@ impl Uri {
                 headers,
             });
         }
-        // The user part ends at the last '@' before the parameters; a user
-        // part may hold '.', ';' and escaped characters.
-        let (user, host_part) = match rest.rfind('@') {
-            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-            None => (None, rest),
-        };
+        let (user, host_part) = (userinfo, rest);
         let (hostport, params) = host_part.split_once(';').unwrap_or((host_part, ""));
         let (host, port) = split_host_port(hostport).ok_or_else(|| err("bad host or port"))?;
         let user = match user {
@@ -314,9 +340,22 @@ impl NameAddr {
             let display = t[..open].trim();
             let display = match display.strip_prefix('"') {
                 Some(quoted) => unquote(quoted).ok_or_else(|| err("unbalanced quotes"))?,
-                None => display.to_string(),
+                // An unquoted display name is tokens (§25.1): `Bell,
+                // Alexander` needs quotes (RFC 4475 `baddn`).
+                None if display
+                    .chars()
+                    .all(|c| c.is_whitespace() || is_token_char(c)) =>
+                {
+                    display.to_string()
+                }
+                None => return Err(err("a display name with separators must be quoted")),
             };
-            let uri = Uri::parse(&t[open + 1..close])?;
+            let inner = &t[open + 1..close];
+            // `< sip:a@b >` is not a name-addr (RFC 4475 `badaspec`).
+            if inner.starts_with(char::is_whitespace) || inner.ends_with(char::is_whitespace) {
+                return Err(err("spaces inside <>"));
+            }
+            let uri = Uri::parse(inner)?;
             let rest = t[close + 1..].trim();
             Ok(NameAddr {
                 display: (!display.is_empty()).then_some(display),
