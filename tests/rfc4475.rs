@@ -144,7 +144,7 @@ fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
 
 /// The messages of one case (its Call-ID): answers to earlier cases'
 /// INVITEs may still be retransmitted while this one runs.
-fn of_call<'a>(messages: &'a [String], request: &[u8]) -> Vec<String> {
+fn of_call(messages: &[String], request: &[u8]) -> Vec<String> {
     let text = String::from_utf8_lossy(request);
     let call_id = text.lines().find_map(|l| {
         let (n, v) = l.split_once(':')?;
