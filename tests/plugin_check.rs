@@ -152,3 +152,85 @@ fn config_check_names_file_line_and_field() {
         "{out}"
     );
 }
+
+/// `check` refuses what `serve` refuses: a plugin file that is not there,
+/// params the plugin's check-params refuses, an outbound proxy that is not
+/// an IP, and music that cannot be read; and it says so in one sentence.
+#[test]
+fn config_check_runs_the_checks_serve_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[plugins]\nallocator = \"missing.wasm\"\n",
+            "plugins.allocator: cannot read",
+        ),
+        (
+            "[plugins.params.allocator]\nstrategy = \"bogus\"\n",
+            "strategy `bogus` is not one of first, next, random",
+        ),
+        (
+            "[server]\noutbound_proxy = \"sip:proxy.example.com\"\n",
+            ":2: server.outbound_proxy: `sip:proxy.example.com` is not a sip: URI with an IP address",
+        ),
+        (
+            "[media]\nmusic = \"nothing-here.wav\"\n",
+            "media.music: reading music",
+        ),
+        (
+            "[server]\nlisten = [\n  \"127.0.0.1:5060\"\ndomain = \"x\"\n",
+            ":2: server.listen: `[` is never closed",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("case{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let (ok, out) = callpark(&["check", "--config", path.to_str().unwrap()]);
+        assert!(!ok, "{text} passed:\n{out}");
+        assert!(
+            out.contains(expected),
+            "{text}: expected {expected:?} in\n{out}"
+        );
+        assert!(!out.contains("keeps serving"), "{out}");
+    }
+    // A file that is not there is named, with no line or field made up.
+    let missing = dir.path().join("missing.toml");
+    let (ok, out) = callpark(&["check", "--config", missing.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        out.starts_with(&format!("{}: cannot read the file", missing.display())),
+        "{out}"
+    );
+    // `serve` says the same about the plugin and does not come up.
+    let path = dir.path().join("case0.toml");
+    let (ok, out) = callpark(&["serve", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(out.contains("plugins.allocator: cannot read"), "{out}");
+    assert!(out.contains("the server does not start"), "{out}");
+    assert!(!out.contains("keeps serving"), "{out}");
+}
+
+/// What a newcomer reads first: `--help` says what the program is, and a
+/// plugin whose params are refused says its cases did not run.
+#[test]
+fn help_and_summaries_are_written_for_their_reader() {
+    let (_, out) = callpark(&["--help"]);
+    assert!(out.starts_with("callpark: a SIP Call Park server"), "{out}");
+    assert!(!out.contains("sockets, clock"), "{out}");
+    let (ok, out) = callpark(&["plugin", "check", &wasm("vip_allocator")]);
+    assert!(!ok);
+    let last = out.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("FAIL: check-params refused the parameters") && !last.contains("of 0"),
+        "{out}"
+    );
+    // The default configuration shows how to write orbits and groups.
+    let (_, default) = callpark(&["default-config"]);
+    for key in [
+        "# [[orbit]]",
+        "# [[group]]",
+        "ring_pattern",
+        "use_members_as_destinations",
+    ] {
+        assert!(default.contains(key), "{key} missing from default-config");
+    }
+}

@@ -129,6 +129,16 @@ pub enum EngineEvent {
         /// The parked caller's SIP Call-ID, to find the call in SIP traces.
         call_id: String,
     },
+    /// The caller of an attended park took over the parker's reservation
+    /// (INVITE with Replaces): the call on `orbit` is now `caller`'s, and
+    /// its recalls go to `parker`.
+    AttendedParkCompleted {
+        call: CallId,
+        orbit: String,
+        parker: String,
+        caller: String,
+        call_id: String,
+    },
     Retrieved {
         call: CallId,
         orbit: String,
@@ -290,7 +300,22 @@ pub struct Engine {
     refer_parks: HashMap<TxId, ReferPark>,
     /// RTCP of ours waiting to go out from the RTCP port: (to, packet).
     rtcp_out: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// RTP sources of legs that ended, with when they were last heard:
+    /// never latched onto a new leg while they keep sending. A replaced
+    /// leg's phone (the parker of an attended park) keeps streaming for a
+    /// moment after our BYE, from the same IP as the newcomer, which is
+    /// otherwise exactly what latching looks for.
+    retired: HashMap<SocketAddr, Duration>,
+    /// The latest time any `handle_*` call gave, for bookkeeping in code
+    /// paths that take no `now`.
+    clock: Duration,
 }
+
+/// How long a retired RTP source must stay silent before its address may
+/// be latched again.
+const RETIRED_FOR: Duration = Duration::from_secs(10);
+/// Retired sources kept at most; past it the oldest are forgotten first.
+const MAX_RETIRED: usize = 4096;
 
 #[derive(Debug)]
 struct ReferPark {
@@ -403,6 +428,8 @@ impl Engine {
             gone: HashMap::new(),
             refer_parks: HashMap::new(),
             rtcp_out: VecDeque::new(),
+            retired: HashMap::new(),
+            clock: Duration::ZERO,
         }
     }
 
@@ -442,6 +469,7 @@ impl Engine {
 
     /// SIP timers.
     pub fn handle_timeout(&mut self, now: Duration) {
+        self.clock = self.clock.max(now);
         self.tx.handle_timeout(now);
         self.drain_tx(now);
         while let Some((&key, &(call, timer))) = self.timers.iter().next() {
@@ -600,6 +628,7 @@ impl Engine {
 
     /// One SIP datagram or stream frame.
     pub fn handle_sip(&mut self, now: Duration, bytes: &[u8], peer: Peer) {
+        self.clock = self.clock.max(now);
         if let Err(reason) = self.tx.handle_bytes(now, bytes, peer) {
             tracing::debug!(peer = %peer.addr, %reason, "malformed SIP message");
         }
@@ -616,9 +645,10 @@ impl Engine {
         src: SocketAddr,
         mut send: impl FnMut(SocketAddr, &[u8]),
     ) {
+        self.clock = self.clock.max(now);
         let leg_id = match self.rtp_sources.get(&src) {
             Some(&id) => id,
-            None => match self.latch(src) {
+            None => match self.latch(now, src) {
                 Some(id) => id,
                 None => return,
             },
@@ -1166,6 +1196,7 @@ impl Engine {
             self.forget_unlatched(id, old.ip());
         }
         self.rtp_sources.insert(src, id);
+        self.retired.remove(&src);
         if let Some(CallState::Parked {
             caller,
             stream: Some(stream),
@@ -1575,13 +1606,21 @@ impl Engine {
                     },
                 );
                 // The replaced leg was the parker (attended park): the
-                // parked party is now the newcomer.
+                // parked party is now the newcomer, and the parker is who
+                // referred it (phones that copy Referred-By from the REFER
+                // name the parker best), else the leg it replaced.
                 let replaced_uri = self.legs[&old].dialog.remote_uri.clone();
+                let referred_by = request
+                    .referred_by()
+                    .ok()
+                    .flatten()
+                    .map(|r| r.uri.to_string());
                 let from = request.from().ok();
                 if let Some(p) = self.lot.remove(call) {
+                    let completes_attended_park = p.parker.is_empty();
                     let updated = Parked {
-                        parker: if p.parker.is_empty() {
-                            replaced_uri
+                        parker: if completes_attended_park {
+                            referred_by.unwrap_or(replaced_uri)
                         } else {
                             p.parker
                         },
@@ -1593,8 +1632,23 @@ impl Engine {
                         ..p
                     };
                     let orbit = updated.orbit.clone();
+                    let (parker, caller) = (updated.parker.clone(), updated.parked_uri.clone());
                     let _ = self.lot.park(&ParkTarget::Orbit(orbit.clone()), updated);
                     self.notify_watchers(now, &orbit);
+                    if completes_attended_park {
+                        self.events.push_back(EngineEvent::AttendedParkCompleted {
+                            call,
+                            orbit: orbit.clone(),
+                            parker: parker.clone(),
+                            caller,
+                            call_id: request.call_id().unwrap_or_default().to_string(),
+                        });
+                        // The parker heard the orbit; it gets the MESSAGE
+                        // too, as every parker does.
+                        if !parker.is_empty() {
+                            self.tell_parker(now, &parker, &orbit);
+                        }
+                    }
                 }
             }
             Some(CallState::Bridged { caller, retriever }) => {
@@ -1796,16 +1850,42 @@ impl Engine {
                     self.rtp_sources.remove(&src);
                 }
                 self.forget_unlatched(id, src.ip());
+                self.retire(src);
             }
         }
+    }
+
+    fn retire(&mut self, src: SocketAddr) {
+        if self.retired.len() >= MAX_RETIRED {
+            let now = self.clock;
+            self.retired.retain(|_, heard| now < *heard + RETIRED_FOR);
+            if self.retired.len() >= MAX_RETIRED
+                && let Some(oldest) = self
+                    .retired
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(a, _)| *a)
+            {
+                self.retired.remove(&oldest);
+            }
+        }
+        self.retired.insert(src, self.clock);
     }
 
     /// Symmetric RTP: a phone behind NAT (or one that sends from another
     /// port than it announced) is latched to where its packets really come
     /// from, but only when exactly one leg from that IP has sent nothing
     /// yet, so that calls from one gateway are never mixed up.
-    fn latch(&mut self, src: SocketAddr) -> Option<LegId> {
+    fn latch(&mut self, now: Duration, src: SocketAddr) -> Option<LegId> {
         let candidates = self.unlatched.get(&src.ip())?;
+        if let Some(heard) = self.retired.get_mut(&src) {
+            if now < *heard + RETIRED_FOR {
+                // Still the old call's stream: keep it retired.
+                *heard = now;
+                return None;
+            }
+            self.retired.remove(&src);
+        }
         if candidates.len() != 1 {
             return None;
         }

@@ -491,7 +491,10 @@ fn attended_park_the_callers_replaces_takes_the_parkers_place() {
     let invite = bob.invite("att2", "705", &replaces, "0");
     let out = w.send(&bob, invite);
     assert_eq!(final_response(&out).status, 200);
-    let byes = requests(&out);
+    let byes: Vec<_> = requests(&out)
+        .into_iter()
+        .filter(|(_, r)| r.method.to_string() == "BYE")
+        .collect();
     assert_eq!(byes.len(), 1, "the parker's leg is hung up");
     assert_eq!(byes[0].0, alice.peer());
     let parked = w.engine.lot().parked_on("705").next().unwrap().clone();
@@ -499,6 +502,140 @@ fn attended_park_the_callers_replaces_takes_the_parkers_place() {
     assert_eq!(parked.parker, "sip:alice@127.0.0.1:6009");
     let rtp = w.advance(Duration::from_millis(200));
     assert!(!rtp.is_empty() && rtp.iter().all(|(d, _)| *d == bob.rtp()));
+}
+
+fn voice(ssrc: u32, seq: u16) -> Vec<u8> {
+    rtp_rs::RtpPacketBuilder::new()
+        .payload_type(0)
+        .ssrc(ssrc)
+        .sequence(seq.into())
+        .timestamp(u32::from(seq) * 160)
+        .payload(&[0x55; 160])
+        .build()
+        .unwrap()
+}
+
+/// The parker's phone keeps streaming for a moment after our BYE, from the
+/// same IP as the caller that took its place: its packets must not pull the
+/// caller's music (symmetric-RTP latching) to the hung-up phone. Seen with
+/// linphone through Kamailio, where the caller then got no RTP at all.
+#[test]
+fn attended_park_music_goes_to_the_caller_while_the_parker_still_streams() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut alice = Phone::new("alice", 6009);
+    let ok = w.call(&mut alice, "att1", "*68704", "");
+    let alice_tag = tag(&ok);
+    // Alice talks to the park server (her RTP latches to her SDP port).
+    w.engine
+        .handle_rtp(w.now, &mut voice(7, 1), alice.rtp(), |_, _| {});
+    w.advance(Duration::from_millis(100));
+    let mut bob = Phone::new("bob", 6001);
+    let replaces = format!(
+        "Replaces: att1;to-tag={alice_tag};from-tag=alicet\r\nReferred-By: <sip:alice@127.0.0.1:6009>\r\n"
+    );
+    let invite = bob.invite("att2", "*68704", &replaces, "0");
+    let out = w.send(&bob, invite);
+    assert_eq!(final_response(&out).status, 200);
+    // The takeover completes the park: the parker is told, as always.
+    let told = requests(&out)
+        .into_iter()
+        .filter(|(_, r)| r.method.to_string() == "MESSAGE")
+        .count();
+    assert_eq!(told, 1, "a MESSAGE to the parker");
+    assert!(w.events().iter().any(|e| matches!(
+        e,
+        EngineEvent::AttendedParkCompleted { orbit, parker, .. }
+            if orbit == "704" && parker == "sip:alice@127.0.0.1:6009"
+    )));
+    // Alice's phone has not processed the BYE yet and keeps sending.
+    for seq in 2..10 {
+        w.engine
+            .handle_rtp(w.now, &mut voice(7, seq), alice.rtp(), |_, _| {});
+        let rtp = w.advance(Duration::from_millis(20));
+        assert!(
+            rtp.iter().all(|(d, _)| *d == bob.rtp()),
+            "music must go to the caller, not {:?}",
+            rtp.iter().map(|(d, _)| d).collect::<Vec<_>>()
+        );
+    }
+    let rtp = w.advance(Duration::from_millis(200));
+    assert!(!rtp.is_empty() && rtp.iter().all(|(d, _)| *d == bob.rtp()));
+    // Bob is retrieved: the retriever hears Bob, and Bob the retriever.
+    let mut carol = Phone::new("carol", 6003);
+    assert_eq!(w.call(&mut carol, "att3", "*88704", "").status, 200);
+    let mut relayed = Vec::new();
+    w.engine
+        .handle_rtp(w.now, &mut voice(9, 1), bob.rtp(), |d, _| relayed.push(d));
+    w.engine
+        .handle_rtp(w.now, &mut voice(11, 1), carol.rtp(), |d, _| {
+            relayed.push(d)
+        });
+    assert_eq!(relayed, [carol.rtp(), bob.rtp()]);
+    // And the parker's late packets go nowhere.
+    w.engine
+        .handle_rtp(w.now, &mut voice(7, 11), alice.rtp(), |d, _| {
+            relayed.push(d)
+        });
+    assert_eq!(relayed.len(), 2);
+}
+
+/// RTCP (RFC 3550): a parked caller gets sender reports for its music on
+/// its RTP port + 1, with the music's SSRC and counts that match what was
+/// sent; a bridged call's RTCP is relayed to the other leg's RTCP port.
+#[test]
+fn rtcp_sender_reports_for_music_and_relayed_reports_when_bridged() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut bob = Phone::new("bob", 6001);
+    w.call(
+        &mut bob,
+        "r1",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    let rtp = w.advance(Duration::from_millis(5_010));
+    let music_ssrc = rtp_rs::RtpReader::new(&rtp[0].1).unwrap().ssrc();
+    let reports: Vec<(SocketAddr, Vec<u8>)> = std::iter::from_fn(|| w.engine.poll_rtcp()).collect();
+    assert_eq!(reports.len(), 1, "one report after 5 s");
+    let (dest, sr) = &reports[0];
+    assert_eq!(*dest, SocketAddr::new(bob.rtp().ip(), bob.rtp().port() + 1));
+    assert_eq!(callpark_media::rtcp::sender_ssrc(sr), Some(music_ssrc));
+    let packets = u32::from_be_bytes(sr[20..24].try_into().unwrap());
+    assert!(
+        (packets as i64 - rtp.len() as i64).abs() <= 1,
+        "{packets} reported, {} sent",
+        rtp.len()
+    );
+    let last_ts = rtp_rs::RtpReader::new(&rtp.last().unwrap().1)
+        .unwrap()
+        .timestamp();
+    let sr_ts = u32::from_be_bytes(sr[16..20].try_into().unwrap());
+    assert!(
+        (sr_ts.wrapping_sub(last_ts) as i32).abs() <= 160,
+        "{sr_ts} vs {last_ts}"
+    );
+    w.advance(Duration::from_secs(5));
+    assert_eq!(std::iter::from_fn(|| w.engine.poll_rtcp()).count(), 1);
+    // Retrieved: no more reports of ours; the phones' RTCP is relayed.
+    let mut carol = Phone::new("carol", 6003);
+    w.call(&mut carol, "r2", "*88701", "");
+    let rr = [0x80u8, 201, 0, 1, 0, 0, 0, 9];
+    let mut relayed = Vec::new();
+    let bob_rtcp = SocketAddr::new(bob.rtp().ip(), bob.rtp().port() + 1);
+    let carol_rtcp = SocketAddr::new(carol.rtp().ip(), carol.rtp().port() + 1);
+    w.engine
+        .handle_rtcp(w.now, &rr, bob_rtcp, |d, p| relayed.push((d, p.to_vec())));
+    assert_eq!(relayed, [(carol_rtcp, rr.to_vec())]);
+    // Noise and strangers are dropped.
+    w.engine.handle_rtcp(w.now, b"hello", bob_rtcp, |d, p| {
+        relayed.push((d, p.to_vec()))
+    });
+    w.engine
+        .handle_rtcp(w.now, &rr, "127.0.0.1:9999".parse().unwrap(), |d, p| {
+            relayed.push((d, p.to_vec()))
+        });
+    assert_eq!(relayed.len(), 1);
+    w.advance(Duration::from_secs(6));
+    assert_eq!(std::iter::from_fn(|| w.engine.poll_rtcp()).count(), 0);
 }
 
 #[test]
@@ -1040,6 +1177,166 @@ fn without_an_escape_key_digits_do_nothing_and_0s_never_recalls() {
         invites_to(&w.advance_sip(Duration::from_secs(120)), 6009).is_empty(),
         "0s means never"
     );
+}
+
+/// An engine whose orbits 701-702 take the escape key `0`, with the given
+/// recall params; orbit 702 rings with its own pattern.
+fn escape_engine(params: &[(&str, &str)]) -> Engine {
+    let orbits: Vec<OrbitConfig> = (701..=702)
+        .map(|n| {
+            let mut o = orbit(&n.to_string(), 1);
+            o.escape_key = Some('0');
+            o.recall_after_ms = 60_000;
+            o
+        })
+        .map(|mut o| {
+            if o.number == "702" {
+                o.recall_params = vec![("ring_pattern".into(), "short-short-long".into())];
+            }
+            o
+        })
+        .collect();
+    let music = MusicLibrary {
+        default: Music::silence(),
+        by_key: Default::default(),
+        music_on_hold: true,
+        prompts: Default::default(),
+    };
+    Engine::new(
+        EngineConfig {
+            max_parked_calls: 100,
+            entropy: 3,
+            recall_params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..config()
+        },
+        ParkLot::new(orbits, vec![]),
+        music,
+        Arc::new(BuiltinPolicy),
+    )
+}
+
+/// A caller who dialed the orbit itself has no parker to be recalled to:
+/// its key press keeps it parked (no BYE), unless a fallback is there.
+#[test]
+fn an_escape_key_with_nobody_to_ring_keeps_the_call_parked() {
+    let mut w = World::new(escape_engine(&[("ring_pattern", "long-long")]));
+    let mut bob = Phone::new("bob", 6001);
+    assert_eq!(w.call(&mut bob, "k1", "*68701", "").status, 200);
+    w.out();
+    let mut p = digit_packet(0, true, 1, 8000);
+    w.engine.handle_rtp(w.now, &mut p, bob.rtp(), |_, _| {});
+    let out = w.advance_sip(Duration::from_secs(5));
+    assert!(
+        !methods(&out).iter().any(|m| m == "BYE" || m == "INVITE"),
+        "{:?}",
+        methods(&out)
+    );
+    assert_eq!(w.engine.parked_calls(), 1, "still parked");
+    // With a fallback the same key press rings it.
+    let mut w = World::new(escape_engine(&[(
+        "fallback",
+        "sip:operator@127.0.0.1:6050",
+    )]));
+    w.call(&mut bob, "k2", "*68701", "");
+    w.out();
+    let mut p = digit_packet(0, true, 1, 8000);
+    w.engine.handle_rtp(w.now, &mut p, bob.rtp(), |_, _| {});
+    assert_eq!(invites_to(&w.out(), 6050).len(), 1);
+}
+
+/// `[[orbit]] ring_pattern` is the orbit's recalls' Alert-Info, over the
+/// default's.
+#[test]
+fn an_orbit_rings_its_own_pattern_over_the_default() {
+    let mut w = World::new(escape_engine(&[("ring_pattern", "long-long")]));
+    let mut bob = Phone::new("bob", 6001);
+    let mut carl = Phone::new("carl", 6003);
+    let referred = "Referred-By: <sip:alice@127.0.0.1:6009>\r\n";
+    w.call(&mut bob, "p1", "701", referred);
+    w.call(&mut carl, "p2", "702", referred);
+    w.out();
+    let out = w.advance_sip(Duration::from_secs(60));
+    let alerts: Vec<String> = invites_to(&out, 6009)
+        .iter()
+        .map(|(_, r)| r.header("Alert-Info").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(alerts.len(), 2, "{:?}", methods(&out));
+    // long-long is Bellcore dr2 (the default's), short-short-long dr3
+    // (orbit 702's own).
+    let mut alerts = alerts;
+    alerts.sort();
+    assert_eq!(
+        alerts,
+        [
+            "<http://127.0.0.1/Bellcore-dr2>",
+            "<http://127.0.0.1/Bellcore-dr3>"
+        ]
+    );
+}
+
+/// RFC 3261 §12.1.1: a 2xx that makes a dialog copies the request's
+/// Record-Route, in order, so that the phone's ACK, BYE and re-INVITE
+/// follow the proxies; our own in-dialog requests use that route set.
+#[test]
+fn record_route_is_copied_into_the_2xx_of_invite_and_subscribe() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut bob = Phone::new("bob", 6001);
+    let rr = "Record-Route: <sip:127.0.0.1:5070;lr;ftag=x>\r\nRecord-Route: <sip:10.0.0.1;lr>\r\n";
+    let invite = bob.invite("rr1", "701", rr, "0");
+    let ok = final_response(&w.send(&bob, invite));
+    assert_eq!(ok.status, 200);
+    let routes: Vec<&str> = ok.headers.get_all("Record-Route").collect();
+    assert_eq!(
+        routes,
+        ["<sip:127.0.0.1:5070;lr;ftag=x>", "<sip:10.0.0.1;lr>"]
+    );
+    let text = String::from_utf8(bob.in_dialog("SUBSCRIBE", "rr2", "x"))
+        .unwrap()
+        .replace(";tag=x", "")
+        .replace("CSeq: 3 SUBSCRIBE\r\n", &format!("CSeq: 3 SUBSCRIBE\r\nEvent: dialog\r\nExpires: 60\r\nContact: <sip:bob@127.0.0.1:6001>\r\n{rr}"))
+        .replace("sip:callpark@", "sip:701@");
+    let out = w.send(&bob, text.into_bytes());
+    let ok = final_response(&out);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.headers.get_all("Record-Route").count(), 2);
+    let notify = requests(&out)
+        .into_iter()
+        .find(|(_, r)| r.method.to_string() == "NOTIFY");
+    let (_, notify) = notify.expect("a NOTIFY");
+    let route: Vec<&str> = notify.headers.get_all("Route").collect();
+    assert_eq!(
+        route,
+        ["<sip:127.0.0.1:5070;lr;ftag=x>", "<sip:10.0.0.1;lr>"]
+    );
+}
+
+/// RFC 3261 details: the 200 to OPTIONS carries a To tag (§8.2.6.2), an
+/// unknown Require gets 420 naming it (§8.2.2.3), and a method SIP defines
+/// that we do not take gets 405 with Allow (MESSAGE to an orbit).
+#[test]
+fn options_tag_require_and_methods_we_do_not_take() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut p = Phone::new("p", 6001);
+    let bare = |text: Vec<u8>| String::from_utf8(text).unwrap().replace(";tag=x", "");
+    let options = bare(p.in_dialog("OPTIONS", "o1", "x"));
+    let r = final_response(&w.send(&p, options.into_bytes()));
+    assert!(r.to().unwrap().tag().is_some(), "{r:?}");
+    let required = bare(p.in_dialog("OPTIONS", "o2", "x")).replace(
+        "Max-Forwards",
+        "Require: replaces, 100rel, foo\r\nMax-Forwards",
+    );
+    let r = final_response(&w.send(&p, required.into_bytes()));
+    assert_eq!(r.status, 420);
+    assert_eq!(r.header("Unsupported"), Some("100rel, foo"));
+    let invite = p.invite("o3", "701", "Require: replaces\r\n", "0");
+    assert_eq!(final_response(&w.send(&p, invite)).status, 200);
+    let message = bare(p.in_dialog("MESSAGE", "o4", "x")).replace("sip:callpark@", "sip:701@");
+    let r = final_response(&w.send(&p, message.into_bytes()));
+    assert_eq!(r.status, 405);
+    assert!(r.header("Allow").unwrap().contains("INVITE"));
 }
 
 #[test]

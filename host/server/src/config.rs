@@ -1322,6 +1322,27 @@ on_failure = "fallback"
     }
 
     #[test]
+    fn an_orbit_ring_pattern_reaches_the_lot() {
+        let c = Config::parse(
+            "[defaults]\nring_pattern = \"long-long\"\n[[orbit]]\nnumber = \"702\"\nring_pattern = \"short-long-short\"\n",
+            "f",
+        )
+        .unwrap();
+        let lot = c.lot();
+        assert_eq!(
+            lot.orbit("702").unwrap().recall_params,
+            vec![("ring_pattern".to_string(), "short-long-short".to_string())]
+        );
+        assert!(lot.orbit("701").unwrap().recall_params.is_empty());
+        let e = err("[server]\noutbound_proxy = \"sip:proxy.example.com:5060\"\n");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (2, "server.outbound_proxy"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn orbit_rules() {
         assert!(
             Config::parse(

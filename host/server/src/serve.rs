@@ -412,6 +412,15 @@ fn log_events(engine: &mut Engine) {
             } => {
                 tracing::info!(event = "parked", call = call.0, %orbit, %parker, %caller, %call_id)
             }
+            EngineEvent::AttendedParkCompleted {
+                call,
+                orbit,
+                parker,
+                caller,
+                call_id,
+            } => {
+                tracing::info!(event = "attended-park-completed", call = call.0, %orbit, %parker, %caller, %call_id)
+            }
             EngineEvent::Retrieved { call, orbit, by } => {
                 tracing::info!(event = "retrieved", call = call.0, %orbit, %by)
             }
