@@ -19,6 +19,16 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A free UDP port whose successor is free too: RTP and its RTCP.
+pub fn free_port_pair() -> u16 {
+    loop {
+        let p = free_port();
+        if p < u16::MAX && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
 pub fn scenario(name: &str) -> String {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/sipp");
     dir.join(format!("{name}.xml")).display().to_string()
@@ -37,13 +47,20 @@ impl Server {
 
     /// Starts with `extra` TOML appended to the test configuration.
     pub fn start_with(extra: &str) -> Server {
+        Server::start_with_server("", extra)
+    }
+
+    /// Starts with `server` lines added to the `[server]` table (e.g. an
+    /// `outbound_proxy`) and `extra` TOML appended.
+    pub fn start_with_server(server: &str, extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let sip = free_port();
-        let rtp = free_port();
+        let rtp = free_port_pair();
         let config = format!(
             r#"
 [server]
 listen = ["127.0.0.1:{sip}"]
+{server}
 [media]
 rtp_ports = "{rtp}-{rtp_hi}"
 [[range]]
