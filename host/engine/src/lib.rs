@@ -309,6 +309,15 @@ pub struct Engine {
     /// The latest time any `handle_*` call gave, for bookkeeping in code
     /// paths that take no `now`.
     clock: Duration,
+    drops: DropLog,
+}
+
+/// Unreadable messages dropped, for a rate-limited log line.
+#[derive(Debug, Default)]
+struct DropLog {
+    logged_at: Option<Duration>,
+    /// Dropped since the last line.
+    unlogged: u64,
 }
 
 /// How long a retired RTP source must stay silent before its address may
@@ -430,6 +439,7 @@ impl Engine {
             rtcp_out: VecDeque::new(),
             retired: HashMap::new(),
             clock: Duration::ZERO,
+            drops: DropLog::default(),
         }
     }
 
@@ -505,6 +515,27 @@ impl Engine {
                 EngineTimer::SenderReport(leg) => self.sender_report(now, call, leg),
             }
             self.drain_tx(now);
+        }
+    }
+
+    /// A message nobody can be answered for is dropped and said so: one
+    /// info line a second at most, with how many more were dropped since,
+    /// so that a flood of garbage cannot flood the log.
+    fn log_drop(&mut self, now: Duration, peer: Peer, reason: &str) {
+        match self.drops.logged_at {
+            Some(at) if now < at + Duration::from_secs(1) => self.drops.unlogged += 1,
+            _ => {
+                tracing::info!(
+                    peer = %peer.addr,
+                    reason,
+                    also_dropped = self.drops.unlogged,
+                    "unreadable SIP message dropped (nothing to answer to)"
+                );
+                self.drops = DropLog {
+                    logged_at: Some(now),
+                    unlogged: 0,
+                };
+            }
         }
     }
 
@@ -629,8 +660,13 @@ impl Engine {
     /// One SIP datagram or stream frame.
     pub fn handle_sip(&mut self, now: Duration, bytes: &[u8], peer: Peer) {
         self.clock = self.clock.max(now);
-        if let Err(reason) = self.tx.handle_bytes(now, bytes, peer) {
-            tracing::debug!(peer = %peer.addr, %reason, "malformed SIP message");
+        if let Err(e) = self.tx.handle_bytes(now, bytes, peer) {
+            match e.answered {
+                Some(status) => {
+                    tracing::debug!(peer = %peer.addr, reason = %e.reason, status, "malformed SIP message answered");
+                }
+                None => self.log_drop(now, peer, &e.reason),
+            }
         }
         self.drain_tx(now);
     }

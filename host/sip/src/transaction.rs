@@ -59,6 +59,14 @@ pub struct Transmit {
     pub bytes: Vec<u8>,
 }
 
+/// A message that could not be read: why, and the status it was answered
+/// with (`None`: dropped, nothing to answer to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub reason: String,
+    pub answered: Option<u16>,
+}
+
 /// A transaction's handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TxId(u64);
@@ -320,9 +328,14 @@ impl Transactions {
     }
 
     /// Parses and takes in bytes; malformed requests that can be answered
-    /// get 400 with a Warning, the rest are dropped. Returns the parse
-    /// error, for logging.
-    pub fn handle_bytes(&mut self, now: Duration, bytes: &[u8], peer: Peer) -> Result<(), String> {
+    /// get 400 (505, 416) with a Warning, the rest are dropped. Returns the
+    /// parse error, for logging.
+    pub fn handle_bytes(
+        &mut self,
+        now: Duration,
+        bytes: &[u8],
+        peer: Peer,
+    ) -> Result<(), Unreadable> {
         match parse(bytes) {
             Ok(m) => {
                 self.handle_message(now, m, peer);
@@ -352,8 +365,15 @@ impl Transactions {
                         peer: response_peer(request, peer),
                         bytes,
                     });
+                    return Err(Unreadable {
+                        reason: e.reason,
+                        answered: Some(e.status),
+                    });
                 }
-                Err(e.reason)
+                Err(Unreadable {
+                    reason: e.reason,
+                    answered: None,
+                })
             }
         }
     }

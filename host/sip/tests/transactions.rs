@@ -428,3 +428,49 @@ fn a_ringing_invite_does_not_time_out_at_timer_b() {
         "still ringing after two minutes"
     );
 }
+
+/// RFC 3261 §17.2.3: requests without the magic cookie (RFC 2543 peers,
+/// RFC 4475 `inv2543`) are matched on Request-URI, From tag, Call-ID, CSeq
+/// and top Via: a retransmission repeats the answer, the ACK of a non-2xx
+/// stops its retransmissions, and a CANCEL finds its INVITE.
+#[test]
+fn rfc2543_requests_get_transactions_of_their_own() {
+    let old = |method: &str, cseq: &str| {
+        format!(
+            "{method} sip:701@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070\r\nFrom: <sip:bob@example.com>\r\nTo: <sip:701@127.0.0.1>\r\nCall-ID: old-1\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let mut t = layer();
+    t.handle_bytes(ms(0), &old("INVITE", "5 INVITE"), phone())
+        .unwrap();
+    let (tx, invite) = next_request(&mut t);
+    t.send_response(ms(0), tx, invite.response(486, Some("srv")));
+    let sent = run_until(&mut t, ms(0), ms(0));
+    assert_eq!(times(&sent, "SIP/2.0 486"), [0]);
+    // The same INVITE again: the same answer, no new request.
+    t.handle_bytes(ms(100), &old("INVITE", "5 INVITE"), phone())
+        .unwrap();
+    assert!(t.poll_event().is_none());
+    assert_eq!(
+        times(&run_until(&mut t, ms(100), ms(100)), "SIP/2.0 486"),
+        [100]
+    );
+    // Its ACK stops timer G.
+    let ack = String::from_utf8(old("ACK", "5 ACK"))
+        .unwrap()
+        .replace("To: <sip:701@127.0.0.1>", "To: <sip:701@127.0.0.1>;tag=srv");
+    t.handle_bytes(ms(200), ack.as_bytes(), phone()).unwrap();
+    assert!(t.poll_event().is_none(), "the ACK of a non-2xx is ours");
+    assert!(times(&run_until(&mut t, ms(200), ms(40_000)), "SIP/2.0 486").is_empty());
+    // A new INVITE (CSeq 6) is a new transaction; its CANCEL matches it.
+    t.handle_bytes(ms(41_000), &old("INVITE", "6 INVITE"), phone())
+        .unwrap();
+    let (invite6, _) = next_request(&mut t);
+    t.handle_bytes(ms(41_100), &old("CANCEL", "6 CANCEL"), phone())
+        .unwrap();
+    assert!(matches!(
+        t.poll_event(),
+        Some(TxEvent::Cancelled { invite, .. }) if invite == invite6
+    ));
+}
