@@ -53,16 +53,10 @@ impl Server {
     /// Starts with `server` lines added to the `[server]` table (e.g. an
     /// `outbound_proxy`) and `extra` TOML appended.
     pub fn start_with_server(server: &str, extra: &str) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let sip = free_port();
-        let rtp = free_port_pair();
-        let config = format!(
-            r#"
-[server]
-listen = ["127.0.0.1:{sip}"]
-{server}
-[media]
-rtp_ports = "{rtp}-{rtp_hi}"
+        Server::start_lot(
+            server,
+            &format!(
+                r#"
 [[range]]
 name = "main"
 start = "701"
@@ -76,6 +70,25 @@ name = "front-desk"
 members = ["sip:parker@127.0.0.1"]
 destinations = ["704", "705"]
 {extra}
+"#
+            ),
+        )
+    }
+
+    /// Starts with only the addresses set, `server` lines in `[server]`,
+    /// and `rest` (ranges, groups, plugins ...) as the rest of the file.
+    pub fn start_lot(server: &str, rest: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let sip = free_port();
+        let rtp = free_port_pair();
+        let config = format!(
+            r#"
+[server]
+listen = ["127.0.0.1:{sip}"]
+{server}
+[media]
+rtp_ports = "{rtp}-{rtp_hi}"
+{rest}
 "#,
             rtp_hi = rtp + 10
         );

@@ -134,6 +134,61 @@ impl log::Host for HostState {
     }
 }
 
+/// The WASI version whose clock interface `forbid_waiting` replaces: the
+/// one wasmtime-wasi defines (guests built for older 0.2 minors link to it
+/// by semver).
+const WASI_CLOCKS: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// A decision may not wait: a timer (`std::thread::sleep`, a timeout on a
+/// poll) traps instead of blocking the thread that asked, which is the
+/// server's SIP loop. The epoch deadline only interrupts wasm code, not a
+/// host call that sleeps, so without this a plugin that sleeps 10 s would
+/// stall every call for 10 s.
+fn forbid_waiting(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::DynPollable;
+    linker.allow_shadowing(true);
+    let mut clocks = linker.instance(WASI_CLOCKS)?;
+    clocks.func_wrap(
+        "subscribe-duration",
+        |_store, (_duration,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+            Err(wasmtime::format_err!(
+                "a plugin may not wait (monotonic-clock.subscribe-duration)"
+            ))
+        },
+    )?;
+    clocks.func_wrap(
+        "subscribe-instant",
+        |_store, (_when,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+            Err(wasmtime::format_err!(
+                "a plugin may not wait (monotonic-clock.subscribe-instant)"
+            ))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Runs plugin code (which may call WASI host functions) so that it works
+/// on any thread. wasmtime-wasi's synchronous bindings drive each host call
+/// with `block_on` on the current tokio runtime, which panics on a thread
+/// that is running that runtime ("Cannot start a runtime from within a
+/// runtime"): `callpark serve` asks its plugins from inside its runtime.
+/// `block_in_place` steps out of the runtime's context first; on the thread
+/// of `Runtime::block_on` (where serve's SIP loop runs) that is a
+/// thread-local flag, on a worker it hands the worker's queue to another
+/// thread. Outside any runtime the call runs as it is.
+pub(crate) fn outside_async_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        // A current-thread runtime cannot step aside; callpark never
+        // calls plugins from one.
+        _ => f(),
+    }
+}
+
 /// Clocks frozen at zero: plugins get time as a parameter, so that their
 /// decisions replay; a standard library that reads the clock sees 0.
 struct FrozenClock;
@@ -210,6 +265,7 @@ impl PluginEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| EngineError::Config(crate::error::one_line(&e)))?;
+        forbid_waiting(&mut linker).map_err(|e| EngineError::Config(crate::error::one_line(&e)))?;
         log::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |state| state,

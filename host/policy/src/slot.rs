@@ -165,6 +165,13 @@ impl<W: World> Generation<W> {
         &self,
         f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallFailure> {
+        crate::engine::outside_async_runtime(|| self.call_here(f))
+    }
+
+    fn call_here<R>(
+        &self,
+        f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallFailure> {
         let idle = self.warm.lock().ok().and_then(|mut w| w.pop());
         let mut warm = match idle {
             Some(w) => w,
@@ -193,7 +200,7 @@ impl<W: World> Generation<W> {
     /// Instantiates once, so that a plugin whose start-up traps is refused
     /// at load and the first decision finds a warm instance.
     pub(crate) fn prewarm(&self) -> Result<(), CallFailure> {
-        let warm = self.instantiate()?;
+        let warm = crate::engine::outside_async_runtime(|| self.instantiate())?;
         if let Ok(mut pool) = self.warm.lock() {
             pool.push(warm);
         }
