@@ -254,8 +254,21 @@ impl Phone {
         phone
     }
 
-    /// Sends one command and returns the daemon's answer.
+    /// Sends one command and returns the daemon's answer. The daemon
+    /// serves one client at a time and may close a connection it did not
+    /// read yet (seen on a loaded machine): an empty answer is asked again.
     fn command(&self, command: &str) -> String {
+        for _ in 0..5 {
+            let answer = self.command_once(command);
+            if !answer.is_empty() {
+                return answer;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        String::new()
+    }
+
+    fn command_once(&self, command: &str) -> String {
         let mut s = match UnixStream::connect(&self.pipe) {
             Ok(s) => s,
             Err(e) => return format!("(cannot connect to {}: {e})", self.pipe.display()),

@@ -81,10 +81,18 @@ destinations = ["704", "705"]
         let dir = tempfile::tempdir().unwrap();
         let sip = free_port();
         let rtp = free_port_pair();
+        // Tests end with calls whose phones are gone: a short drain keeps
+        // `stop` quick, unless the test is about the drain.
+        let drain = if server.contains("drain_time") {
+            ""
+        } else {
+            "drain_time = \"2s\""
+        };
         let config = format!(
             r#"
 [server]
 listen = ["127.0.0.1:{sip}"]
+{drain}
 {server}
 [media]
 rtp_ports = "{rtp}-{rtp_hi}"
@@ -154,11 +162,17 @@ rtp_ports = "{rtp}-{rtp_hi}"
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// Whether the process has exited, and if so whether it succeeded.
+    pub fn exited(&mut self) -> Option<bool> {
+        self.child.try_wait().unwrap().map(|s| s.success())
+    }
+
     /// Stops with SIGTERM and returns the exit status.
     pub fn stop(mut self) -> (bool, String) {
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Past the configured drain time (BYEs of calls still up).
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return (status.success(), self.log());

@@ -310,6 +310,8 @@ pub struct Engine {
     /// paths that take no `now`.
     clock: Duration,
     drops: DropLog,
+    /// The BYEs `shutdown` sent, until each is answered or times out.
+    shutdown_byes: HashSet<TxId>,
 }
 
 /// Unreadable messages dropped, for a rate-limited log line.
@@ -440,11 +442,23 @@ impl Engine {
             retired: HashMap::new(),
             clock: Duration::ZERO,
             drops: DropLog::default(),
+            shutdown_byes: HashSet::new(),
         }
     }
 
     pub fn lot(&self) -> &ParkLot {
         &self.lot
+    }
+
+    /// After `shutdown`: every BYE it sent has its final answer, or timed
+    /// out. Before `shutdown`: false.
+    pub fn drained(&self) -> bool {
+        self.draining && self.shutdown_byes.is_empty()
+    }
+
+    /// BYEs of the shutdown still waiting for an answer.
+    pub fn byes_pending(&self) -> usize {
+        self.shutdown_byes.len()
     }
 
     /// Parked (not yet retrieved) calls.
@@ -789,12 +803,17 @@ impl Engine {
         }
     }
 
-    /// Stops taking new parks and hangs up every call (SIGTERM).
+    /// Stops taking new parks (503) and hangs up every call (SIGTERM).
+    /// The BYEs are retransmitted like any request until answered or timer
+    /// F: keep driving the engine until `drained`, or as long as the host's
+    /// drain time allows.
     pub fn shutdown(&mut self, now: Duration) {
         self.draining = true;
         let legs: Vec<LegId> = self.legs.keys().copied().collect();
         for leg in legs {
-            self.bye(now, leg);
+            if let Some(tx) = self.bye(now, leg) {
+                self.shutdown_byes.insert(tx);
+            }
         }
         let calls: Vec<CallId> = self.calls.keys().copied().collect();
         for call in calls {
@@ -824,12 +843,22 @@ impl Engine {
                         .find(|(_, l)| l.invite_tx == Some(tx))
                         .map(|(id, _)| *id)
                     {
-                        tracing::info!("a 2xx was never acknowledged; hanging up");
+                        // A caller we hang up is gone: its music, its
+                        // orbit and the other leg of its bridge go with it
+                        // (a spoofed INVITE must not buy RTP to a third
+                        // party for the rest of max_lifetime).
+                        tracing::info!(
+                            call_id = %self.legs[&leg].dialog.call_id,
+                            "a 2xx was never acknowledged; hanging up"
+                        );
                         self.bye(now, leg);
-                        self.drop_leg(leg);
+                        self.leg_gone(now, leg);
                     }
                 }
                 TxEvent::Response { tx, response } => {
+                    if response.status >= 200 {
+                        self.shutdown_byes.remove(&tx);
+                    }
                     if let Some(call) = self.probes.remove(&tx) {
                         // 481 and 408 say the dialog is gone; any other
                         // answer (even 405) proves the phone is there.
@@ -841,6 +870,7 @@ impl Engine {
                     }
                 }
                 TxEvent::Timeout { tx } => {
+                    self.shutdown_byes.remove(&tx);
                     if let Some(mut pending) = self.refer_parks.remove(&tx) {
                         self.refer_notify(
                             now,
@@ -2354,6 +2384,9 @@ impl Engine {
     /// the caller with Replaces, which takes it off the parker's call and
     /// onto an orbit, and report the orbit in the final NOTIFY and a MESSAGE.
     fn on_refer(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer) {
+        if self.draining {
+            return self.respond(now, tx, &request, 503, Some("shutting down"));
+        }
         let refer_to = match request.refer_to() {
             Ok(Some(r)) => r,
             Ok(None) => {
@@ -2513,6 +2546,9 @@ impl Engine {
     }
 
     fn on_subscribe(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer) {
+        if self.draining {
+            return self.respond(now, tx, &request, 503, Some("shutting down"));
+        }
         let event = request
             .header("Event")
             .unwrap_or("")
@@ -2745,13 +2781,11 @@ impl Engine {
         self.tx.send_request(now, request, peer);
     }
 
-    fn bye(&mut self, now: Duration, id: LegId) {
-        let Some(leg) = self.legs.get_mut(&id) else {
-            return;
-        };
+    fn bye(&mut self, now: Duration, id: LegId) -> Option<TxId> {
+        let leg = self.legs.get_mut(&id)?;
         let request = leg.dialog.request(Method::Bye);
         let peer = leg.dialog.peer;
-        self.tx.send_request(now, request, peer);
+        Some(self.tx.send_request(now, request, peer))
     }
 }
 

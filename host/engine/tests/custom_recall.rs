@@ -81,6 +81,18 @@ fn a_custom_recall_plan_is_followed_to_the_letter() {
         addr: "127.0.0.1:6001".parse().unwrap(),
     };
     engine.handle_sip(Duration::ZERO, invite.as_bytes(), phone);
+    // The phone acknowledges our 200 (an unacknowledged one would end the
+    // call after 32 s).
+    let to = std::iter::from_fn(|| engine.poll_transmit())
+        .find_map(|t| match parse(&t.bytes).unwrap() {
+            Message::Response(r) if r.status == 200 => r.header("To").map(str::to_string),
+            _ => None,
+        })
+        .expect("a 200");
+    let ack = format!(
+        "ACK sip:callpark@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6001;branch=z9hG4bKc1ack\r\nFrom: <sip:bob@127.0.0.1:6001>;tag=b\r\nTo: {to}\r\nCall-ID: c1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    engine.handle_sip(Duration::ZERO, ack.as_bytes(), phone);
     sip_out(&mut engine);
 
     // Drive virtual time, recording when each new INVITE and CANCEL went out.

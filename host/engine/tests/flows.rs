@@ -638,6 +638,106 @@ fn rtcp_sender_reports_for_music_and_relayed_reports_when_bridged() {
     assert_eq!(std::iter::from_fn(|| w.engine.poll_rtcp()).count(), 0);
 }
 
+/// A 2xx that is never acknowledged (a vanished or spoofed caller): after
+/// 64*T1 the server hangs up with BYE, and the music stops and the orbit is
+/// free at that moment, not at max_lifetime.
+#[test]
+fn an_unacknowledged_2xx_ends_the_parked_call_with_its_music() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut bob = Phone::new("bob", 6001);
+    let invite = bob.invite(
+        "noack",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+        "0",
+    );
+    assert_eq!(final_response(&w.send(&bob, invite)).status, 200);
+    assert_eq!(w.engine.parked_calls(), 1);
+    // No ACK. Music plays meanwhile (to the SDP address).
+    assert!(!w.advance(Duration::from_secs(31)).is_empty());
+    let until = w.now + Duration::from_secs(2);
+    let mut byes = std::collections::BTreeSet::new();
+    while let Some(t) = w.engine.poll_timeout().filter(|t| *t <= until) {
+        w.now = t.max(w.now);
+        w.engine.handle_timeout(w.now);
+        w.engine.pace_media(w.now, |_, _| {});
+        for (p, r) in requests(&w.out()) {
+            if r.method.to_string() == "BYE" && p == bob.peer() {
+                byes.insert(r.header("CSeq").unwrap_or("").to_string());
+            }
+        }
+    }
+    w.now = until;
+    assert_eq!(
+        byes.len(),
+        1,
+        "one BYE to the caller (and its retransmissions)"
+    );
+    assert_eq!(w.engine.parked_calls(), 0, "the orbit is free");
+    assert_eq!(w.engine.calls(), 0);
+    assert!(
+        w.advance(Duration::from_secs(5)).is_empty(),
+        "no more music to a caller we hung up"
+    );
+    // 701 parks again at once.
+    let mut carl = Phone::new("carl", 6003);
+    assert_eq!(w.call(&mut carl, "again", "*68701", "").status, 200);
+}
+
+/// SIGTERM: every caller gets a BYE, retransmitted until answered; the
+/// engine reports `drained` only when all are answered, and a park during
+/// the drain gets 503.
+#[test]
+fn shutdown_retransmits_its_byes_until_answered_and_refuses_parks() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut bob = Phone::new("bob", 6001);
+    let mut carl = Phone::new("carl", 6003);
+    let referred = "Referred-By: <sip:alice@127.0.0.1:6009>\r\n";
+    w.call(&mut bob, "s1", "701", referred);
+    w.call(&mut carl, "s2", "702", referred);
+    w.out();
+    assert!(!w.engine.drained(), "not before shutdown");
+    w.engine.shutdown(w.now);
+    let byes = requests(&w.out());
+    assert_eq!(byes.len(), 2);
+    assert_eq!(w.engine.calls(), 0);
+    let answer = |w: &mut World, phone: &Phone, bye: &Request| {
+        let ok = callpark_sip::codec::serialize_response(&bye.response(200, None));
+        w.send(phone, ok);
+    };
+    // Bob answers at once; Carl's first BYE is lost.
+    let bob_bye = byes
+        .iter()
+        .find(|(p, _)| *p == bob.peer())
+        .unwrap()
+        .1
+        .clone();
+    answer(&mut w, &bob, &bob_bye);
+    assert!(!w.engine.drained());
+    assert_eq!(w.engine.byes_pending(), 1);
+    // A park during the drain: 503 with Retry-After.
+    let mut dave = Phone::new("dave", 6005);
+    let invite = dave.invite("s3", "703", referred, "0");
+    let refused = final_response(&w.send(&dave, invite));
+    assert_eq!(refused.status, 503);
+    assert!(refused.header("Retry-After").is_some());
+    // The BYE to Carl comes again (timer E), and Carl answers that one.
+    let until = w.now + Duration::from_millis(600);
+    let mut again = None;
+    while let Some(t) = w.engine.poll_timeout().filter(|t| *t <= until) {
+        w.now = t.max(w.now);
+        w.engine.handle_timeout(w.now);
+        for (p, r) in requests(&w.out()) {
+            if p == carl.peer() && r.method.to_string() == "BYE" {
+                again = Some(r);
+            }
+        }
+    }
+    let again = again.expect("the BYE to Carl is retransmitted");
+    answer(&mut w, &carl, &again);
+    assert!(w.engine.drained());
+}
+
 #[test]
 fn the_parker_hears_the_orbit_announced_a_transferred_caller_does_not() {
     let loud = callpark_media::g711::linear_to_ulaw((0.9f32 * 32767.0).round() as i16);
@@ -1055,6 +1155,8 @@ fn a_retrieve_wins_over_a_ringing_recall() {
     let invite = carol.invite("r2b", "*88701", "", "0");
     let out = w.send(&carol, invite);
     assert_eq!(final_response(&out).status, 200);
+    let ack = carol.ack("r2b", &tag(&final_response(&out)));
+    w.send(&carol, ack);
     assert!(
         methods(&out).contains(&"CANCEL 6009".to_string()),
         "{:?}",

@@ -93,6 +93,9 @@ pub struct ServerConfig {
     pub domain: String,
     pub outbound_proxy: String,
     pub max_parked_calls: u32,
+    /// SIGTERM: how long the BYEs of every call are retransmitted while
+    /// phones answer them.
+    pub drain_time: String,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +105,7 @@ impl Default for ServerConfig {
             domain: String::new(),
             outbound_proxy: String::new(),
             max_parked_calls: 20_000,
+            drain_time: "10s".into(),
         }
     }
 }
@@ -601,6 +605,16 @@ impl Config {
                 &[K("server"), K("max_parked_calls")],
                 "must be above 0".into(),
             );
+        }
+        match parse_duration(&self.server.drain_time) {
+            Ok(d) if d <= Duration::from_secs(64) => {}
+            Ok(_) => {
+                return at(
+                    &[K("server"), K("drain_time")],
+                    "must be at most 64s (a BYE times out after 32 s)".into(),
+                );
+            }
+            Err(e) => return at(&[K("server"), K("drain_time")], e.to_string()),
         }
         if !self.media.address.is_empty() && self.media.address.parse::<std::net::IpAddr>().is_err()
         {

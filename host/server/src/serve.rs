@@ -48,6 +48,9 @@ const PROMPTS: [(&str, &[u8]); 13] = [
     ),
 ];
 
+/// The receive buffer asked for each SIP UDP socket.
+const SIP_RECV_BUFFER: usize = 4 << 20;
+
 /// What the TCP connection tasks tell the loop.
 enum TcpEvent {
     Opened {
@@ -154,6 +157,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let music = music_library(&config, config_dir.as_deref())?;
     let access = access_of(&config);
     let outbound_proxy = config.outbound_proxy().map_err(anyhow::Error::msg)?;
+    let drain_time = callpark_core::parse_duration(&config.server.drain_time)?;
     let started = Instant::now();
     let epoch_ms_at_zero = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -189,6 +193,13 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         let udp = UdpSocket::bind(addr)
             .await
             .with_context(|| format!("binding UDP {addr}"))?;
+        // The kernel's default (about 208 KiB) drops a burst of a few
+        // hundred messages (SIGTERM's answers, a wave of parks); ask for
+        // more. The kernel caps it at net.core.rmem_max; a refusal is
+        // logged, not fatal.
+        if let Err(e) = socket2::SockRef::from(&udp).set_recv_buffer_size(SIP_RECV_BUFFER) {
+            tracing::warn!(%addr, "could not enlarge the SIP receive buffer: {e}");
+        }
         let tcp = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding TCP {addr}"))?;
@@ -251,9 +262,24 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             let _ = rtcp.try_send_to(&packet, dest);
         }
         log_events(&mut engine);
+        // The drain: every BYE of the shutdown is retransmitted until the
+        // phone answers it or the drain time runs out; parks meanwhile get
+        // 503.
         if let Some(since) = shutting_down
-            && (engine.calls() == 0 || since.elapsed() > Duration::from_secs(2))
+            && (engine.drained() || since.elapsed() > drain_time)
         {
+            if engine.drained() {
+                tracing::info!(
+                    took_ms = since.elapsed().as_millis() as u64,
+                    "every call hung up; stopping"
+                );
+            } else {
+                tracing::warn!(
+                    unanswered = engine.byes_pending(),
+                    drain_time_s = drain_time.as_secs(),
+                    "drain time over with BYEs unanswered; stopping"
+                );
+            }
             break;
         }
         let sleep_for = engine
