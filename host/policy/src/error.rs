@@ -45,6 +45,10 @@ pub enum CallFailure {
     Instantiate(String),
     #[error("answer breaks the rules: {0}")]
     Invalid(String),
+    /// The plugin failed too often in a row and is not asked for a while
+    /// (the slot's circuit breaker).
+    #[error("not asked: its circuit is open after repeated failures")]
+    CircuitOpen,
 }
 
 /// An error as one log line: wasmtime's messages span lines (a byte dump of

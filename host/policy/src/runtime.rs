@@ -526,7 +526,23 @@ impl PolicyRuntime {
             Some((_, Ok(answer))) => return Ok(answer),
             Some((generation, Err(failure))) => (generation, failure),
         };
+        // With the circuit open, the opening was logged once: the
+        // decisions it answers are not each a warning.
+        let quiet = matches!(failure, CallFailure::CircuitOpen);
         match slot.on_failure() {
+            OnFailure::Fallback if quiet => {
+                slot.stats.count(Counter::Fallback);
+                tracing::debug!(plugin = %generation.info.label, decision = %W::DECISION, "circuit open; the built-in policy answers");
+                builtin()
+            }
+            OnFailure::Reject if quiet => {
+                slot.stats.count(Counter::Reject);
+                tracing::debug!(plugin = %generation.info.label, decision = %W::DECISION, "circuit open; the call is refused");
+                Err(PolicyError {
+                    decision: W::DECISION,
+                    reason: format!("plugin {} {failure}", generation.info.label),
+                })
+            }
             OnFailure::Fallback => {
                 slot.stats.count(Counter::Fallback);
                 tracing::warn!(

@@ -137,6 +137,74 @@ pub(crate) struct Generation<W: World> {
     pre: W::Pre,
     engine: Arc<PluginEngine>,
     warm: Mutex<Vec<Warm<W>>>,
+    /// This generation's circuit breaker; a new generation starts closed.
+    breaker: Mutex<Breaker>,
+}
+
+/// Failures in a row that open the circuit.
+pub(crate) const BREAKER_THRESHOLD: u32 = 5;
+/// Decisions the failure policy answers, without asking the plugin, the
+/// first time the circuit opens; each failed trial doubles it, up to
+/// `BREAKER_MAX_SKIP`.
+pub(crate) const BREAKER_FIRST_SKIP: u32 = 100;
+pub(crate) const BREAKER_MAX_SKIP: u32 = 6_400;
+
+/// A circuit breaker counted in decisions, not time, so that it needs no
+/// clock and a test replays it exactly. A plugin that fails at every call
+/// (a loop costing its full CPU budget each time) would otherwise cost the
+/// SIP loop that budget on every park: after `BREAKER_THRESHOLD` failures
+/// in a row the next `skip` decisions go straight to the failure policy,
+/// then one decision tries the plugin again (half open): a success closes
+/// the circuit, a failure opens it for twice as long.
+#[derive(Debug, Default)]
+struct Breaker {
+    failures_in_a_row: u32,
+    /// Decisions still to be answered without the plugin.
+    skipping: u32,
+    /// The length of the last opening (0: never opened).
+    last_skip: u32,
+}
+
+/// What the breaker says about the next decision.
+enum Gate {
+    Ask,
+    /// Answer with the failure policy; the plugin is not asked.
+    Skip,
+}
+
+impl Breaker {
+    fn gate(&mut self) -> Gate {
+        if self.skipping > 0 {
+            self.skipping -= 1;
+            Gate::Skip
+        } else {
+            Gate::Ask
+        }
+    }
+
+    /// Records a decision's outcome; returns `Some(skip)` when it opened
+    /// the circuit for `skip` decisions, `None` otherwise, and whether it
+    /// closed a circuit that had been open.
+    fn record(&mut self, ok: bool) -> (Option<u32>, bool) {
+        if ok {
+            let closed = self.last_skip > 0;
+            *self = Breaker::default();
+            return (None, closed);
+        }
+        self.failures_in_a_row += 1;
+        let half_open = self.last_skip > 0;
+        if half_open || self.failures_in_a_row >= BREAKER_THRESHOLD {
+            let skip = if half_open {
+                (self.last_skip * 2).min(BREAKER_MAX_SKIP)
+            } else {
+                BREAKER_FIRST_SKIP
+            };
+            self.skipping = skip;
+            self.last_skip = skip;
+            return (Some(skip), false);
+        }
+        (None, false)
+    }
 }
 
 impl<W: World> Generation<W> {
@@ -147,6 +215,7 @@ impl<W: World> Generation<W> {
             pre,
             engine,
             warm: Mutex::new(Vec::new()),
+            breaker: Mutex::new(Breaker::default()),
         }
     }
 
@@ -264,6 +333,15 @@ impl<W: World> Slot<W> {
         validate: impl FnOnce(&R) -> Result<(), String>,
     ) -> Option<Decided<W, R>> {
         let generation = self.current.load_full()?;
+        let gate = generation
+            .breaker
+            .lock()
+            .map(|mut b| b.gate())
+            .unwrap_or(Gate::Ask);
+        if let Gate::Skip = gate {
+            self.stats.count(Counter::ShortCircuit);
+            return Some((generation, Err(CallFailure::CircuitOpen)));
+        }
         self.stats.count(Counter::Call);
         let started = Instant::now();
         let outcome = run(&generation).and_then(|answer| match validate(&answer) {
@@ -277,7 +355,31 @@ impl<W: World> Slot<W> {
                 CallFailure::Trap(_) => Counter::Trap,
                 CallFailure::Instantiate(_) => Counter::Instantiate,
                 CallFailure::Invalid(_) => Counter::Invalid,
+                CallFailure::CircuitOpen => Counter::ShortCircuit,
             });
+        }
+        let (opened, closed) = generation
+            .breaker
+            .lock()
+            .map(|mut b| b.record(outcome.is_ok()))
+            .unwrap_or((None, false));
+        if let Some(skip) = opened {
+            self.stats.count(Counter::CircuitOpened);
+            tracing::warn!(
+                plugin = %generation.info.label,
+                generation = generation.info.generation,
+                decision = %W::DECISION,
+                skip,
+                "plugin keeps failing: circuit open, the failure policy answers the next decisions without asking it, then it is tried again"
+            );
+        }
+        if closed {
+            tracing::info!(
+                plugin = %generation.info.label,
+                generation = generation.info.generation,
+                decision = %W::DECISION,
+                "plugin answered again: circuit closed"
+            );
         }
         Some((generation, outcome))
     }

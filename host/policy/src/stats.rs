@@ -20,6 +20,8 @@ pub(crate) struct SlotStats {
     rejects: AtomicU64,
     loads: AtomicU64,
     refused_loads: AtomicU64,
+    short_circuits: AtomicU64,
+    circuit_openings: AtomicU64,
     latency: [AtomicU64; BUCKETS],
 }
 
@@ -44,6 +46,11 @@ pub struct StatsSnapshot {
     pub loads: u64,
     /// Plugins refused at load.
     pub refused_loads: u64,
+    /// Decisions answered by the failure policy without asking the plugin,
+    /// its circuit being open.
+    pub short_circuits: u64,
+    /// Times the circuit opened.
+    pub circuit_openings: u64,
     /// `(upper bound, count)` of the latency histogram of plugin decisions.
     pub latency: Vec<(Duration, u64)>,
 }
@@ -84,6 +91,8 @@ pub(crate) enum Counter {
     Reject,
     Load,
     RefusedLoad,
+    ShortCircuit,
+    CircuitOpened,
 }
 
 impl SlotStats {
@@ -98,6 +107,8 @@ impl SlotStats {
             Counter::Reject => &self.rejects,
             Counter::Load => &self.loads,
             Counter::RefusedLoad => &self.refused_loads,
+            Counter::ShortCircuit => &self.short_circuits,
+            Counter::CircuitOpened => &self.circuit_openings,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -120,6 +131,8 @@ impl SlotStats {
             rejects: get(&self.rejects),
             loads: get(&self.loads),
             refused_loads: get(&self.refused_loads),
+            short_circuits: get(&self.short_circuits),
+            circuit_openings: get(&self.circuit_openings),
             latency: self
                 .latency
                 .iter()

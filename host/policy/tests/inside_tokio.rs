@@ -72,3 +72,49 @@ fn a_plugin_that_sleeps_traps_instead_of_waiting() {
     // call that waited would take at least that.
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// A plugin that fails at every call (here: loops until its deadline)
+/// costs its whole CPU budget once per decision only until its circuit
+/// opens: after 5 failures in a row the failure policy answers the next
+/// 100 decisions without asking it, then one decision tries it again, and
+/// a failed trial opens the circuit for twice as long.
+#[test]
+fn a_plugin_that_keeps_failing_is_short_circuited_then_tried_again() {
+    let rt = runtime();
+    rt.load(Decision::Allocator, &plugin("fixture_spin"), vec![])
+        .unwrap();
+    let ask = |n: usize| {
+        for _ in 0..n {
+            assert_eq!(
+                rt.allocate(&lot_request(50)),
+                Ok(Allocation::Orbit("701".into()))
+            );
+        }
+        rt.stats(Decision::Allocator)
+    };
+    let s = ask(5);
+    assert_eq!(
+        (s.timeouts, s.circuit_openings, s.short_circuits),
+        (5, 1, 0)
+    );
+    let s = ask(100);
+    assert_eq!(
+        (s.timeouts, s.short_circuits),
+        (5, 100),
+        "not asked while open"
+    );
+    let s = ask(1);
+    assert_eq!((s.timeouts, s.circuit_openings), (6, 2), "the trial failed");
+    let s = ask(200);
+    assert_eq!((s.timeouts, s.short_circuits), (6, 300));
+    // Every decision was answered by the built-in policy.
+    assert_eq!(s.fallbacks, 306);
+    // A new generation starts with the circuit closed.
+    rt.load(Decision::Allocator, &plugin("fixture_print"), vec![])
+        .unwrap();
+    let before = rt.stats(Decision::Allocator);
+    ask(3);
+    let after = rt.stats(Decision::Allocator);
+    assert_eq!(after.calls - before.calls, 3);
+    assert_eq!(after.failures(), before.failures());
+}
