@@ -94,18 +94,26 @@ pub struct MusicLibrary {
 }
 
 impl MusicLibrary {
-    /// "Parked on seven zero one", from the prompts; `None` without them.
-    fn announcement(&self, orbit: &str) -> Option<Music> {
-        let mut parts = vec![self.prompts.get("parked-on")?];
+    /// "Parked on seven zero one": the shared prompts in order (no copy of
+    /// their audio); empty without them.
+    fn announcement(&self, orbit: &str) -> Vec<Music> {
+        let mut parts = Vec::with_capacity(orbit.len() + 1);
+        let Some(intro) = self.prompts.get("parked-on") else {
+            return Vec::new();
+        };
+        parts.push(intro.clone());
         for c in orbit.chars() {
             let key = match c {
                 '*' => "star".to_string(),
                 '#' => "hash".to_string(),
                 d => d.to_string(),
             };
-            parts.push(self.prompts.get(&key)?);
+            match self.prompts.get(&key) {
+                Some(p) => parts.push(p.clone()),
+                None => return Vec::new(),
+            }
         }
-        Some(Music::concat(&format!("parked on {orbit}"), &parts))
+        parts
     }
 
     fn for_orbit(&self, key: Option<&str>) -> Music {
@@ -266,8 +274,6 @@ pub struct Engine {
     next_id: u64,
     events: VecDeque<EngineEvent>,
     draining: bool,
-    /// Announcements made so far, by orbit (small: a few seconds each).
-    announcements: HashMap<String, Music>,
     /// Recalls in progress, by call.
     recalls: HashMap<CallId, Recall>,
     /// Our recall INVITEs, to their calls.
@@ -424,7 +430,6 @@ impl Engine {
             next_id: 0,
             events: VecDeque::new(),
             draining: false,
-            announcements: HashMap::new(),
             recalls: HashMap::new(),
             recall_by_tx: HashMap::new(),
             stale_recalls: HashSet::new(),
@@ -786,7 +791,6 @@ impl Engine {
         self.lot = lot;
         self.cfg.access = access;
         self.cfg.recall_params = recall_params;
-        self.announcements.clear();
         tracing::info!(
             orbits = self.lot.orbits().len(),
             parked = self.lot.parked_count(),
@@ -1404,9 +1408,9 @@ impl Engine {
         // With no Referred-By the caller may be the parker itself (the first
         // half of an attended park): it hears the orbit announced first.
         let intro = if parker.is_empty() {
-            self.announcement(orbit)
+            self.music.announcement(orbit)
         } else {
-            None
+            Vec::new()
         };
         if parker.is_empty() && !self.cfg.reservation_timeout.is_zero() {
             self.arm(
@@ -1450,21 +1454,12 @@ impl Engine {
         }
     }
 
-    fn announcement(&mut self, orbit: &str) -> Option<Music> {
-        if let Some(a) = self.announcements.get(orbit) {
-            return Some(a.clone());
-        }
-        let a = self.music.announcement(orbit)?;
-        self.announcements.insert(orbit.to_string(), a.clone());
-        Some(a)
-    }
-
     fn start_music(
         &mut self,
         now: Duration,
         leg: LegId,
         key: Option<&str>,
-        intro: Option<Music>,
+        intro: Vec<Music>,
     ) -> Option<MusicStream> {
         let l = self.legs.get(&leg)?;
         let media = l.media.as_ref()?;
@@ -1663,7 +1658,7 @@ impl Engine {
                     .get(call)
                     .and_then(|p| self.lot.orbit(&p.orbit))
                     .and_then(|o| o.music.clone());
-                let stream = self.start_music(now, new, key.as_deref(), None);
+                let stream = self.start_music(now, new, key.as_deref(), Vec::new());
                 self.calls.insert(
                     call,
                     CallState::Parked {
@@ -1764,7 +1759,7 @@ impl Engine {
                         .get(call)
                         .and_then(|p| self.lot.orbit(&p.orbit))
                         .and_then(|o| o.music.clone());
-                    let started = self.start_music(now, id, key.as_deref(), None);
+                    let started = self.start_music(now, id, key.as_deref(), Vec::new());
                     if let Some(CallState::Parked { stream, .. }) = self.calls.get_mut(&call) {
                         *stream = started;
                     }

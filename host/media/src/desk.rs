@@ -276,7 +276,7 @@ mod tests {
             first_seq: 100,
             first_ts: 0,
             music: Music::from_linear("tone", &vec![0.25; 1600]),
-            intro: None,
+            intro: Vec::new(),
             tag: 0,
         }
     }

@@ -36,8 +36,9 @@ pub struct StreamSpec {
     pub first_seq: u16,
     pub first_ts: u32,
     pub music: Music,
-    /// Played once before `music` (e.g. the orbit announced), if any.
-    pub intro: Option<Music>,
+    /// Played once, in order, before `music` (e.g. "parked on", "seven",
+    /// "zero", "one"): shared prompts, not a copy per stream or per orbit.
+    pub intro: Vec<Music>,
     /// The caller's name for the stream (e.g. a call's index), handed back
     /// with every packet.
     pub tag: u64,
@@ -211,11 +212,19 @@ impl Pacer {
             }
             let lateness = now - stream.due();
             let spec = &stream.spec;
-            let intro_frames = spec.intro.as_ref().map_or(0, |i| i.frames() as u64);
-            let payload = match &spec.intro {
-                Some(intro) if stream.frame < intro_frames => intro.frame(spec.codec, stream.frame),
-                _ => spec.music.frame(spec.codec, stream.frame - intro_frames),
-            };
+            // The frame falls in one of the intro's parts, or in the music
+            // after them (most streams have no intro: no part to skip).
+            let mut frame = stream.frame;
+            let mut payload = None;
+            for part in &spec.intro {
+                let n = part.frames() as u64;
+                if frame < n {
+                    payload = Some(part.frame(spec.codec, frame));
+                    break;
+                }
+                frame -= n;
+            }
+            let payload = payload.unwrap_or_else(|| spec.music.frame(spec.codec, frame));
             let packet = RtpPacketBuilder::new()
                 .payload_type(spec.payload_type)
                 .ssrc(spec.ssrc)
@@ -254,7 +263,7 @@ mod tests {
                 "ramp",
                 &(0..1600).map(|i| i as f32 / 3200.0).collect::<Vec<_>>(),
             ),
-            intro: None,
+            intro: Vec::new(),
             tag,
         }
     }
@@ -349,7 +358,7 @@ mod tests {
     fn an_intro_plays_once_before_the_music_loops() {
         let mut p = Pacer::new();
         let mut s = spec(1);
-        s.intro = Some(Music::silence());
+        s.intro = vec![Music::silence()];
         s.music = Music::from_linear("loud", &[0.9; 320]);
         p.add(ms(0), s);
         let sent = run(&mut p, 200);

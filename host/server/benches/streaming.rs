@@ -288,7 +288,7 @@ fn run(n: usize, music: &Music, options: Options) {
             first_seq: 0,
             first_ts: 0,
             music: music.clone(),
-            intro: None,
+            intro: Vec::new(),
             tag: 0,
         };
         desk.play(now + offset, spec, Some(addrs[i % RECEIVERS]));

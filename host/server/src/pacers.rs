@@ -141,7 +141,7 @@ mod tests {
                     first_seq: 0,
                     first_ts: 0,
                     music: Music::from_linear("tone", &[0.5; 800]),
-                    intro: None,
+                    intro: Vec::new(),
                     tag: 0,
                 };
                 desk.play(origin.elapsed(), spec, Some(receiver.local_addr().unwrap()))

@@ -48,6 +48,10 @@ const PROMPTS: [(&str, &[u8]); 13] = [
     ),
 ];
 
+/// Peers whose listen socket is remembered (with several listen
+/// addresses); past it the map starts over.
+const MAX_UDP_PEERS: usize = 65_536;
+
 /// The receive buffer asked for each SIP UDP socket.
 const SIP_RECV_BUFFER: usize = 4 << 20;
 
@@ -322,7 +326,17 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 let mut next = Some((socket, n, from));
                 let mut taken = 0;
                 while let Some((socket, n, from)) = next.take() {
-                    udp_of_peer.insert(from, socket);
+                    // Which listen socket a peer talks to, so that answers
+                    // leave from it: only needed with several, and bounded
+                    // (a stranger's every source port would be kept
+                    // otherwise); a peer forgotten is answered from the
+                    // first socket.
+                    if udp_sockets.len() > 1 {
+                        if udp_of_peer.len() >= MAX_UDP_PEERS && !udp_of_peer.contains_key(&from) {
+                            udp_of_peer.clear();
+                        }
+                        udp_of_peer.insert(from, socket);
+                    }
                     engine.handle_sip(clock(started), &sip_buf[..n], Peer { transport: Transport::Udp, addr: from });
                     taken += 1;
                     if taken < 64 {

@@ -23,6 +23,8 @@ use crate::uri::Uri;
 
 /// The longest header block we accept.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The most Via entries a request may carry.
+pub const MAX_VIAS: usize = 70;
 /// The longest body we accept.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -300,7 +302,13 @@ fn check_request(r: &Request) -> Result<(), String> {
     if let Some(name) = repeated_header(&r.headers) {
         return Err(format!("more than one {name} header"));
     }
-    r.vias().map_err(|e| e.to_string())?;
+    let vias = r.vias().map_err(|e| e.to_string())?;
+    // Every hop adds one, and Max-Forwards starts at 70: more than this is
+    // not a real path but an attempt to make our answers large (each
+    // response repeats every Via, and may be resent).
+    if vias.len() > MAX_VIAS {
+        return Err(format!("{} Via headers (at most {MAX_VIAS})", vias.len()));
+    }
     r.from().map_err(|e| e.to_string())?;
     r.to().map_err(|e| e.to_string())?;
     r.call_id().map_err(|e| e.to_string())?;

@@ -262,3 +262,23 @@ fn what_we_write_we_read_back() {
     let again = parse(&serialize(&Message::Request(r.clone()))).unwrap();
     assert_eq!(again, Message::Request(r));
 }
+
+#[test]
+fn absurd_via_counts_are_refused_with_a_400() {
+    let vias: Vec<String> = (0..71)
+        .map(|i| {
+            format!(
+                "Via: SIP/2.0/UDP 10.0.0.{}:5060;branch=z9hG4bKv{i}",
+                i % 250
+            )
+        })
+        .collect();
+    let mut extra: Vec<&str> = vias.iter().map(String::as_str).collect();
+    extra.push("Content-Length: 0");
+    let e = refused(&base("INVITE sip:b@example.com SIP/2.0", &extra));
+    assert!(e.reason.contains("Via headers"), "{e}");
+    assert!(e.request.is_some(), "answerable");
+    // 70 in all (the base's own and 69) is still a path.
+    let fine: Vec<&str> = extra[2..].to_vec();
+    request(&base("INVITE sip:b@example.com SIP/2.0", &fine));
+}
