@@ -318,6 +318,7 @@ pub struct Engine {
     drops: DropLog,
     /// The BYEs `shutdown` sent, until each is answered or times out.
     shutdown_byes: HashSet<TxId>,
+    shed_logged_at: Option<Duration>,
 }
 
 /// Unreadable messages dropped, for a rate-limited log line.
@@ -448,6 +449,7 @@ impl Engine {
             clock: Duration::ZERO,
             drops: DropLog::default(),
             shutdown_byes: HashSet::new(),
+            shed_logged_at: None,
         }
     }
 
@@ -535,6 +537,30 @@ impl Engine {
             }
             self.drain_tx(now);
         }
+    }
+
+    /// Requests refused by the transaction bound (503): one warning a
+    /// second at most, with the total so far.
+    fn log_shed(&mut self, now: Duration) {
+        if self
+            .shed_logged_at
+            .is_some_and(|at| now < at + Duration::from_secs(1))
+        {
+            return;
+        }
+        self.shed_logged_at = Some(now);
+        let (server, client) = self.tx.len();
+        tracing::warn!(
+            shed = self.tx.shed(),
+            server_transactions = server,
+            client_transactions = client,
+            "overloaded: new requests get 503 with Retry-After until transactions drain"
+        );
+    }
+
+    /// Requests answered 503 because too many transactions were open.
+    pub fn shed(&self) -> u64 {
+        self.tx.shed()
     }
 
     /// A message nobody can be answered for is dropped and said so: one
@@ -679,7 +705,12 @@ impl Engine {
     /// One SIP datagram or stream frame.
     pub fn handle_sip(&mut self, now: Duration, bytes: &[u8], peer: Peer) {
         self.clock = self.clock.max(now);
-        if let Err(e) = self.tx.handle_bytes(now, bytes, peer) {
+        let shed_before = self.tx.shed();
+        let result = self.tx.handle_bytes(now, bytes, peer);
+        if self.tx.shed() > shed_before {
+            self.log_shed(now);
+        }
+        if let Err(e) = result {
             match e.answered {
                 Some(status) => {
                     tracing::debug!(peer = %peer.addr, reason = %e.reason, status, "malformed SIP message answered");

@@ -339,7 +339,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                     }
                     engine.handle_sip(clock(started), &sip_buf[..n], Peer { transport: Transport::Udp, addr: from });
                     taken += 1;
-                    if taken < 64 {
+                    // Read what is queued, a bounded number per turn so
+                    // that timers and the other sockets get their turn.
+                    if taken < 256 {
                         next = udp_sockets.iter().enumerate().find_map(|(i, s)| {
                             s.try_recv_from(&mut sip_buf).ok().map(|(n, from)| (i, n, from))
                         });
@@ -505,16 +507,49 @@ fn log_events(engine: &mut Engine) {
 
 /// Accepts TCP connections; each gets a reader that frames messages by
 /// Content-Length and a writer fed by the loop.
+/// TCP connections open at once; past it a new one is closed at once.
+const MAX_TCP_CONNECTIONS: usize = 4_096;
+/// The largest SIP body taken over TCP (SDP and dialog documents are a few
+/// KiB).
+const MAX_TCP_BODY: usize = 64 * 1024;
+/// A message started must be complete within this (slowloris).
+const TCP_MESSAGE_DEADLINE: Duration = Duration::from_secs(20);
+/// A connection that has not delivered one message in this long is
+/// closed. One that has carries dialogs (our BYE may need it later) and is
+/// kept while the peer keeps it.
+const TCP_FIRST_MESSAGE_WITHIN: Duration = Duration::from_secs(30);
+
 async fn accept_tcp(
     listener: TcpListener,
     inbound: mpsc::UnboundedSender<TcpEvent>,
     listener_index: u64,
 ) {
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut next: u64 = listener_index << 48;
+    let mut refused_logged: Option<Instant> = None;
     loop {
-        let Ok((stream, from)) = listener.accept().await else {
-            continue;
+        let (stream, from) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors (EMFILE) and the like: the error
+                // repeats at once, so back off instead of spinning.
+                if refused_logged.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!("TCP accept failed: {e}; retrying in 100 ms");
+                    refused_logged = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
+        if open.load(std::sync::atomic::Ordering::Relaxed) >= MAX_TCP_CONNECTIONS {
+            if refused_logged.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                tracing::warn!(peer = %from, limit = MAX_TCP_CONNECTIONS, "too many TCP connections; closing new ones");
+                refused_logged = Some(Instant::now());
+            }
+            drop(stream);
+            continue;
+        }
+        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         next += 1;
         let conn = next;
         let (mut reader, mut writer) = stream.into_split();
@@ -533,11 +568,30 @@ async fn accept_tcp(
             }
         });
         let inbound = inbound.clone();
+        let open = open.clone();
         tokio::spawn(async move {
-            let mut framer = StreamFramer::new();
+            let mut framer = StreamFramer::with_max_body(MAX_TCP_BODY);
             let mut buf = vec![0u8; 16 * 1024];
+            let opened = tokio::time::Instant::now();
+            let mut delivered = false;
+            let mut partial_since: Option<tokio::time::Instant> = None;
             loop {
-                let n = match reader.read(&mut buf).await {
+                let deadline = match (partial_since, delivered) {
+                    (Some(since), _) => Some(since + TCP_MESSAGE_DEADLINE),
+                    (None, false) => Some(opened + TCP_FIRST_MESSAGE_WITHIN),
+                    (None, true) => None,
+                };
+                let read = match deadline {
+                    Some(at) => match tokio::time::timeout_at(at, reader.read(&mut buf)).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::info!(peer = %from, "closing a TCP connection: no complete message in time");
+                            break;
+                        }
+                    },
+                    None => reader.read(&mut buf).await,
+                };
+                let n = match read {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
@@ -545,18 +599,26 @@ async fn accept_tcp(
                 loop {
                     match framer.next_frame() {
                         Ok(Some(bytes)) => {
+                            delivered = true;
                             let _ = inbound.send(TcpEvent::Frame { conn, from, bytes });
                         }
                         Ok(None) => break,
                         Err(e) => {
                             tracing::info!(peer = %from, "closing a TCP connection: {e}");
                             let _ = inbound.send(TcpEvent::Closed { conn });
+                            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                             return;
                         }
                     }
                 }
+                partial_since = match (framer.has_partial(), partial_since) {
+                    (true, None) => Some(tokio::time::Instant::now()),
+                    (true, since) => since,
+                    (false, _) => None,
+                };
             }
             let _ = inbound.send(TcpEvent::Closed { conn });
+            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
     }
 }

@@ -375,9 +375,20 @@ pub fn serialize(m: &Message) -> Vec<u8> {
 
 /// Cuts a TCP byte stream into messages by `Content-Length` (RFC 3261
 /// §18.3); CRLF keep-alives (RFC 5626) between messages are skipped.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StreamFramer {
     buf: Vec<u8>,
+    /// The largest body a message may declare on this stream.
+    max_body: usize,
+}
+
+impl Default for StreamFramer {
+    fn default() -> StreamFramer {
+        StreamFramer {
+            buf: Vec::new(),
+            max_body: MAX_BODY_BYTES,
+        }
+    }
 }
 
 /// The stream cannot be framed any more; close the connection.
@@ -388,6 +399,21 @@ pub struct FramingError(pub String);
 impl StreamFramer {
     pub fn new() -> StreamFramer {
         StreamFramer::default()
+    }
+
+    /// A framer that refuses a message declaring a body over `max_body`
+    /// bytes before buffering it (a stranger's `Content-Length: 1048576`
+    /// would otherwise hold a megabyte per connection).
+    pub fn with_max_body(max_body: usize) -> StreamFramer {
+        StreamFramer {
+            buf: Vec::new(),
+            max_body: max_body.min(MAX_BODY_BYTES),
+        }
+    }
+
+    /// Whether part of a message has arrived and waits for the rest.
+    pub fn has_partial(&self) -> bool {
+        self.buf.iter().any(|b| *b != b'\r' && *b != b'\n')
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
@@ -420,8 +446,11 @@ impl StreamFramer {
                 }
             }
         }
-        if length > MAX_BODY_BYTES {
-            return Err(FramingError("body too large".into()));
+        if length > self.max_body {
+            return Err(FramingError(format!(
+                "a body of {length} bytes (at most {})",
+                self.max_body
+            )));
         }
         let total = body_start + length;
         if self.buf.len() < total {

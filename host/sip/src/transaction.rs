@@ -185,7 +185,16 @@ pub struct Transactions {
     timer_seq: u64,
     events: VecDeque<TxEvent>,
     transmits: VecDeque<Transmit>,
+    /// Server transactions kept at most (see `handle_request`).
+    max_server: usize,
+    /// Requests answered 503 because of that bound.
+    shed: u64,
 }
+
+/// The default bound on server transactions: a non-INVITE transaction is
+/// kept 32 s over UDP to absorb retransmissions, about 2 KiB each, so this
+/// bounds them near 40 MiB whatever the rate.
+pub const MAX_SERVER_TRANSACTIONS: usize = 20_000;
 
 fn timer_slot(t: Timer) -> u8 {
     match t {
@@ -249,7 +258,19 @@ impl Transactions {
             timer_seq: 0,
             events: VecDeque::new(),
             transmits: VecDeque::new(),
+            max_server: MAX_SERVER_TRANSACTIONS,
+            shed: 0,
         }
+    }
+
+    /// Sets the bound on server transactions (at least 1).
+    pub fn set_max_server_transactions(&mut self, max: usize) {
+        self.max_server = max.max(1);
+    }
+
+    /// Requests answered 503 by the bound so far.
+    pub fn shed(&self) -> u64 {
+        self.shed
     }
 
     /// Live transactions (server, client).
@@ -442,6 +463,10 @@ impl Transactions {
         }
 
         if request.method == Method::Cancel {
+            if self.server.len() >= self.max_server * 2 {
+                self.shed += 1;
+                return;
+            }
             let invite_key = ServerKey {
                 method: "INVITE".into(),
                 ..key.clone()
@@ -485,6 +510,28 @@ impl Transactions {
             return;
         }
 
+        // Load shedding: past the bound a request that opens something new
+        // is answered 503 statelessly (no transaction kept, nothing for
+        // the transaction user), so that a flood costs a response and no
+        // memory; requests inside a dialog keep flowing up to twice the
+        // bound, so that calls in progress can still end.
+        let in_dialog = request.to().ok().is_some_and(|t| t.tag().is_some());
+        let limit = if in_dialog {
+            self.max_server * 2
+        } else {
+            self.max_server
+        };
+        if self.server.len() >= limit {
+            self.shed += 1;
+            let mut busy = request.response(503, None);
+            busy.headers.push("Retry-After", "5");
+            let bytes = serialize_response(&busy);
+            self.transmits.push_back(Transmit {
+                peer: response_peer(&request, peer),
+                bytes,
+            });
+            return;
+        }
         let id = self.id();
         let is_invite = request.method == Method::Invite;
         let reply_to = response_peer(&request, peer);
@@ -614,6 +661,15 @@ impl Transactions {
             self.arm(now, tx, Timer::Finish, 64 * T1);
         } else {
             t.state = ServerState::Completed;
+            // Under load a non-INVITE transaction is not kept for timer J
+            // once answered: a retransmission then makes a new one and is
+            // answered again, which is harmless for OPTIONS, BYE and the
+            // rest, and a flood of them never fills the table that new
+            // calls need.
+            if self.server.len() > self.max_server / 2 {
+                self.forget_server(tx);
+                return;
+            }
             let wait = if reliable { Duration::ZERO } else { 64 * T1 };
             self.arm(now, tx, Timer::Finish, wait);
         }

@@ -474,3 +474,46 @@ fn rfc2543_requests_get_transactions_of_their_own() {
         Some(TxEvent::Cancelled { invite, .. }) if invite == invite6
     ));
 }
+
+/// Past the bound on server transactions a new request is answered 503
+/// with Retry-After and leaves nothing behind; a request inside a dialog
+/// still gets through; and past half the bound an answered non-INVITE
+/// transaction is not kept (a flood of OPTIONS never fills the table).
+#[test]
+fn past_the_transaction_bound_new_requests_get_503_statelessly() {
+    let mut t = layer();
+    t.set_max_server_transactions(3);
+    // INVITE transactions are kept until their ACK.
+    for i in 0..3 {
+        t.handle_bytes(ms(0), &request("INVITE", &format!("i{i}"), ""), phone())
+            .unwrap();
+        let (tx, r) = next_request(&mut t);
+        t.send_response(ms(0), tx, r.response(486, Some("t")));
+    }
+    while t.poll_transmit().is_some() {}
+    t.handle_bytes(ms(1), &request("OPTIONS", "o3", ""), phone())
+        .unwrap();
+    assert!(
+        t.poll_event().is_none(),
+        "no transaction, nothing to answer"
+    );
+    let sent = t.poll_transmit().expect("an answer");
+    let text = String::from_utf8_lossy(&sent.bytes).into_owned();
+    assert!(text.starts_with("SIP/2.0 503"), "{text}");
+    assert!(text.contains("Retry-After: 5"), "{text}");
+    assert_eq!(t.len().0, 3);
+    assert_eq!(t.shed(), 1);
+    // A BYE inside a dialog is taken.
+    let bye = String::from_utf8(request("BYE", "b1", ""))
+        .unwrap()
+        .replace(
+            "To: <sip:701@127.0.0.1>",
+            "To: <sip:701@127.0.0.1>;tag=ours",
+        );
+    t.handle_bytes(ms(2), bye.as_bytes(), phone()).unwrap();
+    let (tx, r) = next_request(&mut t);
+    assert_eq!(r.method, Method::Bye);
+    let before = t.len().0;
+    t.send_response(ms(2), tx, r.response(200, None));
+    assert_eq!(t.len().0, before - 1, "answered and not kept");
+}

@@ -1,0 +1,130 @@
+//! Floods against the real `callpark serve` binary, bounded in count and
+//! time: 20,000 OPTIONS and 5,000 INVITEs sent as fast as the server
+//! answers them (500 outstanding).
+//! Every request that reaches the server gets an answer (200, or 503 with
+//! Retry-After once its transactions are at their bound), the server's
+//! memory stays under a stated bound, and a park right after succeeds.
+
+mod support;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use support::Server;
+
+/// Requests a flood keeps unanswered at most.
+const WINDOW: usize = 500;
+
+/// The resident memory of a process, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sends `count` requests made by `make(i)` from one socket, reading the
+/// answers as they come; returns (200s, 503s, other) within `wait` after
+/// the last send.
+fn flood(
+    server: &Server,
+    count: usize,
+    make: impl Fn(usize, std::net::SocketAddr) -> String,
+) -> (usize, usize, usize) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(8 << 20);
+    let me = sock.local_addr().unwrap();
+    let (mut ok, mut busy, mut other) = (0, 0, 0);
+    let mut buf = [0u8; 65_535];
+    // Each request counted once (a 2xx to INVITE is resent until its ACK).
+    let mut answered = std::collections::HashSet::new();
+    let mut count_answers =
+        |sock: &UdpSocket, ok: &mut usize, busy: &mut usize, other: &mut usize| {
+            while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                let call_id = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Call-ID: "))
+                    .unwrap_or("")
+                    .to_string();
+                if text.starts_with("SIP/2.0 100 ") || !answered.insert(call_id) {
+                    continue;
+                }
+                match &text.as_bytes()[..12.min(n)] {
+                    b"SIP/2.0 200 " => *ok += 1,
+                    b"SIP/2.0 503 " => *busy += 1,
+                    _ => *other += 1,
+                }
+            }
+        };
+    // As fast as the server answers: at most WINDOW requests unanswered
+    // (a faster sender only measures the kernel dropping datagrams).
+    for i in 0..count {
+        let window_deadline = Instant::now() + Duration::from_secs(5);
+        while i - (ok + busy + other).min(i) >= WINDOW && Instant::now() < window_deadline {
+            count_answers(&sock, &mut ok, &mut busy, &mut other);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let _ = sock.send_to(make(i, me).as_bytes(), server.addr());
+        if i % 16 == 0 {
+            count_answers(&sock, &mut ok, &mut busy, &mut other);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ok + busy + other < count && Instant::now() < deadline {
+        count_answers(&sock, &mut ok, &mut busy, &mut other);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (ok, busy, other)
+}
+
+#[test]
+fn floods_are_answered_within_bounded_memory() {
+    let server = Server::start_lot(
+        "",
+        "[[range]]\nname = \"main\"\nstart = \"1000\"\nend = \"9999\"\n",
+    );
+    let rss_start = rss_kib(server.pid());
+    let (ok, busy, other) = flood(&server, 20_000, |i, me| {
+        format!(
+            "OPTIONS sip:park@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKfo{i}\r\nFrom: <sip:f@{me}>;tag=f\r\nTo: <sip:park@127.0.0.1>\r\nCall-ID: fo{i}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    });
+    let rss_options = rss_kib(server.pid());
+    println!(
+        "OPTIONS flood: {ok} x 200, {busy} x 503, {other} other, of 20,000; RSS {rss_start} -> {rss_options} KiB"
+    );
+    assert_eq!(other, 0);
+    assert!(ok + busy >= 19_000, "answered {}", ok + busy);
+    let (ok, busy, other) = flood(&server, 5_000, |i, me| {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+        format!(
+            "INVITE sip:{orbit}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKfi{i}\r\nFrom: <sip:f{i}@{me}>;tag=f\r\nTo: <sip:{orbit}@127.0.0.1>\r\nCall-ID: fi{i}\r\nCSeq: 1 INVITE\r\nContact: <sip:f@{me}>\r\nReferred-By: <sip:alice@127.0.0.1:9>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len(),
+            orbit = 1000 + i
+        )
+    });
+    let rss_invites = rss_kib(server.pid());
+    println!(
+        "INVITE flood: {ok} x 200, {busy} x 503, {other} other, of 5,000; RSS {rss_invites} KiB"
+    );
+    assert_eq!(other, 0);
+    assert!(ok + busy >= 4_750, "answered {}", ok + busy);
+    // The bound: 20,000 transactions of about 2 KiB and 5,000 parked
+    // calls are far under 400 MiB; an unbounded flood was 1.46 GB.
+    assert!(rss_invites < 400 * 1024, "RSS {rss_invites} KiB");
+    // A park right after the floods is taken at once.
+    let (ok, busy, other) = flood(&server, 1, |_, me| {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+        format!(
+            "INVITE sip:9999@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKafter\r\nFrom: <sip:after@{me}>;tag=a\r\nTo: <sip:9999@127.0.0.1>\r\nCall-ID: after\r\nCSeq: 1 INVITE\r\nContact: <sip:a@{me}>\r\nReferred-By: <sip:alice@127.0.0.1:9>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+    });
+    assert_eq!((ok, busy, other), (1, 0, 0), "a park after the floods");
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}
