@@ -227,6 +227,11 @@ struct Leg {
     rtp_seen: bool,
     /// The hold music we send this leg, for its RTCP sender reports.
     music_clock: Option<MusicClock>,
+    /// The RTP address the leg's SDP names. It stays mapped to the leg
+    /// even while the leg is latched elsewhere, and a packet from it takes
+    /// the leg back: a stranger on the phone's IP who spoke first cannot
+    /// keep the phone's audio.
+    sdp_source: Option<SocketAddr>,
 }
 
 /// Enough of a music stream to report on it without asking the pacer: a
@@ -734,11 +739,20 @@ impl Engine {
         self.clock = self.clock.max(now);
         let leg_id = match self.rtp_sources.get(&src) {
             Some(&id) => id,
-            None => match self.latch(now, src) {
+            None => match self.latch(now, src, packet) {
                 Some(id) => id,
                 None => return,
             },
         };
+        // The SDP's own address speaks while the leg is latched elsewhere:
+        // it is the phone, and the leg goes back to it for good.
+        if let Some(l) = self.legs.get(&leg_id)
+            && l.sdp_source == Some(src)
+            && l.rtp_source != Some(src)
+        {
+            tracing::debug!(%src, "RTP back to the address the SDP names");
+            self.set_rtp_source(leg_id, src);
+        }
         if let Some(l) = self.legs.get_mut(&leg_id) {
             l.last_rtp = now;
             if !l.rtp_seen {
@@ -1273,12 +1287,28 @@ impl Engine {
                 last_rtp: now,
                 rtp_seen: false,
                 music_clock: None,
+                sdp_source: None,
             },
         );
         if let Some(src) = rtp_source {
-            self.set_rtp_source(id, src);
+            self.set_sdp_source(id, src);
         }
         id
+    }
+
+    /// The leg's SDP named `src` (offer, answer, re-INVITE): it is where
+    /// the leg's RTP goes and comes from from now on.
+    fn set_sdp_source(&mut self, id: LegId, src: SocketAddr) {
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = leg.sdp_source.replace(src)
+            && old != src
+            && self.rtp_sources.get(&old) == Some(&id)
+        {
+            self.rtp_sources.remove(&old);
+        }
+        self.set_rtp_source(id, src);
     }
 
     /// Points a leg's RTP at `src` (SDP, re-INVITE, latching), keeping the
@@ -1290,8 +1320,9 @@ impl Engine {
         let old = leg.rtp_source.replace(src);
         let seen = leg.rtp_seen;
         let call = leg.call;
+        let sdp_source = leg.sdp_source;
         if let Some(old) = old {
-            if self.rtp_sources.get(&old) == Some(&id) {
+            if self.rtp_sources.get(&old) == Some(&id) && Some(old) != sdp_source {
                 self.rtp_sources.remove(&old);
             }
             self.forget_unlatched(id, old.ip());
@@ -1779,7 +1810,7 @@ impl Engine {
                 leg.media = Some(agreed);
                 leg.awaiting_answer = false;
                 let call = leg.call;
-                self.set_rtp_source(id, src);
+                self.set_sdp_source(id, src);
                 let needs_music = matches!(
                     self.calls.get(&call),
                     Some(CallState::Parked { stream: None, .. })
@@ -1846,7 +1877,7 @@ impl Engine {
             if let Some(leg) = self.legs.get_mut(&id) {
                 leg.media = Some(agreed);
             }
-            self.set_rtp_source(id, src);
+            self.set_sdp_source(id, src);
             answer
         };
         let leg = &self.legs[&id];
@@ -1937,6 +1968,11 @@ impl Engine {
         if let Some(leg) = self.legs.remove(&id) {
             self.dialogs
                 .remove(&(leg.dialog.call_id.clone(), leg.dialog.local_tag.clone()));
+            if let Some(sdp) = leg.sdp_source
+                && self.rtp_sources.get(&sdp) == Some(&id)
+            {
+                self.rtp_sources.remove(&sdp);
+            }
             if let Some(src) = leg.rtp_source {
                 if self.rtp_sources.get(&src) == Some(&id) {
                     self.rtp_sources.remove(&src);
@@ -1968,7 +2004,7 @@ impl Engine {
     /// port than it announced) is latched to where its packets really come
     /// from, but only when exactly one leg from that IP has sent nothing
     /// yet, so that calls from one gateway are never mixed up.
-    fn latch(&mut self, now: Duration, src: SocketAddr) -> Option<LegId> {
+    fn latch(&mut self, now: Duration, src: SocketAddr, packet: &[u8]) -> Option<LegId> {
         let candidates = self.unlatched.get(&src.ip())?;
         if let Some(heard) = self.retired.get_mut(&src) {
             if now < *heard + RETIRED_FOR {
@@ -1982,6 +2018,13 @@ impl Engine {
             return None;
         }
         let id = *candidates.iter().next()?;
+        // Only a packet of what the leg agreed to send (its codec or
+        // RFC 4733 events) latches it.
+        let pt = rtp_rs::RtpReader::new(packet).ok()?.payload_type();
+        let media = self.legs.get(&id)?.media.as_ref()?;
+        if pt != media.payload_type && Some(pt) != media.telephone_event {
+            return None;
+        }
         self.set_rtp_source(id, src);
         tracing::debug!(%src, "RTP latched to its real source");
         Some(id)

@@ -738,6 +738,59 @@ fn shutdown_retransmits_its_byes_until_answered_and_refuses_parks() {
     assert!(w.engine.drained());
 }
 
+/// A stranger on the retriever's IP who sends RTP before the retriever
+/// does may be latched for a moment, but the address the retriever's SDP
+/// names takes the leg back as soon as it speaks, for good: the stranger
+/// then gets nothing. A packet of a codec the leg never agreed to does not
+/// latch at all.
+#[test]
+fn a_stranger_on_the_phones_ip_cannot_keep_its_audio() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut bob = Phone::new("bob", 6001);
+    w.call(
+        &mut bob,
+        "h1",
+        "701",
+        "Referred-By: <sip:alice@127.0.0.1:6009>\r\n",
+    );
+    let mut carol = Phone::new("carol", 6003);
+    w.call(&mut carol, "h2", "*88701", "");
+    let stranger: SocketAddr = "127.0.0.1:9999".parse().unwrap();
+    let mut relayed = Vec::new();
+    // A codec Carol never agreed to (PT 18): no latch.
+    let mut odd = rtp_rs::RtpPacketBuilder::new()
+        .payload_type(18)
+        .ssrc(66)
+        .payload(&[0; 20])
+        .build()
+        .unwrap();
+    w.engine
+        .handle_rtp(w.now, &mut odd, stranger, |d, _| relayed.push(d));
+    w.engine
+        .handle_rtp(w.now, &mut voice(9, 1), bob.rtp(), |d, _| relayed.push(d));
+    assert_eq!(relayed, [carol.rtp()], "Bob's audio still goes to Carol");
+    // The stranger sends PCMU first: latched for now.
+    w.engine
+        .handle_rtp(w.now, &mut voice(66, 1), stranger, |d, _| relayed.push(d));
+    // Carol speaks from her SDP address: she takes the leg back.
+    w.engine
+        .handle_rtp(w.now, &mut voice(11, 1), carol.rtp(), |d, _| {
+            relayed.push(d)
+        });
+    relayed.clear();
+    w.engine
+        .handle_rtp(w.now, &mut voice(9, 2), bob.rtp(), |d, _| relayed.push(d));
+    assert_eq!(relayed, [carol.rtp()], "Bob's audio is Carol's again");
+    // The stranger's packets are dropped from now on.
+    relayed.clear();
+    w.engine
+        .handle_rtp(w.now, &mut voice(66, 2), stranger, |d, _| relayed.push(d));
+    assert!(relayed.is_empty(), "{relayed:?}");
+    w.engine
+        .handle_rtp(w.now, &mut voice(9, 3), bob.rtp(), |d, _| relayed.push(d));
+    assert_eq!(relayed, [carol.rtp()]);
+}
+
 #[test]
 fn the_parker_hears_the_orbit_announced_a_transferred_caller_does_not() {
     let loud = callpark_media::g711::linear_to_ulaw((0.9f32 * 32767.0).round() as i16);
