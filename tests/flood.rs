@@ -10,20 +10,10 @@ mod support;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use support::Server;
+use support::{Server, rss_kib};
 
 /// Requests a flood keeps unanswered at most.
 const WINDOW: usize = 500;
-
-/// The resident memory of a process, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 /// Sends `count` requests made by `make(i)` from one socket, reading the
 /// answers as they come; returns (200s, 503s, other) within `wait` after

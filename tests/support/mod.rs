@@ -193,6 +193,16 @@ impl Drop for Server {
     }
 }
 
+/// The resident memory of a process, from /proc (KiB; 0 if unknown).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Waits (bounded) until the server log shows `needle` `count` times.
 pub fn wait_log(server: &Server, needle: &str, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);

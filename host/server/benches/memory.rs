@@ -15,14 +15,7 @@ use std::time::{Duration, Instant};
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
+use support::rss_kib;
 
 fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     text.lines()
