@@ -744,17 +744,12 @@ impl Engine {
                 None => return,
             },
         };
-        // The SDP's own address speaks while the leg is latched elsewhere:
-        // it is the phone, and the leg goes back to it for good.
-        if let Some(l) = self.legs.get(&leg_id)
-            && l.sdp_source == Some(src)
-            && l.rtp_source != Some(src)
-        {
-            tracing::debug!(%src, "RTP back to the address the SDP names");
-            self.set_rtp_source(leg_id, src);
-        }
+        let mut take_back = false;
         if let Some(l) = self.legs.get_mut(&leg_id) {
             l.last_rtp = now;
+            // The SDP's own address speaks while the leg is latched
+            // elsewhere: it is the phone, and the leg goes back to it.
+            take_back = l.sdp_source == Some(src) && l.rtp_source != Some(src);
             if !l.rtp_seen {
                 l.rtp_seen = true;
                 let ip = l.rtp_source.map(|a| a.ip());
@@ -762,6 +757,10 @@ impl Engine {
                     self.forget_unlatched(leg_id, ip);
                 }
             }
+        }
+        if take_back {
+            tracing::debug!(%src, "RTP back to the address the SDP names");
+            self.set_rtp_source(leg_id, src);
         }
         let Some(leg) = self.legs.get(&leg_id) else {
             return;
