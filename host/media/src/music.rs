@@ -118,25 +118,6 @@ impl Music {
         }
     }
 
-    /// Several pieces played one after the other (an announcement from
-    /// prompts: "parked on", "seven", "zero", "one").
-    pub fn concat(name: &str, parts: &[&Music]) -> Music {
-        let mut pcmu = Vec::new();
-        let mut pcma = Vec::new();
-        for p in parts {
-            pcmu.extend_from_slice(&p.pcmu);
-            pcma.extend_from_slice(&p.pcma);
-        }
-        if pcmu.is_empty() {
-            return Music::silence();
-        }
-        Music {
-            name: name.into(),
-            pcmu: pcmu.into(),
-            pcma: pcma.into(),
-        }
-    }
-
     pub fn name(&self) -> &str {
         &self.name
     }
