@@ -324,6 +324,8 @@ pub struct Engine {
     /// The BYEs `shutdown` sent, until each is answered or times out.
     shutdown_byes: HashSet<TxId>,
     shed_logged_at: Option<Duration>,
+    /// The SDES CNAME of our RTCP, made once.
+    rtcp_cname: String,
 }
 
 /// Unreadable messages dropped, for a rate-limited log line.
@@ -422,6 +424,7 @@ impl Engine {
     ) -> Engine {
         let sent_by = cfg.sip_addr.to_string();
         let entropy = cfg.entropy;
+        let rtcp_cname = format!("callpark@{}", Host::Ip(cfg.media_addr.ip()));
         Engine {
             cfg,
             policy,
@@ -455,6 +458,7 @@ impl Engine {
             drops: DropLog::default(),
             shutdown_byes: HashSet::new(),
             shed_logged_at: None,
+            rtcp_cname,
         }
     }
 
@@ -688,11 +692,10 @@ impl Engine {
             packets,
             octets: packets.wrapping_mul(callpark_media::music::FRAME_SAMPLES as u32),
         };
-        let cname = format!("callpark@{}", Host::Ip(self.cfg.media_addr.ip()));
         if let Some(port) = dest.port().checked_add(1) {
             self.rtcp_out.push_back((
                 SocketAddr::new(dest.ip(), port),
-                callpark_media::rtcp::sender_report(&info, &cname),
+                callpark_media::rtcp::sender_report(&info, &self.rtcp_cname),
             ));
         }
         self.arm(

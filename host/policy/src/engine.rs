@@ -149,22 +149,17 @@ fn forbid_waiting(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     use wasmtime_wasi::p2::DynPollable;
     linker.allow_shadowing(true);
     let mut clocks = linker.instance(WASI_CLOCKS)?;
-    clocks.func_wrap(
-        "subscribe-duration",
-        |_store, (_duration,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
-            Err(wasmtime::format_err!(
-                "a plugin may not wait (monotonic-clock.subscribe-duration)"
-            ))
-        },
-    )?;
-    clocks.func_wrap(
-        "subscribe-instant",
-        |_store, (_when,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
-            Err(wasmtime::format_err!(
-                "a plugin may not wait (monotonic-clock.subscribe-instant)"
-            ))
-        },
-    )?;
+    // Both take a u64 (a duration or an instant) and return a pollable.
+    for name in ["subscribe-duration", "subscribe-instant"] {
+        clocks.func_wrap(
+            name,
+            move |_store, (_at,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+                Err(wasmtime::format_err!(
+                    "a plugin may not wait (monotonic-clock.{name})"
+                ))
+            },
+        )?;
+    }
     linker.allow_shadowing(false);
     Ok(())
 }
