@@ -118,3 +118,77 @@ fn floods_are_answered_within_bounded_memory() {
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }
+
+/// 10,000 INVITEs, each carrying 6 KB the server has no use for (a long
+/// Subject), answered 404 and never ACKed: each transaction lives 32 s,
+/// waiting for the ACK, and holds only the response and the headers a
+/// response needs. It once kept every request whole: RSS grew by 86 MiB
+/// for these (debug build), and grows by about 25 MiB now.
+#[test]
+fn unacknowledged_errors_hold_the_response_not_the_request() {
+    let server = Server::start_lot(
+        "",
+        "[[range]]\nname = \"main\"\nstart = \"701\"\nend = \"750\"\n",
+    );
+    let rss_start = rss_kib(server.pid());
+    let filler = "x".repeat(6_000);
+    let (ok, busy, other) = flood(&server, 10_000, |i, me| {
+        format!(
+            "INVITE sip:999@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbig{i}\r\nFrom: <sip:f{i}@{me}>;tag=f\r\nTo: <sip:999@127.0.0.1>\r\nCall-ID: big{i}\r\nCSeq: 1 INVITE\r\nContact: <sip:f@{me}>\r\nSubject: {filler}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    });
+    let rss_after = rss_kib(server.pid());
+    println!(
+        "6 KB INVITEs: {ok} x 200, {busy} x 503, {other} other (404), of 10,000; RSS {rss_start} -> {rss_after} KiB"
+    );
+    assert_eq!((ok, busy), (0, 0));
+    assert!(other >= 9_500, "answered {other}");
+    let grown = rss_after.saturating_sub(rss_start);
+    assert!(
+        grown < 40 * 1024,
+        "10,000 open transactions grew RSS by {grown} KiB"
+    );
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}
+
+/// An INVITE with 60 Vias (under the 70 that get 400) and a spoofable
+/// source: its 404 is as big as the request, so it is resent on a timer
+/// twice, not the eleven times of timer G, and the server stops sending
+/// it before the ACK that never comes.
+#[test]
+fn a_large_response_to_an_unverified_source_is_not_repeated_on_and_on() {
+    let server = Server::start_lot(
+        "",
+        "[[range]]\nname = \"main\"\nstart = \"701\"\nend = \"750\"\n",
+    );
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = sock.local_addr().unwrap();
+    let vias: String = (0..59)
+        .map(|i| format!("Via: SIP/2.0/UDP 10.1.{i}.1:5060;branch=z9hG4bKhop{i}\r\n"))
+        .collect();
+    let invite = format!(
+        "INVITE sip:999@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKamp\r\n{vias}From: <sip:v@{me}>;tag=v\r\nTo: <sip:999@127.0.0.1>\r\nCall-ID: amp\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(invite.as_bytes(), server.addr()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut finals = Vec::new();
+    let mut buf = [0u8; 65_535];
+    // Timer G would resend at 0.5, 1.5, 3.5 and 7.5 s: listen for 9 s.
+    let until = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < until {
+        if let Ok((n, _)) = sock.recv_from(&mut buf)
+            && !buf[..n].starts_with(b"SIP/2.0 100 ")
+        {
+            finals.push(n);
+        }
+    }
+    assert!(
+        finals.iter().all(|n| *n > 1_300),
+        "the answer copies the Vias: {finals:?}"
+    );
+    assert_eq!(finals.len(), 3, "sent once and resent twice: {finals:?}");
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}

@@ -540,9 +540,28 @@ pub fn reason_phrase(status: u16) -> &'static str {
 }
 
 impl Request {
-    /// A response to this request with the headers RFC 3261 §8.2.6 copies:
-    /// Via (all), From, To (with `to_tag` added when it has none), Call-ID
-    /// and CSeq.
+    /// What a response to this request needs and nothing else: method,
+    /// Request-URI, and the headers `response` copies, without the body.
+    /// A server transaction keeps this rather than the request, so that
+    /// what it holds for its 32 s does not grow with what a peer sent.
+    pub fn response_base(&self) -> Request {
+        let mut headers = Headers::new();
+        for (name, value) in self.headers.iter() {
+            if ["Via", "From", "To", "Call-ID", "CSeq"]
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name))
+            {
+                headers.push(name, value);
+            }
+        }
+        Request {
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            headers,
+            body: Vec::new(),
+        }
+    }
+
     /// A 2xx that makes a dialog (to INVITE, SUBSCRIBE, REFER): like
     /// `response`, with the request's Record-Route copied in order, so that
     /// the peer's later requests in the dialog pass through the same
@@ -555,6 +574,9 @@ impl Request {
         r
     }
 
+    /// A response to this request with the headers RFC 3261 §8.2.6 copies:
+    /// Via (all), From, To (with `to_tag` added when it has none), Call-ID
+    /// and CSeq.
     pub fn response(&self, status: u16, to_tag: Option<&str>) -> Response {
         let mut headers = Headers::new();
         for v in self.headers.get_all("Via") {

@@ -133,9 +133,15 @@ struct ServerTx {
     is_invite: bool,
     state: ServerState,
     peer: Peer,
+    /// The opening request cut to what a response needs
+    /// (`Request::response_base`): a transaction holds no body and no
+    /// headers beyond those, whatever the peer sent.
     request: Request,
     last_response: Option<Vec<u8>>,
     interval: Duration,
+    /// Timer retransmissions of the last response so far (see
+    /// `LARGE_RESPONSE`).
+    resent: u32,
     /// For matching the ACK of a 2xx: Call-ID and CSeq number.
     dialog_key: (String, u32),
     /// The To tag of our responses, which a CANCEL's 200 repeats (§9.2).
@@ -195,6 +201,17 @@ pub struct Transactions {
 /// kept 32 s over UDP to absorb retransmissions, about 2 KiB each, so this
 /// bounds them near 40 MiB whatever the rate.
 pub const MAX_SERVER_TRANSACTIONS: usize = 20_000;
+
+/// A response above this size (RFC 3261 §18.1.1's path-MTU mark) is
+/// resent on a timer only `LARGE_RESPONSE_RESENDS` times. The source of a
+/// UDP request is unverified until it ACKs, and a response that copies a
+/// long Via list is as big as the request: resent eleven times it turned
+/// one spoofed datagram into eleven towards a victim. Past that, only the
+/// peer's own retransmission of its request gets the response again, one
+/// for one.
+pub const LARGE_RESPONSE: usize = 1300;
+/// Timer retransmissions of a large response.
+pub const LARGE_RESPONSE_RESENDS: u32 = 2;
 
 fn timer_slot(t: Timer) -> u8 {
     match t {
@@ -493,7 +510,7 @@ impl Transactions {
                 false,
                 ServerState::Completed,
                 reply_to,
-                request.clone(),
+                &request,
                 Some(bytes),
             );
             if let Some(invite) = matched
@@ -550,16 +567,7 @@ impl Transactions {
             });
             last = Some(trying);
         }
-        self.insert_server(
-            now,
-            id,
-            key,
-            is_invite,
-            state,
-            reply_to,
-            request.clone(),
-            last,
-        );
+        self.insert_server(now, id, key, is_invite, state, reply_to, &request, last);
         self.events.push_back(TxEvent::Request {
             tx: id,
             request,
@@ -576,7 +584,7 @@ impl Transactions {
         is_invite: bool,
         state: ServerState,
         peer: Peer,
-        request: Request,
+        request: &Request,
         last_response: Option<Vec<u8>>,
     ) {
         let dialog_key = (
@@ -591,9 +599,10 @@ impl Transactions {
                 is_invite,
                 state,
                 peer,
-                request,
+                request: request.response_base(),
                 last_response,
                 interval: T1,
+                resent: 0,
                 dialog_key,
                 to_tag: None,
             },
@@ -790,7 +799,8 @@ impl Transactions {
         self.client.get(&tx).map(|t| &t.request)
     }
 
-    /// The request that opened a server transaction.
+    /// The request that opened a server transaction, cut to what a
+    /// response to it needs (`Request::response_base`).
     pub fn server_request(&self, tx: TxId) -> Option<&Request> {
         self.server.get(&tx).map(|t| &t.request)
     }
@@ -900,10 +910,17 @@ impl Transactions {
         let t = self.server.get_mut(&id).expect("checked");
         match timer {
             Timer::Retransmit => {
-                if let Some(bytes) = t.last_response.clone() {
-                    let peer = t.peer;
-                    self.transmits.push_back(Transmit { peer, bytes });
+                let Some(bytes) = t.last_response.clone() else {
+                    return;
+                };
+                if bytes.len() > LARGE_RESPONSE && t.resent >= LARGE_RESPONSE_RESENDS {
+                    // Timer H (or the 2xx's 64*T1) still ends the
+                    // transaction; a retransmitted request still gets it.
+                    return;
                 }
+                t.resent += 1;
+                let peer = t.peer;
+                self.transmits.push_back(Transmit { peer, bytes });
                 // G and the 2xx retransmission both double up to T2.
                 t.interval = (t.interval * 2).min(T2);
                 let next = t.interval;

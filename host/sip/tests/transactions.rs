@@ -517,3 +517,49 @@ fn past_the_transaction_bound_new_requests_get_503_statelessly() {
     t.send_response(ms(2), tx, r.response(200, None));
     assert_eq!(t.len().0, before - 1, "answered and not kept");
 }
+
+#[test]
+fn a_large_error_is_resent_on_a_timer_twice_and_then_only_for_a_retransmission() {
+    let mut t = layer();
+    // 30 Vias make a 486 of about 2.5 KB, past the 1,300-byte mark.
+    let vias: String = (0..30)
+        .map(|i| format!("Via: SIP/2.0/UDP 10.0.0.{i}:5060;branch=z9hG4bKhop{i}\r\n"))
+        .collect();
+    let invite = request("INVITE", "big", &vias);
+    t.handle_bytes(ms(0), &invite, phone()).unwrap();
+    let (tx, r) = next_request(&mut t);
+    let busy = r.response(486, Some("srv"));
+    t.send_response(ms(0), tx, busy);
+    let sent = run_until(&mut t, ms(0), ms(20_000));
+    assert_eq!(times(&sent, "SIP/2.0 486"), [0, 500, 1_500]);
+    // The peer's own retransmission is still answered, one for one.
+    t.handle_bytes(ms(20_000), &invite, phone()).unwrap();
+    let sent = run_until(&mut t, ms(20_000), ms(20_000));
+    assert_eq!(times(&sent, "SIP/2.0 486"), [20_000]);
+    // And timer H still ends the transaction.
+    run_until(&mut t, ms(20_000), ms(40_000));
+    assert_eq!(t.len(), (0, 0));
+}
+
+#[test]
+fn a_server_transaction_keeps_only_what_a_response_needs() {
+    let mut t = layer();
+    let body = "x".repeat(8_000);
+    let invite = format!(
+        "INVITE sip:701@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKkeep\r\nFrom: <sip:bob@example.com>;tag=b1\r\nTo: <sip:701@127.0.0.1>\r\nCall-ID: call-keep\r\nCSeq: 1 INVITE\r\nSubject: {body}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    t.handle_bytes(ms(0), invite.as_bytes(), phone()).unwrap();
+    let (tx, full) = next_request(&mut t);
+    assert_eq!(full.body.len(), 8_000, "the transaction user gets it all");
+    let kept = t.server_request(tx).expect("open");
+    assert!(kept.body.is_empty());
+    let names: Vec<&str> = kept.headers.iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["Via", "From", "To", "Call-ID", "CSeq"]);
+    assert_eq!(kept.method, Method::Invite);
+    assert_eq!(kept.uri, full.uri);
+    assert_eq!(
+        kept.response(487, Some("t")).headers,
+        full.response(487, Some("t")).headers
+    );
+}
