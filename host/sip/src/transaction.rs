@@ -191,6 +191,11 @@ pub struct Transactions {
     timer_seq: u64,
     events: VecDeque<TxEvent>,
     transmits: VecDeque<Transmit>,
+    /// Server transactions that only absorb retransmissions now (answered
+    /// non-INVITE, ACKed INVITE), oldest first; ids of transactions gone
+    /// since are skipped. Past the bound these make room for new requests
+    /// before any is refused.
+    lingering: VecDeque<TxId>,
     /// Server transactions kept at most (see `handle_request`).
     max_server: usize,
     /// Requests answered 503 because of that bound.
@@ -275,6 +280,7 @@ impl Transactions {
             timer_seq: 0,
             events: VecDeque::new(),
             transmits: VecDeque::new(),
+            lingering: VecDeque::new(),
             max_server: MAX_SERVER_TRANSACTIONS,
             shed: 0,
         }
@@ -333,6 +339,31 @@ impl Transactions {
         }
         for t in [Timer::Retransmit, Timer::Finish, Timer::Linger] {
             self.disarm(id, t);
+        }
+    }
+
+    /// Notes that a server transaction now only absorbs retransmissions.
+    fn linger(&mut self, id: TxId) {
+        self.lingering.push_back(id);
+        // Ids of transactions their timers ended stay queued until popped:
+        // compact when they outnumber the live ones, so the queue stays
+        // within a small multiple of the table.
+        if self.lingering.len() > 2 * self.server.len() + 1024 {
+            let server = &self.server;
+            self.lingering.retain(|id| server.contains_key(id));
+        }
+    }
+
+    /// Forgets the oldest lingering server transactions until fewer than
+    /// `limit` are open (or none lingers). A forgotten one costs at most a
+    /// retransmitted request answered again; a refused new request costs
+    /// a call.
+    fn make_room(&mut self, limit: usize) {
+        while self.server.len() >= limit {
+            let Some(id) = self.lingering.pop_front() else {
+                return;
+            };
+            self.forget_server(id);
         }
     }
 
@@ -442,12 +473,14 @@ impl Transactions {
                     let dialog = tx.dialog_key.clone();
                     self.accepted_by_dialog.remove(&dialog);
                     self.disarm(id, Timer::Retransmit);
+                    self.linger(id);
                     self.events.push_back(TxEvent::Ack { request, peer });
                     return;
                 }
                 if tx.state == ServerState::Completed {
                     tx.state = ServerState::Confirmed;
                     self.disarm(id, Timer::Retransmit);
+                    self.linger(id);
                     self.disarm(id, Timer::Finish);
                     let linger = if peer.transport.reliable() {
                         Duration::ZERO
@@ -474,12 +507,14 @@ impl Transactions {
             );
             if let Some(id) = self.accepted_by_dialog.remove(&dialog) {
                 self.disarm(id, Timer::Retransmit);
+                self.linger(id);
             }
             self.events.push_back(TxEvent::Ack { request, peer });
             return;
         }
 
         if request.method == Method::Cancel {
+            self.make_room(self.max_server * 2);
             if self.server.len() >= self.max_server * 2 {
                 self.shed += 1;
                 return;
@@ -527,17 +562,20 @@ impl Transactions {
             return;
         }
 
-        // Load shedding: past the bound a request that opens something new
-        // is answered 503 statelessly (no transaction kept, nothing for
-        // the transaction user), so that a flood costs a response and no
-        // memory; requests inside a dialog keep flowing up to twice the
-        // bound, so that calls in progress can still end.
+        // Load shedding: at the bound the oldest transactions that only
+        // absorb retransmissions make room first; past it, with every one
+        // still at work, a request that opens something new is answered
+        // 503 statelessly (no transaction kept, nothing for the transaction
+        // user), so that a flood costs a response and no memory. Requests
+        // inside a dialog keep flowing up to twice the bound, so that calls
+        // in progress can still end.
         let in_dialog = request.to().ok().is_some_and(|t| t.tag().is_some());
         let limit = if in_dialog {
             self.max_server * 2
         } else {
             self.max_server
         };
+        self.make_room(limit);
         if self.server.len() >= limit {
             self.shed += 1;
             let mut busy = request.response(503, None);
@@ -615,6 +653,7 @@ impl Transactions {
                 64 * T1
             };
             self.arm(now, id, Timer::Finish, wait);
+            self.linger(id);
         }
     }
 
@@ -681,6 +720,7 @@ impl Transactions {
             }
             let wait = if reliable { Duration::ZERO } else { 64 * T1 };
             self.arm(now, tx, Timer::Finish, wait);
+            self.linger(tx);
         }
     }
 

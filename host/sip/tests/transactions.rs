@@ -563,3 +563,49 @@ fn a_server_transaction_keeps_only_what_a_response_needs() {
         full.response(487, Some("t")).headers
     );
 }
+
+#[test]
+fn at_the_bound_transactions_that_only_linger_make_room_for_new_calls() {
+    let mut t = layer();
+    t.set_max_server_transactions(3);
+    // Three INVITEs answered 200 and ACKed: each lingers 32 s (timer L)
+    // to absorb retransmissions, doing nothing else.
+    for i in 0..3 {
+        let invite = String::from_utf8(request("INVITE", &format!("a{i}"), ""))
+            .unwrap()
+            .replace("call-1", &format!("call-a{i}"));
+        t.handle_bytes(ms(0), invite.as_bytes(), phone()).unwrap();
+        let (tx, r) = next_request(&mut t);
+        t.send_response(ms(0), tx, r.response(200, Some("t")));
+        let ack = String::from_utf8(request("ACK", &format!("k{i}"), ""))
+            .unwrap()
+            .replace("call-1", &format!("call-a{i}"))
+            .replace("To: <sip:701@127.0.0.1>", "To: <sip:701@127.0.0.1>;tag=t");
+        t.handle_bytes(ms(1), ack.as_bytes(), phone()).unwrap();
+    }
+    while t.poll_event().is_some() {}
+    while t.poll_transmit().is_some() {}
+    assert_eq!(t.len().0, 3);
+    // A new call is taken at once: the oldest lingering one made room.
+    t.handle_bytes(ms(2), &request("INVITE", "new", ""), phone())
+        .unwrap();
+    let (_, r) = next_request(&mut t);
+    assert_eq!(r.method, Method::Invite);
+    assert_eq!((t.len().0, t.shed()), (3, 0));
+    // An INVITE still waiting for its ACK is at work and is never
+    // forgotten: with the table full of those, the next one gets 503.
+    let mut t = layer();
+    t.set_max_server_transactions(2);
+    for i in 0..2 {
+        t.handle_bytes(ms(0), &request("INVITE", &format!("w{i}"), ""), phone())
+            .unwrap();
+        let (tx, r) = next_request(&mut t);
+        t.send_response(ms(0), tx, r.response(200, Some("t")));
+    }
+    while t.poll_transmit().is_some() {}
+    t.handle_bytes(ms(1), &request("INVITE", "late", ""), phone())
+        .unwrap();
+    let text = String::from_utf8(t.poll_transmit().expect("answered").bytes).unwrap();
+    assert!(text.starts_with("SIP/2.0 503"), "{text}");
+    assert_eq!(t.shed(), 1);
+}
