@@ -24,13 +24,15 @@ pub(crate) struct LampDialog<'a> {
     /// Stable for the call: `park-<n>`.
     pub id: String,
     pub orbit: &'a str,
-    pub call_id: &'a str,
-    /// The tag a pickup INVITE's Replaces must name as to-tag (`blf<n>`):
-    /// it tells a pickup from an attended transfer.
+    /// The lamp's own dialog, never the parked caller's: its Call-ID and
+    /// tags are 128-bit values keyed by the server's secret, and a pickup
+    /// INVITE's Replaces must name all three (`Guard::lamp_pickup`).
+    pub call_id: String,
     pub local_tag: String,
-    pub remote_tag: &'a str,
-    pub caller_uri: &'a str,
-    pub caller_display: &'a str,
+    pub remote_tag: String,
+    /// What `[security] lamp_identity` lets the lamp tell of the caller.
+    pub caller_uri: String,
+    pub caller_display: String,
     pub state: LampState,
 }
 
@@ -70,15 +72,15 @@ pub(crate) fn document(
         let display = if d.caller_display.is_empty() {
             String::new()
         } else {
-            format!(" display=\"{}\"", escape(d.caller_display))
+            format!(" display=\"{}\"", escape(&d.caller_display))
         };
         let _ = write!(
             xml,
             "  <dialog id=\"{}\" call-id=\"{}\" local-tag=\"{}\" remote-tag=\"{}\" direction=\"recipient\">\r\n    <state>{}</state>\r\n    <local>\r\n      <identity>{}</identity>\r\n      <target uri=\"{}\"/>\r\n    </local>\r\n    <remote>\r\n      <identity{display}>{}</identity>\r\n      <target uri=\"{}\"/>\r\n    </remote>\r\n  </dialog>\r\n",
             escape(&d.id),
-            escape(d.call_id),
+            escape(&d.call_id),
             escape(&d.local_tag),
-            escape(d.remote_tag),
+            escape(&d.remote_tag),
             match d.state {
                 LampState::Early => "early",
                 LampState::Confirmed => "confirmed",
@@ -86,7 +88,7 @@ pub(crate) fn document(
             },
             escape(&orbit_uri),
             escape(&orbit_uri),
-            escape(d.caller_uri),
+            escape(&d.caller_uri),
             escape(&orbit_uri),
         );
     }
@@ -103,11 +105,11 @@ mod tests {
         let d = LampDialog {
             id: "park-7".into(),
             orbit: "701",
-            call_id: "abc@host",
+            call_id: "abc@host".into(),
             local_tag: "blf7".into(),
-            remote_tag: "x<y",
-            caller_uri: "sip:bob@example.com",
-            caller_display: "Bob & \"Co\"",
+            remote_tag: "x<y".into(),
+            caller_uri: "sip:bob@example.com".into(),
+            caller_display: "Bob & \"Co\"".into(),
             state: LampState::Early,
         };
         let xml = document("sip:701@park", 3, &[d], "park");

@@ -15,6 +15,7 @@
 
 mod blf;
 mod dialog;
+pub mod guard;
 mod relay;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -35,6 +36,8 @@ use callpark_sip::transaction::{Peer, Transactions, Transmit, Transport, TxEvent
 use callpark_sip::uri::{Host, NameAddr, Uri};
 
 pub use dialog::Dialog;
+use guard::{Action, Admission, Guard, Who};
+pub use guard::{LampIdentity, Security, Target, User};
 
 /// Who may park (`[access] park`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +83,8 @@ pub struct EngineConfig {
     /// keeps it: phones that blind-transfer without Referred-By look the
     /// same, and their callers must not be hung up.
     pub reservation_timeout: Duration,
+    /// Trusted sources, credentials, allowed targets, lamps, fair use.
+    pub security: Security,
 }
 
 /// Hold music: a default, per-orbit overrides, or silence when music is off.
@@ -232,6 +237,10 @@ struct Leg {
     /// the leg back: a stranger on the phone's IP who spoke first cannot
     /// keep the phone's audio.
     sdp_source: Option<SocketAddr>,
+    /// Music held back until the ACK (a caller from an untrusted source
+    /// must show it hears us before we stream to the address it named):
+    /// the orbit's music key and the announcement.
+    deferred_music: Option<(Option<String>, Vec<Music>)>,
 }
 
 /// Enough of a music stream to report on it without asking the pacer: a
@@ -326,6 +335,11 @@ pub struct Engine {
     shed_logged_at: Option<Duration>,
     /// The SDES CNAME of our RTCP, made once.
     rtcp_cname: String,
+    /// Who may use the server and where it may send.
+    guard: Guard,
+    /// The untrusted address each call was parked from, for the cap per
+    /// source.
+    call_sources: HashMap<CallId, IpAddr>,
 }
 
 /// Unreadable messages dropped, for a rate-limited log line.
@@ -356,8 +370,6 @@ struct ReferPark {
 #[derive(Debug, Clone)]
 struct GoneLamp {
     call: CallId,
-    call_id: String,
-    remote_tag: String,
     caller_uri: String,
     caller_display: String,
 }
@@ -425,6 +437,7 @@ impl Engine {
         let sent_by = cfg.sip_addr.to_string();
         let entropy = cfg.entropy;
         let rtcp_cname = format!("callpark@{}", Host::Ip(cfg.media_addr.ip()));
+        let guard = Guard::new(cfg.security.clone());
         Engine {
             cfg,
             policy,
@@ -459,6 +472,8 @@ impl Engine {
             shutdown_byes: HashSet::new(),
             shed_logged_at: None,
             rtcp_cname,
+            guard,
+            call_sources: HashMap::new(),
         }
     }
 
@@ -820,7 +835,9 @@ impl Engine {
         mut lot: ParkLot,
         access: Access,
         recall_params: Params,
+        security: Security,
     ) {
+        self.guard.reconfigure(security);
         let mut orphans = Vec::new();
         for parked in self.lot.all_parked() {
             if lot.orbit(&parked.orbit).is_none() {
@@ -1001,13 +1018,32 @@ impl Engine {
                 return;
             }
         }
+        // Nothing about orbits is revealed to an untrusted source before
+        // it authenticates (DESIGN §7): not even whether an orbit exists.
+        let mut who = Who::Trusted;
+        if guard::guarded(&request) {
+            match self.guard.admit(now, &request, peer.addr.ip()) {
+                Admission::Admit(w) => who = w,
+                Admission::Challenge(challenges) => {
+                    let mut r = request.response(401, Some(&self.tx.token()[..8]));
+                    for c in challenges {
+                        r.headers.push("WWW-Authenticate", c);
+                    }
+                    self.tx.send_response(now, tx, r);
+                    return;
+                }
+                Admission::Slow => {
+                    return self.respond(now, tx, &request, 503, Some("too many requests"));
+                }
+            }
+        }
         let in_dialog = request.to().ok().and_then(|t| t.tag().map(str::to_string));
         match (&request.method, in_dialog) {
-            (Method::Invite, None) => self.on_invite(now, tx, request, peer),
+            (Method::Invite, None) => self.on_invite(now, tx, request, peer, who),
             (Method::Invite, Some(tag)) => self.on_reinvite(now, tx, request, tag),
             (Method::Bye, Some(tag)) => self.on_bye(now, tx, request, tag),
-            (Method::Subscribe, None) => self.on_subscribe(now, tx, request, peer),
-            (Method::Refer, None) => self.on_refer(now, tx, request, peer),
+            (Method::Subscribe, None) => self.on_subscribe(now, tx, request, peer, who),
+            (Method::Refer, None) => self.on_refer(now, tx, request, peer, who),
             (Method::Subscribe, Some(tag)) => self.on_resubscribe(now, tx, request, tag),
             (Method::Options, _) => {
                 // §8.2.6.2: a final response carries a To tag.
@@ -1059,7 +1095,7 @@ impl Engine {
             .copied()
     }
 
-    fn on_invite(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer) {
+    fn on_invite(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer, who: Who) {
         if self.draining {
             return self.respond(now, tx, &request, 503, Some("shutting down"));
         }
@@ -1075,13 +1111,17 @@ impl Engine {
         // place (attended park, or a pickup from a busy lamp).
         match request.replaces() {
             Ok(Some(replaces)) => {
-                // A pickup from a busy lamp names the lamp's tag: retrieve.
-                if let Some(call) = replaces
-                    .to_tag
-                    .strip_prefix("blf")
-                    .and_then(|n| n.parse().ok())
-                    .map(CallId)
-                {
+                // A pickup from a busy lamp names the lamp's dialog, whose
+                // Call-ID and both tags are keyed by our secret: retrieve.
+                if let Some(call) = self.guard.lamp_pickup(&replaces).map(CallId) {
+                    let acting = self.acting(&request, &who);
+                    let orbit = self.lot.get(call).map(|p| p.orbit.clone());
+                    if let Some(orbit) = &orbit
+                        && !self.allowed(Action::Retrieve, &acting, self.group_of_orbit(orbit))
+                    {
+                        let why = format!("{acting} may not retrieve calls");
+                        return self.respond(now, tx, &request, 403, Some(&why));
+                    }
                     return match self.lot.remove(call) {
                         Some(parked) => self.retrieve(now, tx, request, peer, parked),
                         None => {
@@ -1090,7 +1130,12 @@ impl Engine {
                     };
                 }
                 let key = (replaces.call_id.clone(), replaces.to_tag.clone());
-                if let Some(&old) = self.dialogs.get(&key) {
+                if let Some(&old) = self.dialogs.get(&key)
+                    && self
+                        .legs
+                        .get(&old)
+                        .is_some_and(|l| l.dialog.remote_tag == replaces.from_tag)
+                {
                     return self.take_over(now, tx, request, peer, old);
                 }
                 return self.respond(
@@ -1105,10 +1150,17 @@ impl Engine {
             Err(e) => return self.respond(now, tx, &request, 400, Some(&e.to_string())),
         }
         let dialed = request.uri.user_decoded().unwrap_or_default();
-        let caller = request
-            .from()
-            .map(|f| f.uri.to_string())
-            .unwrap_or_default();
+        // Who is calling: the authenticated user, or what a trusted source
+        // asserted (P-Asserted-Identity, else From).
+        let caller = match &who {
+            Who::User(identity) => identity.clone(),
+            Who::Trusted => asserted_identity(&request).unwrap_or_else(|| {
+                request
+                    .from()
+                    .map(|f| f.uri.to_string())
+                    .unwrap_or_default()
+            }),
+        };
         let referred_by = request
             .referred_by()
             .ok()
@@ -1128,8 +1180,14 @@ impl Engine {
         };
         // The parker: whoever referred the caller here, else the caller
         // itself (dialing the code is the first half of an attended park).
+        // Access rules judge the acting party: for a trusted source the
+        // referrer it names; for an authenticated user that user, never a
+        // Referred-By it wrote itself.
         let parker = referred_by.clone().unwrap_or_default();
-        let acting = referred_by.unwrap_or_else(|| caller.clone());
+        let acting = match &who {
+            Who::User(identity) => identity.clone(),
+            Who::Trusted => referred_by.unwrap_or_else(|| caller.clone()),
+        };
         let target = match action {
             DialAction::Retrieve(orbit) => {
                 return self.on_retrieve(now, tx, request, peer, orbit, dialed, parker, acting);
@@ -1186,6 +1244,11 @@ impl Engine {
             },
             None => None,
         };
+        let group = number.as_deref().and_then(|n| self.group_of_orbit(n));
+        if !self.allowed(Action::Retrieve, &acting, group) {
+            let why = format!("{acting} may not retrieve calls");
+            return self.respond(now, tx, &request, 403, Some(&why));
+        }
         match (self.lot.retrieve(number.as_deref()), number) {
             (Some(parked), _) => self.retrieve(now, tx, request, peer, parked),
             (None, Some(n)) if self.cfg.bare_orbit_parks_when_empty && n == dialed => {
@@ -1202,11 +1265,46 @@ impl Engine {
         }
     }
 
-    fn may_park(&self, acting: &str) -> bool {
-        match &self.cfg.access {
+    /// Whether `acting` may do `action` on the orbits of `group` (none:
+    /// orbits of no group, or the lot as a whole).
+    fn allowed(&self, action: Action, acting: &str, group: Option<&str>) -> bool {
+        match self.guard.rule(&self.cfg.access, action, group) {
             Access::All => true,
-            Access::Members => self.lot.group_of(acting).is_some(),
+            Access::Members => match group.and_then(|g| self.lot.group(g)) {
+                Some(g) => g.members.iter().any(|m| same_party(m, acting)),
+                None => self.lot.group_of(acting).is_some(),
+            },
             Access::Listed(list) => list.iter().any(|p| same_party(p, acting)),
+        }
+    }
+
+    /// The group whose destinations hold `orbit`, if any.
+    fn group_of_orbit(&self, orbit: &str) -> Option<&str> {
+        self.lot
+            .groups()
+            .iter()
+            .find(|g| g.destinations.iter().any(|d| d == orbit))
+            .map(|g| g.name.as_str())
+    }
+
+    /// The party a request acts as, for access rules outside the park
+    /// path (a lamp pickup): the authenticated user, else (trusted) the
+    /// Referred-By or the From.
+    fn acting(&self, request: &Request, who: &Who) -> String {
+        match who {
+            Who::User(identity) => identity.clone(),
+            Who::Trusted => request
+                .referred_by()
+                .ok()
+                .flatten()
+                .map(|r| r.uri.to_string())
+                .or_else(|| asserted_identity(request))
+                .unwrap_or_else(|| {
+                    request
+                        .from()
+                        .map(|f| f.uri.to_string())
+                        .unwrap_or_default()
+                }),
         }
     }
 
@@ -1290,6 +1388,7 @@ impl Engine {
                 rtp_seen: false,
                 music_clock: None,
                 sdp_source: None,
+                deferred_music: None,
             },
         );
         if let Some(src) = rtp_source {
@@ -1387,7 +1486,12 @@ impl Engine {
         if self.lot.parked_count() >= self.cfg.max_parked_calls {
             return Err((503, "the park server is full".into()));
         }
-        if !self.may_park(acting) {
+        let group = match target {
+            ParkTarget::Orbit(o) => self.group_of_orbit(o).map(str::to_string),
+            ParkTarget::Group(g) => Some(g.clone()),
+            ParkTarget::DefaultLot => None,
+        };
+        if !self.allowed(Action::Park, acting, group.as_deref()) {
             return Err((403, format!("{acting} may not park calls")));
         }
         let (candidates, last_orbit) = self
@@ -1430,6 +1534,11 @@ impl Engine {
         parker: String,
         acting: String,
     ) {
+        let source = peer.addr.ip();
+        if !self.guard.may_park_more(source) {
+            let why = "too many calls parked from this address";
+            return self.respond(now, tx, &request, 486, Some(why));
+        }
         let from = request.from().ok();
         let parked_uri = from.as_ref().map(|f| f.uri.to_string()).unwrap_or_default();
         let parked_display = from.and_then(|f| f.display).unwrap_or_default();
@@ -1457,6 +1566,10 @@ impl Engine {
             return self.respond(now, tx, &request, 486, Some(&e.to_string()));
         }
         self.answer_200(now, tx, &request, leg, body, peer);
+        if !self.guard.trusted(source) {
+            self.guard.parked_from(source);
+            self.call_sources.insert(call, source);
+        }
         self.settle_parked(now, call, leg, &orbit);
     }
 
@@ -1483,7 +1596,17 @@ impl Engine {
                 EngineTimer::Reservation(leg),
             );
         }
-        let stream = self.start_music(now, leg, music_key.as_deref(), intro);
+        // No music to an untrusted caller before its ACK: a spoofed INVITE
+        // must not buy a stream towards the address it names.
+        let unacked = self.legs.get(&leg).is_some_and(|l| l.invite_tx.is_some());
+        let stream = if unacked && self.call_sources.contains_key(&call) {
+            if let Some(l) = self.legs.get_mut(&leg) {
+                l.deferred_music = Some((music_key.clone(), intro));
+            }
+            None
+        } else {
+            self.start_music(now, leg, music_key.as_deref(), intro)
+        };
         self.calls.insert(
             call,
             CallState::Parked {
@@ -1566,6 +1689,10 @@ impl Engine {
     /// "Parked on 701", by SIP MESSAGE to the parker.
     fn tell_parker(&mut self, now: Duration, parker: &str, orbit: &str) {
         let Ok(uri) = Uri::parse(parker) else { return };
+        if !self.guard.may_call(&uri) {
+            tracing::info!(parker, "the parker is not an allowed target: no MESSAGE");
+            return;
+        }
         let Some(peer) = self.route(&uri) else {
             tracing::debug!(
                 parker,
@@ -1663,12 +1790,10 @@ impl Engine {
         let call = parked.call;
         if !self.subscriptions.is_empty()
             && let Some(CallState::Parked { caller, .. }) = self.calls.get(&call)
-            && let Some(leg) = self.legs.get(caller)
+            && self.legs.contains_key(caller)
         {
             let lamp = GoneLamp {
                 call,
-                call_id: leg.dialog.call_id.clone(),
-                remote_tag: leg.dialog.remote_tag.clone(),
                 caller_uri: parked.parked_uri.clone(),
                 caller_display: parked.parked_display.clone(),
             };
@@ -1803,6 +1928,14 @@ impl Engine {
         };
         leg.invite_tx = None;
         leg.dialog.confirmed = true;
+        if let Some((key, intro)) = leg.deferred_music.take() {
+            let call = leg.call;
+            let started = self.start_music(now, id, key.as_deref(), intro);
+            if let Some(CallState::Parked { stream, .. }) = self.calls.get_mut(&call) {
+                *stream = started;
+            }
+            return;
+        }
         if leg.awaiting_answer && !request.body.is_empty() {
             // Late offer: the answer arrives in the ACK.
             let answer = sdp::parse(&String::from_utf8_lossy(&request.body))
@@ -1946,6 +2079,9 @@ impl Engine {
         self.lamp_gone(call);
         if let Some(p) = self.lot.remove(call) {
             self.notify_watchers(now, &p.orbit);
+        }
+        if let Some(source) = self.call_sources.remove(&call) {
+            self.guard.unparked_from(source);
         }
         self.recalls_done.remove(&call);
         for key in self.call_timers.remove(&call).unwrap_or_default() {
@@ -2254,6 +2390,10 @@ impl Engine {
         step: &RecallStep,
     ) -> Option<(TxId, Peer)> {
         let uri = Uri::parse(&step.target).ok()?;
+        if !self.guard.may_call(&uri) {
+            tracing::warn!(target = %step.target, "a recall target that is not allowed is skipped");
+            return None;
+        }
         let Some(peer) = self.route(&uri) else {
             tracing::warn!(target = %step.target, "a recall target named by host name needs an outbound proxy");
             return None;
@@ -2454,7 +2594,7 @@ impl Engine {
     /// server to its caller (`Refer-To: <caller?Replaces=...>`); we INVITE
     /// the caller with Replaces, which takes it off the parker's call and
     /// onto an orbit, and report the orbit in the final NOTIFY and a MESSAGE.
-    fn on_refer(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer) {
+    fn on_refer(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer, who: Who) {
         if self.draining {
             return self.respond(now, tx, &request, 503, Some("shutting down"));
         }
@@ -2465,10 +2605,21 @@ impl Engine {
             }
             Err(e) => return self.respond(now, tx, &request, 400, Some(&e.to_string())),
         };
-        let parker = request
-            .from()
-            .map(|f| f.uri.to_string())
-            .unwrap_or_default();
+        // The server calls whoever Refer-To names: only allowed targets,
+        // never a number a stranger picked (toll fraud).
+        if !self.guard.may_call(&refer_to.uri) {
+            tracing::warn!(target = %refer_to.uri.without_headers(), "REFER to a target that is not allowed; nobody called");
+            return self.respond(now, tx, &request, 403, Some("that target is not allowed"));
+        }
+        let parker = match &who {
+            Who::User(identity) => identity.clone(),
+            Who::Trusted => asserted_identity(&request).unwrap_or_else(|| {
+                request
+                    .from()
+                    .map(|f| f.uri.to_string())
+                    .unwrap_or_default()
+            }),
+        };
         let dialed = request.uri.user_decoded().unwrap_or_default();
         let ctx = DialContext {
             dialed: dialed.clone(),
@@ -2616,7 +2767,7 @@ impl Engine {
         self.tx.send_request(now, request, peer);
     }
 
-    fn on_subscribe(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer) {
+    fn on_subscribe(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer, who: Who) {
         if self.draining {
             return self.respond(now, tx, &request, 503, Some("shutting down"));
         }
@@ -2648,6 +2799,15 @@ impl Engine {
                 Some(&format!("{user} is neither an orbit nor a group")),
             );
         };
+        let group = match &watched {
+            blf::Watched::Orbit(o) => self.group_of_orbit(o).map(str::to_string),
+            blf::Watched::Group(g) => Some(g.clone()),
+        };
+        let acting = self.acting(&request, &who);
+        if !self.allowed(Action::Subscribe, &acting, group.as_deref()) {
+            let why = format!("{acting} may not watch {user}");
+            return self.respond(now, tx, &request, 403, Some(&why));
+        }
         let expires = match request.expires() {
             Ok(e) => e.unwrap_or(3600).min(3600),
             Err(e) => return self.respond(now, tx, &request, 400, Some(&e.to_string())),
@@ -2734,13 +2894,11 @@ impl Engine {
         let Some(CallState::Parked { caller, .. }) = self.calls.get(&call) else {
             return;
         };
-        let Some(leg) = self.legs.get(caller) else {
+        if !self.legs.contains_key(caller) {
             return;
-        };
+        }
         let lamp = GoneLamp {
             call,
-            call_id: leg.dialog.call_id.clone(),
-            remote_tag: leg.dialog.remote_tag.clone(),
             caller_uri: p.parked_uri.clone(),
             caller_display: p.parked_display.clone(),
         };
@@ -2789,14 +2947,17 @@ impl Engine {
         let mut lamps = Vec::new();
         for orbit in &orbits {
             for g in self.gone.get(orbit).into_iter().flatten() {
+                let ids = self.guard.lamp_ids(g.call.0);
+                let (caller_uri, caller_display) =
+                    self.lamp_caller(&g.caller_uri, &g.caller_display);
                 lamps.push(blf::LampDialog {
                     id: format!("park-{}", g.call.0),
                     orbit,
-                    call_id: &g.call_id,
-                    local_tag: format!("blf{}", g.call.0),
-                    remote_tag: &g.remote_tag,
-                    caller_uri: &g.caller_uri,
-                    caller_display: &g.caller_display,
+                    call_id: ids.call_id,
+                    local_tag: ids.local_tag,
+                    remote_tag: ids.remote_tag,
+                    caller_uri,
+                    caller_display,
                     state: blf::LampState::Terminated,
                 });
             }
@@ -2805,17 +2966,20 @@ impl Engine {
                 let Some(CallState::Parked { caller, .. }) = self.calls.get(&p.call) else {
                     continue;
                 };
-                let Some(leg) = self.legs.get(caller) else {
+                if !self.legs.contains_key(caller) {
                     continue;
-                };
+                }
+                let ids = self.guard.lamp_ids(p.call.0);
+                let (caller_uri, caller_display) =
+                    self.lamp_caller(&p.parked_uri, &p.parked_display);
                 lamps.push(blf::LampDialog {
                     id: format!("park-{}", p.call.0),
                     orbit,
-                    call_id: &leg.dialog.call_id,
-                    local_tag: format!("blf{}", p.call.0),
-                    remote_tag: &leg.dialog.remote_tag,
-                    caller_uri: &p.parked_uri,
-                    caller_display: &p.parked_display,
+                    call_id: ids.call_id,
+                    local_tag: ids.local_tag,
+                    remote_tag: ids.remote_tag,
+                    caller_uri,
+                    caller_display,
                     state: if confirmed {
                         blf::LampState::Confirmed
                     } else {
@@ -2852,6 +3016,22 @@ impl Engine {
         self.tx.send_request(now, request, peer);
     }
 
+    /// What a lamp shows of a parked caller (`[security] lamp_identity`).
+    fn lamp_caller(&self, uri: &str, display: &str) -> (String, String) {
+        match self.guard.cfg.lamp_identity {
+            LampIdentity::Full => (uri.to_string(), display.to_string()),
+            LampIdentity::Number => {
+                let user = Uri::parse(uri)
+                    .ok()
+                    .and_then(|u| u.user_decoded())
+                    .unwrap_or_default();
+                let host = Host::Ip(self.cfg.sip_addr.ip());
+                (format!("sip:{user}@{host}"), String::new())
+            }
+            LampIdentity::None => ("sip:anonymous@anonymous.invalid".into(), String::new()),
+        }
+    }
+
     fn bye(&mut self, now: Duration, id: LegId) -> Option<TxId> {
         let leg = self.legs.get_mut(&id)?;
         let request = leg.dialog.request(Method::Bye);
@@ -2871,6 +3051,23 @@ fn dtmf_key(event: u8) -> Option<char> {
 }
 
 /// Used by tests and the server: an IP's `Host`.
+/// The identity a trusted proxy asserted (RFC 3325 P-Asserted-Identity),
+/// the first sip: or sips: one.
+fn asserted_identity(request: &Request) -> Option<String> {
+    request
+        .headers
+        .get_all("P-Asserted-Identity")
+        .flat_map(callpark_sip::message::split_commas)
+        .filter_map(|v| NameAddr::parse(v.trim()).ok())
+        .find(|n| {
+            matches!(
+                n.uri.scheme,
+                callpark_sip::uri::Scheme::Sip | callpark_sip::uri::Scheme::Sips
+            )
+        })
+        .map(|n| n.uri.to_string())
+}
+
 pub fn host_of(ip: IpAddr) -> Host {
     Host::Ip(ip)
 }

@@ -61,6 +61,7 @@ fn a_custom_recall_plan_is_followed_to_the_letter() {
             rtp_timeout: Duration::ZERO,
             max_lifetime: Duration::ZERO,
             reservation_timeout: Duration::ZERO,
+            security: callpark_engine::Security::default(),
         },
         ParkLot::new(vec![orbit], vec![]),
         MusicLibrary {

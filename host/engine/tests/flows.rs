@@ -46,6 +46,7 @@ fn config() -> EngineConfig {
         rtp_timeout: Duration::ZERO,
         max_lifetime: Duration::ZERO,
         reservation_timeout: Duration::ZERO,
+        security: callpark_engine::Security::default(),
     }
 }
 
@@ -1933,9 +1934,32 @@ fn a_pickup_from_a_lamp_with_replaces_retrieves_the_call() {
         doc[start..start + doc[start..].find('"').unwrap()].to_string()
     };
     let (call_id, local, remote) = (grab("call-id"), grab("local-tag"), grab("remote-tag"));
-    assert_eq!(call_id, "b9");
+    // The lamp shows a dialog of its own, never the caller's Call-ID or
+    // tags, with 128-bit tags nobody guesses.
+    assert_ne!(call_id, "b9");
+    assert!(!doc.contains("b9"), "{doc}");
+    assert_eq!((local.len(), remote.len()), (32, 32), "{doc}");
     w.events();
     let mut lamp_phone = Phone::new("lamp", 6102);
+    // Each part must match: a Replaces with a wrong tag or Call-ID is 481.
+    for (i, bad) in [
+        format!("{call_id};to-tag={remote};from-tag={local}"),
+        format!("{call_id};to-tag={local};from-tag=guess"),
+        format!("b9;to-tag={local};from-tag={remote}"),
+        "1-00;to-tag=blf1;from-tag=x".to_string(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let invite = lamp_phone.invite(
+            &format!("guess{i}"),
+            "702",
+            &format!("Replaces: {bad}\r\n"),
+            "0",
+        );
+        let out = w.send(&lamp_phone, invite);
+        assert_eq!(final_response(&out).status, 481, "{bad}");
+    }
     let replaces = format!("Replaces: {call_id};to-tag={local};from-tag={remote}\r\n");
     let invite = lamp_phone.invite("pick1", "702", &replaces, "0");
     let out = w.send(&lamp_phone, invite);
@@ -2233,6 +2257,7 @@ fn a_configuration_reload_keeps_parked_calls_and_watchers() {
         ParkLot::new(orbits, vec![]),
         Access::All,
         vec![("fallback".into(), "sip:operator@127.0.0.1:6050".into())],
+        callpark_engine::Security::default(),
     );
     let out = w.out();
     // The watcher is still there and hears the state again.

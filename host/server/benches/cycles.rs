@@ -69,6 +69,7 @@ fn in_process() {
             rtp_timeout: std::time::Duration::ZERO,
             max_lifetime: std::time::Duration::ZERO,
             reservation_timeout: std::time::Duration::ZERO,
+            security: callpark_engine::Security::default(),
         },
         config.lot(),
         music,

@@ -58,6 +58,7 @@ pub struct Config {
     pub group: Vec<GroupConfig>,
     pub features: FeaturesConfig,
     pub access: AccessConfig,
+    pub security: SecurityConfig,
     pub plugins: PluginsConfig,
 }
 
@@ -73,6 +74,7 @@ impl Default for Config {
             group: Vec::new(),
             features: FeaturesConfig::default(),
             access: AccessConfig::default(),
+            security: SecurityConfig::default(),
             plugins: PluginsConfig::default(),
         }
     }
@@ -215,6 +217,11 @@ pub struct GroupConfig {
     pub hunt_group_wait: Option<String>,
     pub ring_pattern: Option<String>,
     pub recall_after: Option<String>,
+    /// Who may park on, retrieve from and watch this group's orbits
+    /// (`all`, `members`, `listed`); unset: the `[access]` rule.
+    pub park: Option<String>,
+    pub retrieve: Option<String>,
+    pub subscribe: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -245,6 +252,10 @@ impl Default for FeaturesConfig {
 pub struct AccessConfig {
     pub park: String,
     pub parkers: Vec<String>,
+    pub retrieve: String,
+    pub retrievers: Vec<String>,
+    pub subscribe: String,
+    pub watchers: Vec<String>,
 }
 
 impl Default for AccessConfig {
@@ -252,7 +263,111 @@ impl Default for AccessConfig {
         AccessConfig {
             park: "all".into(),
             parkers: Vec::new(),
+            retrieve: "all".into(),
+            retrievers: Vec::new(),
+            subscribe: "all".into(),
+            watchers: Vec::new(),
         }
+    }
+}
+
+/// `[security]` (DESIGN §7, docs/security.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// CIDRs, addresses and host names whose requests are taken as the
+    /// identity they carry; the rest must authenticate.
+    pub trusted: Vec<String>,
+    /// Where the server may send on its own besides the trusted sources
+    /// and `[server] domain`: CIDRs, addresses, domains (`.example.com`
+    /// for subdomains too), schemes (`tel:`).
+    pub allowed_targets: Vec<String>,
+    /// The digest realm; empty: `[server] domain`, else "callpark".
+    pub realm: String,
+    pub nonce_lifetime: String,
+    /// full | number | none
+    pub lamp_identity: String,
+    pub rate_per_source: u32,
+    pub burst_per_source: u32,
+    pub max_parked_per_source: u32,
+    pub user: Vec<UserConfig>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            trusted: [
+                "127.0.0.0/8",
+                "::1",
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "fc00::/7",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            allowed_targets: Vec::new(),
+            realm: String::new(),
+            nonce_lifetime: "5m".into(),
+            lamp_identity: "full".into(),
+            rate_per_source: 20,
+            burst_per_source: 40,
+            max_parked_per_source: 10,
+            user: Vec::new(),
+        }
+    }
+}
+
+/// `[[security.user]]`: a phone that authenticates with digest. Only the
+/// HA1 hashes are stored (`callpark credential NAME` makes them).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    pub ha1_sha256: String,
+    pub ha1_md5: String,
+    /// The identity the user acts as; empty: `sip:<name>@<realm>`.
+    pub identity: String,
+}
+
+impl SecurityConfig {
+    /// The realm in use.
+    pub fn realm(&self, server: &ServerConfig) -> String {
+        if !self.realm.is_empty() {
+            self.realm.clone()
+        } else if !server.domain.is_empty() {
+            server.domain.clone()
+        } else {
+            "callpark".into()
+        }
+    }
+}
+
+/// An access rule's name, checked.
+fn check_rule(text: &str) -> Result<(), String> {
+    match text {
+        "all" | "members" | "listed" => Ok(()),
+        other => Err(format!("`{other}` is not one of all, members, listed")),
+    }
+}
+
+/// A trusted entry: a CIDR, an address, or a host name resolved at start.
+fn check_trusted(text: &str) -> Result<(), String> {
+    if callpark_engine::guard::parse_net(text).is_some() {
+        return Ok(());
+    }
+    let ok = !text.is_empty()
+        && !text.contains('/')
+        && text
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{text}` is not a CIDR, an IP address or a host name"
+        ))
     }
 }
 
@@ -873,13 +988,123 @@ impl Config {
         if let Err(m) = callpark_builtin::dialing::check_params(&dialing_params) {
             return at(&[K("features")], m);
         }
-        match self.access.park.as_str() {
-            "all" | "members" | "listed" => {}
+        for (key, rule) in [
+            ("park", &self.access.park),
+            ("retrieve", &self.access.retrieve),
+            ("subscribe", &self.access.subscribe),
+        ] {
+            check_rule(rule).or_else(|m| at(&[K("access"), K(key)], m))?;
+        }
+        for (i, g) in self.group.iter().enumerate() {
+            for (key, rule) in [
+                ("park", &g.park),
+                ("retrieve", &g.retrieve),
+                ("subscribe", &g.subscribe),
+            ] {
+                if let Some(rule) = rule {
+                    check_rule(rule).or_else(|m| at(&[K("group"), I(i), K(key)], m))?;
+                }
+            }
+        }
+        for (key, list) in [
+            ("retrievers", &self.access.retrievers),
+            ("watchers", &self.access.watchers),
+        ] {
+            for (i, p) in list.iter().enumerate() {
+                if !is_routable_uri(p) {
+                    return at(
+                        &[K("access"), K(key), I(i)],
+                        format!("`{p}` is not a sip: URI"),
+                    );
+                }
+            }
+        }
+        let sec = &self.security;
+        for (i, t) in sec.trusted.iter().enumerate() {
+            check_trusted(t).or_else(|m| at(&[K("security"), K("trusted"), I(i)], m))?;
+        }
+        for (i, t) in sec.allowed_targets.iter().enumerate() {
+            callpark_engine::Target::parse(t)
+                .map(|_| ())
+                .or_else(|m| at(&[K("security"), K("allowed_targets"), I(i)], m))?;
+        }
+        duration_in(
+            &sec.nonce_lifetime,
+            Duration::from_secs(10),
+            Duration::from_secs(3600),
+        )
+        .or_else(|m| at(&[K("security"), K("nonce_lifetime")], m))?;
+        match sec.lamp_identity.as_str() {
+            "full" | "number" | "none" => {}
             other => {
                 return at(
-                    &[K("access"), K("park")],
-                    format!("`{other}` is not one of all, members, listed"),
+                    &[K("security"), K("lamp_identity")],
+                    format!("`{other}` is not one of full, number, none"),
                 );
+            }
+        }
+        if !(1..=10_000).contains(&sec.rate_per_source) {
+            return at(
+                &[K("security"), K("rate_per_source")],
+                "must be 1..=10000".into(),
+            );
+        }
+        if sec.burst_per_source < sec.rate_per_source.min(10_000) || sec.burst_per_source > 100_000
+        {
+            return at(
+                &[K("security"), K("burst_per_source")],
+                "must be at least rate_per_source and at most 100000".into(),
+            );
+        }
+        if !(1..=100_000).contains(&sec.max_parked_per_source) {
+            return at(
+                &[K("security"), K("max_parked_per_source")],
+                "must be 1..=100000".into(),
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, u) in sec.user.iter().enumerate() {
+            let here = |k| vec![K("security"), K("user"), I(i), K(k)];
+            if u.name.is_empty()
+                || u.name.contains([':', '"', '\\'])
+                || u.name.chars().any(char::is_control)
+            {
+                return Err((
+                    here("name"),
+                    "a user needs a name without `:`, quotes or backslashes".into(),
+                ));
+            }
+            if !names.insert(u.name.as_str()) {
+                return Err((here("name"), format!("user `{}` is listed twice", u.name)));
+            }
+            for (k, h, len) in [
+                ("ha1_sha256", &u.ha1_sha256, 64),
+                ("ha1_md5", &u.ha1_md5, 32),
+            ] {
+                if !h.is_empty() && (h.len() != len || !h.bytes().all(|b| b.is_ascii_hexdigit())) {
+                    return Err((
+                        here(k),
+                        format!(
+                            "must be {len} hex digits (`callpark credential {}` prints it)",
+                            u.name
+                        ),
+                    ));
+                }
+            }
+            if u.ha1_sha256.is_empty() && u.ha1_md5.is_empty() {
+                return Err((
+                    here("ha1_sha256"),
+                    format!(
+                        "user `{}` has no credential: set ha1_sha256 and/or ha1_md5 (`callpark credential {}`)",
+                        u.name, u.name
+                    ),
+                ));
+            }
+            if !u.identity.is_empty() && !is_routable_uri(&u.identity) {
+                return Err((
+                    here("identity"),
+                    format!("`{}` is not a sip: URI", u.identity),
+                ));
             }
         }
         if self.access.park == "members" && self.group.is_empty() {

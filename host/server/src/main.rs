@@ -48,6 +48,17 @@ enum Command {
     },
     /// Print the embedded default configuration, a starting point for your own.
     DefaultConfig,
+    /// Turn a phone's password (read from stdin, never stored) into the
+    /// `[[security.user]]` lines to put in the configuration: HA1 hashes
+    /// with SHA-256 and MD5 for the realm.
+    Credential {
+        /// The user name the phone authenticates with.
+        name: String,
+        /// The digest realm (`[security] realm`, else `[server] domain`,
+        /// else "callpark").
+        #[arg(long, default_value = "callpark")]
+        realm: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -125,6 +136,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::DefaultConfig => {
             print!("{DEFAULT_CONFIG}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Credential { name, realm } => {
+            use callpark_sip::digest::{Algorithm, ha1};
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                anyhow::bail!("no password on stdin");
+            }
+            println!("[[security.user]]");
+            println!("name = \"{name}\"");
+            println!(
+                "ha1_sha256 = \"{}\"",
+                ha1(Algorithm::Sha256, &name, &realm, password)
+            );
+            println!(
+                "ha1_md5 = \"{}\"",
+                ha1(Algorithm::Md5, &name, &realm, password)
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
