@@ -843,3 +843,72 @@ fn misbehaving_plugins_under_load_keep_every_call_and_the_music() {
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }
+
+/// SIPp from an untrusted address (127.0.0.77; only 127.0.0.1 is trusted)
+/// answers the 401 with its `[authentication]` digest and parks (MD5:
+/// SIPp 3.6 knows no SHA-256 and reads only one challenge, so the server
+/// is configured to offer MD5 alone, as for old phones); with a wrong password it gets 401 again and parks
+/// nothing.
+#[test]
+#[ignore = "needs SIPp (Debian sip-tester); .ci/run runs it"]
+fn sipp_authenticates_with_digest_from_an_untrusted_address() {
+    let realm = "callpark";
+    let server = Server::start_lot(
+        "",
+        &format!(
+            "[[range]]\nname = \"main\"\nstart = \"701\"\nend = \"750\"\n[security]\ntrusted = [\"127.0.0.1/32\"]\nalgorithms = [\"MD5\"]\n[[security.user]]\nname = \"alice\"\nha1_md5 = \"{}\"\nha1_sha256 = \"{}\"\n",
+            callpark_sip::digest::ha1(
+                callpark_sip::digest::Algorithm::Md5,
+                "alice",
+                realm,
+                "wonderland"
+            ),
+            callpark_sip::digest::ha1(
+                callpark_sip::digest::Algorithm::Sha256,
+                "alice",
+                realm,
+                "wonderland"
+            ),
+        ),
+    );
+    let untrusted = |password: &str| {
+        // SIPp's digest uri is the server's address unless told; the
+        // server holds it to the Request-URI (RFC 3261 §22.4).
+        let auth_uri = format!("701@{}", server.addr());
+        let cmd = sipp(
+            &server,
+            "park_with_auth",
+            "701",
+            free_port(),
+            "0",
+            &["-au", "alice", "-ap", password, "-auth_uri", &auth_uri],
+        );
+        // SIPp binds the address -i names: the untrusted one.
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let mut fixed = Command::new("/usr/bin/sipp");
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            fixed.arg(a);
+            if a == "-i" {
+                it.next();
+                fixed.arg("127.0.0.77");
+            }
+        }
+        fixed
+            .current_dir(server.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        fixed
+    };
+    must_pass(&server, "park with digest", untrusted("wonderland"));
+    let (ok, _) = run(untrusted("guess"));
+    assert!(!ok, "a wrong password must not park");
+    let log = server.log();
+    assert_eq!(log.matches("event=\"parked\"").count(), 1, "{log}");
+    assert!(log.contains("authorization refused"), "{log}");
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use callpark_sip::digest::{Authorization, Credential, Nonces, Verdict};
+use callpark_sip::digest::{Algorithm, Authorization, Credential, Nonces, Verdict};
 use callpark_sip::message::{HeaderView, Method, Replaces, Request};
 use callpark_sip::uri::{Host, Scheme, Uri};
 use hmac::{Hmac, Mac};
@@ -129,6 +129,8 @@ pub struct Security {
     pub realm: String,
     pub users: Vec<User>,
     pub nonce_lifetime: Duration,
+    /// Digest algorithms challenged, preferred first.
+    pub algorithms: Vec<Algorithm>,
     pub lamp_identity: LampIdentity,
     /// Out-of-dialog requests a second from one untrusted address, and
     /// the burst allowed above that rate.
@@ -153,6 +155,7 @@ impl Default for Security {
             realm: "callpark".into(),
             users: Vec::new(),
             nonce_lifetime: Duration::from_secs(300),
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
             lamp_identity: LampIdentity::Full,
             rate_per_source: 20,
             burst_per_source: 40,
@@ -218,7 +221,8 @@ pub(crate) struct Guard {
 
 impl Guard {
     pub fn new(cfg: Security) -> Guard {
-        let nonces = Nonces::new(cfg.secret, cfg.realm.clone(), cfg.nonce_lifetime);
+        let mut nonces = Nonces::new(cfg.secret, cfg.realm.clone(), cfg.nonce_lifetime);
+        nonces.set_offered(cfg.algorithms.clone());
         Guard {
             cfg,
             nonces,
@@ -233,6 +237,7 @@ impl Guard {
         if cfg.realm != self.cfg.realm || cfg.nonce_lifetime != self.cfg.nonce_lifetime {
             self.nonces = Nonces::new(cfg.secret, cfg.realm.clone(), cfg.nonce_lifetime);
         }
+        self.nonces.set_offered(cfg.algorithms.clone());
         self.cfg = cfg;
     }
 

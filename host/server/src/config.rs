@@ -285,6 +285,8 @@ pub struct SecurityConfig {
     /// The digest realm; empty: `[server] domain`, else "callpark".
     pub realm: String,
     pub nonce_lifetime: String,
+    /// Digest algorithms challenged, preferred first: "SHA-256", "MD5".
+    pub algorithms: Vec<String>,
     /// full | number | none
     pub lamp_identity: String,
     pub rate_per_source: u32,
@@ -310,6 +312,7 @@ impl Default for SecurityConfig {
             allowed_targets: Vec::new(),
             realm: String::new(),
             nonce_lifetime: "5m".into(),
+            algorithms: vec!["SHA-256".into(), "MD5".into()],
             lamp_identity: "full".into(),
             rate_per_source: 20,
             burst_per_source: 40,
@@ -1034,6 +1037,20 @@ impl Config {
             Duration::from_secs(3600),
         )
         .or_else(|m| at(&[K("security"), K("nonce_lifetime")], m))?;
+        if sec.algorithms.is_empty() {
+            return at(
+                &[K("security"), K("algorithms")],
+                "name at least one of SHA-256, MD5".into(),
+            );
+        }
+        for (i, a) in sec.algorithms.iter().enumerate() {
+            if !matches!(a.as_str(), "SHA-256" | "MD5") {
+                return at(
+                    &[K("security"), K("algorithms"), I(i)],
+                    format!("`{a}` is not one of SHA-256, MD5"),
+                );
+            }
+        }
         match sec.lamp_identity.as_str() {
             "full" | "number" | "none" => {}
             other => {

@@ -499,6 +499,11 @@ pub fn security_of(config: &Config, secret: [u8; 32]) -> Result<Security, String
         users,
         nonce_lifetime: callpark_core::parse_duration(&sec.nonce_lifetime)
             .map_err(|e| e.to_string())?,
+        algorithms: sec
+            .algorithms
+            .iter()
+            .filter_map(|a| callpark_sip::digest::Algorithm::parse(a))
+            .collect(),
         lamp_identity: match sec.lamp_identity.as_str() {
             "number" => LampIdentity::Number,
             "none" => LampIdentity::None,

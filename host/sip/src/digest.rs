@@ -281,6 +281,8 @@ pub struct Nonces {
     floor: Option<Duration>,
     max_seen: usize,
     serial: u64,
+    /// The algorithms challenged, preferred first; others are refused.
+    offered: Vec<Algorithm>,
 }
 
 /// Nonces whose `nc` is remembered at most.
@@ -299,7 +301,24 @@ impl Nonces {
             floor: None,
             max_seen: MAX_NONCES_SEEN,
             serial: 0,
+            offered: vec![Algorithm::Sha256, Algorithm::Md5],
         }
+    }
+
+    /// The algorithms to challenge with, preferred first (SHA-256, then
+    /// MD5 by default); the `-sess` variant of an offered one is accepted
+    /// too. A phone that reads only the first challenge needs its own
+    /// algorithm first.
+    pub fn set_offered(&mut self, offered: Vec<Algorithm>) {
+        if !offered.is_empty() {
+            self.offered = offered;
+        }
+    }
+
+    fn offers(&self, algorithm: Algorithm) -> bool {
+        self.offered
+            .iter()
+            .any(|a| a.sha256() == algorithm.sha256())
     }
 
     pub fn realm(&self) -> &str {
@@ -347,7 +366,7 @@ impl Nonces {
     pub fn challenges(&mut self, now: Duration, stale: bool) -> Vec<String> {
         let nonce = self.issue(now);
         let stale = if stale { ", stale=true" } else { "" };
-        [Algorithm::Sha256, Algorithm::Md5]
+        self.offered
             .iter()
             .map(|a| {
                 format!(
@@ -371,6 +390,9 @@ impl Nonces {
     ) -> Verdict {
         if auth.realm != self.realm {
             return Verdict::Refused("another realm");
+        }
+        if !self.offers(auth.algorithm) {
+            return Verdict::Refused("an algorithm not offered");
         }
         let Some(issued) = self.issued(&auth.nonce) else {
             return Verdict::Refused("not a nonce of ours");
