@@ -22,7 +22,6 @@
 //! Sans-IO: time is an argument, the secret comes from the caller.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -81,9 +80,11 @@ impl Algorithm {
 }
 
 fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(out, "{b:02x}");
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
     }
     out
 }
