@@ -85,6 +85,9 @@ pub struct EngineConfig {
     pub reservation_timeout: Duration,
     /// Trusted sources, credentials, allowed targets, lamps, fair use.
     pub security: Security,
+    /// The port of the first `[[server.tls]]` listener, for Contacts of
+    /// dialogs made over TLS.
+    pub tls_port: Option<u16>,
 }
 
 /// Hold music: a default, per-orbit overrides, or silence when music is off.
@@ -995,6 +998,12 @@ impl Engine {
             Transport::Tcp(_) => format!(
                 "<sip:callpark@{host}:{};transport=tcp>",
                 self.cfg.sip_addr.port()
+            ),
+            // RFC 3261 §12.1.1: a dialog made over TLS (sips:) keeps a
+            // sips: Contact, at the TLS listen address.
+            Transport::Tls(_) => format!(
+                "<sips:callpark@{host}:{}>",
+                self.cfg.tls_port.unwrap_or(5061)
             ),
         }
     }

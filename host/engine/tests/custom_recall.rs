@@ -62,6 +62,7 @@ fn a_custom_recall_plan_is_followed_to_the_letter() {
             max_lifetime: Duration::ZERO,
             reservation_timeout: Duration::ZERO,
             security: callpark_engine::Security::default(),
+            tls_port: None,
         },
         ParkLot::new(vec![orbit], vec![]),
         MusicLibrary {

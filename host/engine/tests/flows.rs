@@ -47,6 +47,7 @@ fn config() -> EngineConfig {
         max_lifetime: Duration::ZERO,
         reservation_timeout: Duration::ZERO,
         security: callpark_engine::Security::default(),
+        tls_port: None,
     }
 }
 

@@ -70,6 +70,7 @@ fn in_process() {
             max_lifetime: std::time::Duration::ZERO,
             reservation_timeout: std::time::Duration::ZERO,
             security: callpark_engine::Security::default(),
+            tls_port: None,
         },
         config.lot(),
         music,

@@ -98,6 +98,18 @@ pub struct ServerConfig {
     /// SIGTERM: how long the BYEs of every call are retransmitted while
     /// phones answer them.
     pub drain_time: String,
+    /// `[[server.tls]]`: SIP over TLS listeners.
+    pub tls: Vec<TlsConfig>,
+}
+
+/// A SIP-over-TLS listener: address, certificate chain and key (PEM files,
+/// relative to the configuration file's folder).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: String,
+    pub certificate: String,
+    pub key: String,
 }
 
 impl Default for ServerConfig {
@@ -108,6 +120,7 @@ impl Default for ServerConfig {
             outbound_proxy: String::new(),
             max_parked_calls: 20_000,
             drain_time: "10s".into(),
+            tls: Vec::new(),
         }
     }
 }
@@ -1020,6 +1033,27 @@ impl Config {
                         format!("`{p}` is not a sip: URI"),
                     );
                 }
+            }
+        }
+        for (i, t) in self.server.tls.iter().enumerate() {
+            let here = |k| vec![K("server"), K("tls"), I(i), K(k)];
+            if t.listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err((
+                    here("listen"),
+                    format!("`{}` is not an address like \"0.0.0.0:5061\"", t.listen),
+                ));
+            }
+            if t.certificate.is_empty() {
+                return Err((
+                    here("certificate"),
+                    "a TLS listener needs a certificate (PEM file)".into(),
+                ));
+            }
+            if t.key.is_empty() {
+                return Err((
+                    here("key"),
+                    "a TLS listener needs a private key (PEM file)".into(),
+                ));
             }
         }
         let sec = &self.security;

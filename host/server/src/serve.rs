@@ -66,6 +66,8 @@ enum TcpEvent {
     Frame {
         conn: u64,
         from: SocketAddr,
+        /// Came over TLS.
+        tls: bool,
         bytes: Vec<u8>,
     },
     Closed {
@@ -127,6 +129,9 @@ pub fn preflight(config: &Config, config_path: &Path) -> anyhow::Result<()> {
     let config_dir = config_path.parent();
     music_library(config, config_dir)?;
     security_of(config, [0; 32]).map_err(anyhow::Error::msg)?;
+    for t in &config.server.tls {
+        tls_acceptor(t, config_dir)?;
+    }
     PluginSupervisor::start(config, config_dir)?;
     Ok(())
 }
@@ -168,6 +173,11 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret))
         .context("reading /dev/urandom for the nonce and lamp secret")?;
     let security = security_of(&config, secret).map_err(anyhow::Error::msg)?;
+    let mut tls_listeners = Vec::new();
+    for t in &config.server.tls {
+        let addr: SocketAddr = t.listen.parse().context("server.tls listen")?;
+        tls_listeners.push((addr, tls_acceptor(t, config_dir.as_deref())?));
+    }
     let outbound_proxy = config.outbound_proxy().map_err(anyhow::Error::msg)?;
     let drain_time = callpark_core::parse_duration(&config.server.drain_time)?;
     let started = Instant::now();
@@ -193,6 +203,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 &config.features.reservation_timeout,
             )?,
             security,
+            tls_port: tls_listeners.first().map(|(a, _)| a.port()),
         },
         config.lot(),
         music,
@@ -219,7 +230,19 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         tracing::info!(%addr, "listening for SIP on UDP and TCP");
         udp_sockets.push(udp);
         let tx = tcp_tx.clone();
-        tokio::spawn(accept_tcp(tcp, tx, i as u64));
+        tokio::spawn(accept_tcp(tcp, tx, i as u64, None));
+    }
+    for (i, (addr, acceptor)) in tls_listeners.into_iter().enumerate() {
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding TLS {addr}"))?;
+        tracing::info!(%addr, "listening for SIP over TLS");
+        tokio::spawn(accept_tcp(
+            tcp,
+            tcp_tx.clone(),
+            (listen.len() + i) as u64,
+            Some(acceptor),
+        ));
     }
     let media = StdUdpSocket::bind(media_addr)
         .with_context(|| format!("binding the media socket {media_addr}"))?;
@@ -380,8 +403,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                     TcpEvent::Opened { conn, writer } => {
                         tcp_writers.insert(conn, writer);
                     }
-                    TcpEvent::Frame { conn, from, bytes } => {
-                        engine.handle_sip(now, &bytes, Peer { transport: Transport::Tcp(conn), addr: from });
+                    TcpEvent::Frame { conn, from, tls, bytes } => {
+                        let transport = if tls { Transport::Tls(conn) } else { Transport::Tcp(conn) };
+                        engine.handle_sip(now, &bytes, Peer { transport, addr: from });
                     }
                     TcpEvent::Closed { conn } => {
                         tcp_writers.remove(&conn);
@@ -420,6 +444,43 @@ async fn sip_datagram(sockets: &[UdpSocket], buf: &mut [u8]) -> (usize, usize, S
         std::task::Poll::Pending
     })
     .await
+}
+
+/// A TLS server from a listener's PEM files (rustls with the ring
+/// provider, TLS 1.2 and 1.3).
+pub fn tls_acceptor(
+    t: &crate::config::TlsConfig,
+    config_dir: Option<&Path>,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_path = Config::resolve(config_dir, &t.certificate);
+    let key_path = Config::resolve(config_dir, &t.key);
+    let certs = CertificateDer::pem_file_iter(&cert_path)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("server.tls certificate: reading {}", cert_path.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "server.tls certificate: no certificate in {}",
+            cert_path.display()
+        );
+    }
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .with_context(|| format!("server.tls key: reading {}", key_path.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .with_context(|| {
+            format!(
+                "server.tls: {} does not fit {}",
+                key_path.display(),
+                cert_path.display()
+            )
+        })?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server)))
 }
 
 fn access_of(config: &Config) -> Access {
@@ -533,7 +594,7 @@ fn flush(
                     tracing::debug!(peer = %t.peer.addr, "UDP send: {e}");
                 }
             }
-            Transport::Tcp(conn) => match tcp.get(&conn) {
+            Transport::Tcp(conn) | Transport::Tls(conn) => match tcp.get(&conn) {
                 Some(w) => {
                     let _ = w.send(t.bytes);
                 }
@@ -620,10 +681,13 @@ const TCP_MESSAGE_DEADLINE: Duration = Duration::from_secs(20);
 /// kept while the peer keeps it.
 const TCP_FIRST_MESSAGE_WITHIN: Duration = Duration::from_secs(30);
 
+/// Accepts SIP connections on `listener`, over TLS when `tls` is set:
+/// at most `MAX_TCP_CONNECTIONS` at once, backing off when accept fails.
 async fn accept_tcp(
     listener: TcpListener,
     inbound: mpsc::UnboundedSender<TcpEvent>,
     listener_index: u64,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut next: u64 = listener_index << 48;
@@ -653,73 +717,121 @@ async fn accept_tcp(
         open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         next += 1;
         let conn = next;
-        let (mut reader, mut writer) = stream.into_split();
-        let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
-        if inbound
-            .send(TcpEvent::Opened { conn, writer: wtx })
-            .is_err()
-        {
-            return;
+        let inbound = inbound.clone();
+        let open = open.clone();
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(stream, from, conn, false, inbound, open));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // The handshake counts against the first-message time:
+                    // a peer that opens and says nothing is closed.
+                    match tokio::time::timeout(TCP_FIRST_MESSAGE_WITHIN, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, from, conn, true, inbound, open).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::info!(peer = %from, "TLS handshake failed: {e}");
+                            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            tracing::info!(peer = %from, "TLS handshake not done in time");
+                            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
         }
-        tokio::spawn(async move {
-            while let Some(bytes) = wrx.recv().await {
-                if writer.write_all(&bytes).await.is_err() {
+    }
+}
+
+/// One SIP connection (TCP, or TLS after its handshake): frames go to the
+/// loop, the loop's bytes come back through the writer it is given. A
+/// connection that sends no complete message in time, or one too big, is
+/// closed.
+async fn serve_connection<S>(
+    stream: S,
+    from: SocketAddr,
+    conn: u64,
+    tls: bool,
+    inbound: mpsc::UnboundedSender<TcpEvent>,
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+    if inbound
+        .send(TcpEvent::Opened { conn, writer: wtx })
+        .is_err()
+    {
+        open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        return;
+    }
+    tokio::spawn(async move {
+        while let Some(bytes) = wrx.recv().await {
+            if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    let mut framer = StreamFramer::with_max_body(MAX_TCP_BODY);
+    let mut buf = vec![0u8; 16 * 1024];
+    let opened = tokio::time::Instant::now();
+    let mut delivered = false;
+    let mut partial_since: Option<tokio::time::Instant> = None;
+    loop {
+        let deadline = match (partial_since, delivered) {
+            (Some(since), _) => Some(since + TCP_MESSAGE_DEADLINE),
+            (None, false) => Some(opened + TCP_FIRST_MESSAGE_WITHIN),
+            (None, true) => None,
+        };
+        let read = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, reader.read(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::info!(peer = %from, "closing a TCP connection: no complete message in time");
+                    break;
+                }
+            },
+            None => reader.read(&mut buf).await,
+        };
+        let n = match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        framer.push(&buf[..n]);
+        loop {
+            match framer.next_frame() {
+                Ok(Some(bytes)) => {
+                    delivered = true;
+                    let _ = inbound.send(TcpEvent::Frame {
+                        conn,
+                        from,
+                        tls,
+                        bytes,
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::info!(peer = %from, "closing a TCP connection: {e}");
+                    let _ = inbound.send(TcpEvent::Closed { conn });
+                    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     return;
                 }
             }
-        });
-        let inbound = inbound.clone();
-        let open = open.clone();
-        tokio::spawn(async move {
-            let mut framer = StreamFramer::with_max_body(MAX_TCP_BODY);
-            let mut buf = vec![0u8; 16 * 1024];
-            let opened = tokio::time::Instant::now();
-            let mut delivered = false;
-            let mut partial_since: Option<tokio::time::Instant> = None;
-            loop {
-                let deadline = match (partial_since, delivered) {
-                    (Some(since), _) => Some(since + TCP_MESSAGE_DEADLINE),
-                    (None, false) => Some(opened + TCP_FIRST_MESSAGE_WITHIN),
-                    (None, true) => None,
-                };
-                let read = match deadline {
-                    Some(at) => match tokio::time::timeout_at(at, reader.read(&mut buf)).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            tracing::info!(peer = %from, "closing a TCP connection: no complete message in time");
-                            break;
-                        }
-                    },
-                    None => reader.read(&mut buf).await,
-                };
-                let n = match read {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                framer.push(&buf[..n]);
-                loop {
-                    match framer.next_frame() {
-                        Ok(Some(bytes)) => {
-                            delivered = true;
-                            let _ = inbound.send(TcpEvent::Frame { conn, from, bytes });
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::info!(peer = %from, "closing a TCP connection: {e}");
-                            let _ = inbound.send(TcpEvent::Closed { conn });
-                            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                            return;
-                        }
-                    }
-                }
-                partial_since = match (framer.has_partial(), partial_since) {
-                    (true, None) => Some(tokio::time::Instant::now()),
-                    (true, since) => since,
-                    (false, _) => None,
-                };
-            }
-            let _ = inbound.send(TcpEvent::Closed { conn });
-            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        });
+        }
+        partial_since = match (framer.has_partial(), partial_since) {
+            (true, None) => Some(tokio::time::Instant::now()),
+            (true, since) => since,
+            (false, _) => None,
+        };
     }
+    let _ = inbound.send(TcpEvent::Closed { conn });
+    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }

@@ -30,17 +30,20 @@ pub enum Transport {
     Udp,
     /// A TCP connection, named by the server's connection id.
     Tcp(u64),
+    /// A TLS connection (RFC 3261 §26.2), named the same way.
+    Tls(u64),
 }
 
 impl Transport {
     pub fn reliable(self) -> bool {
-        matches!(self, Transport::Tcp(_))
+        matches!(self, Transport::Tcp(_) | Transport::Tls(_))
     }
 
     fn via_name(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp(_) => "TCP",
+            Transport::Tls(_) => "TLS",
         }
     }
 }
