@@ -11,7 +11,8 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use support::{Server, free_port};
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, as PEM files
@@ -29,6 +30,7 @@ fn certificates(dir: &std::path::Path) -> CertificateDer<'static> {
     let cert = params.signed_by(&key, &issuer).unwrap();
     std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
     ca_cert.der().clone()
 }
 
@@ -207,4 +209,89 @@ fn a_missing_certificate_is_refused_with_its_path() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(text.contains("nowhere.pem"), "{text}");
+}
+
+/// A parker whose phone is reached at `sips:`: the server opens a TLS
+/// connection to it, verifies its certificate against `[server] tls_ca`,
+/// and tells it "Parked on 701" by MESSAGE over that connection.
+#[test]
+fn a_sips_parker_is_told_over_a_tls_connection_the_server_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    // The parker's phone: a TLS server with the CA-signed certificate.
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.path().join("cert.pem"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.path().join("key.pem")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let phone_tls = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let parker_port = listener.local_addr().unwrap().port();
+    let phone = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().expect("the server connects");
+        tcp.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let conn = rustls::ServerConnection::new(phone_tls).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut got = Vec::new();
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 8192];
+        while Instant::now() < end {
+            match tls.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if text.contains("Parked on 701") {
+                let via = header(&text, "Via").to_string();
+                let answer = format!(
+                    "SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: {}\r\nTo: {};tag=p\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+                    header(&text, "From"),
+                    header(&text, "To"),
+                    header(&text, "Call-ID"),
+                    header(&text, "CSeq")
+                );
+                tls.write_all(answer.as_bytes()).unwrap();
+                tls.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+                return text;
+            }
+        }
+        panic!("no MESSAGE over TLS: {}", String::from_utf8_lossy(&got));
+    });
+    let server = Server::start_lot(
+        &format!("tls_ca = \"{}\"", dir.path().join("ca.pem").display()),
+        "[[range]]\nname = \"main\"\nstart = \"701\"\nend = \"750\"\n",
+    );
+    let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = caller.local_addr().unwrap();
+    let a = server.addr();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4200 RTP/AVP 0\r\n";
+    let invite = format!(
+        "INVITE sip:701@{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKsipsp\r\nFrom: <sip:c@{me}>;tag=c\r\nTo: <sip:701@{a}>\r\nCall-ID: sipsp\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nReferred-By: <sips:parker@127.0.0.1:{parker_port}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    caller.send_to(invite.as_bytes(), a).unwrap();
+    let message = phone.join().unwrap();
+    assert!(
+        message.starts_with("MESSAGE sips:parker@127.0.0.1:"),
+        "{message}"
+    );
+    assert!(
+        header(&message, "Via").starts_with("SIP/2.0/TLS "),
+        "{message}"
+    );
+    support::wait_log(&server, "TLS connection opened", 1);
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
 }

@@ -1718,16 +1718,29 @@ impl Engine {
     /// Where an out-of-dialog request to `uri` goes: the outbound proxy,
     /// else the URI's own IP address. A host name needs DNS, which the
     /// outbound proxy does for us.
+    ///
+    /// A `sips:` URI, or one with `;transport=tls`, is reached over TLS
+    /// (a connection the host opens or reuses, port 5061 by default)
+    /// unless the outbound proxy carries it.
     fn route(&self, uri: &Uri) -> Option<Peer> {
-        let addr = match (self.cfg.outbound_proxy, &uri.host) {
-            (Some(proxy), _) => proxy,
-            (None, Some(Host::Ip(ip))) => SocketAddr::new(*ip, uri.port.unwrap_or(5060)),
+        let tls = uri.scheme == callpark_sip::uri::Scheme::Sips
+            || uri
+                .param("transport")
+                .flatten()
+                .is_some_and(|t| t.eq_ignore_ascii_case("tls"));
+        let (addr, transport) = match (self.cfg.outbound_proxy, &uri.host) {
+            (Some(proxy), _) => (proxy, Transport::Udp),
+            (None, Some(Host::Ip(ip))) if tls => (
+                SocketAddr::new(*ip, uri.port.unwrap_or(5061)),
+                Transport::Tls(callpark_sip::transaction::NEW_CONNECTION),
+            ),
+            (None, Some(Host::Ip(ip))) => (
+                SocketAddr::new(*ip, uri.port.unwrap_or(5060)),
+                Transport::Udp,
+            ),
             (None, _) => return None,
         };
-        Some(Peer {
-            transport: Transport::Udp,
-            addr,
-        })
+        Some(Peer { transport, addr })
     }
 
     /// A request opening a new dialog or transaction from `user` at our
@@ -2417,6 +2430,10 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| format!("Park {orbit}"));
         let mut invite = self.new_invite(&orbit, Some(display), &uri);
+        if matches!(peer.transport, Transport::Tls(_)) {
+            // A dialog over TLS is a sips: one (RFC 3261 §12.1.1).
+            invite.headers.set("Contact", self.contact(peer));
+        }
         if let Some(alert) = &step.alert_info {
             invite.headers.push("Alert-Info", alert.clone());
         }

@@ -100,6 +100,10 @@ pub struct ServerConfig {
     pub drain_time: String,
     /// `[[server.tls]]`: SIP over TLS listeners.
     pub tls: Vec<TlsConfig>,
+    /// CA certificates (PEM) that servers we open TLS connections to
+    /// (`sips:` recall and MESSAGE targets) must chain to; empty: the
+    /// system's bundle.
+    pub tls_ca: String,
 }
 
 /// A SIP-over-TLS listener: address, certificate chain and key (PEM files,
@@ -121,6 +125,7 @@ impl Default for ServerConfig {
             max_parked_calls: 20_000,
             drain_time: "10s".into(),
             tls: Vec::new(),
+            tls_ca: String::new(),
         }
     }
 }

@@ -279,7 +279,13 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     // SIGHUP re-reads the configuration file, then reloads the plugins
     // with its plugin settings (the supervisor leaves SIGHUP to us).
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut tcp_writers: HashMap<u64, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
+    let mut conns = Connections {
+        writers: HashMap::new(),
+        outgoing: HashMap::new(),
+        next_outgoing: OUTGOING_CONNECTIONS << 48,
+        tls_client: tls_client(&config, config_dir.as_deref())?,
+        inbound: tcp_tx.clone(),
+    };
     let mut udp_of_peer: HashMap<SocketAddr, usize> = HashMap::new();
     let mut media_buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 2048];
@@ -293,7 +299,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         while let Some((shard, command)) = engine.poll_music_command() {
             pacers.send(shard, command);
         }
-        flush(&mut engine, &udp_sockets, &udp_of_peer, &tcp_writers);
+        flush(&mut engine, &udp_sockets, &udp_of_peer, &mut conns);
         while let Some((dest, packet)) = engine.poll_rtcp() {
             let _ = rtcp.try_send_to(&packet, dest);
         }
@@ -401,21 +407,22 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 let now = clock(started);
                 match msg {
                     TcpEvent::Opened { conn, writer } => {
-                        tcp_writers.insert(conn, writer);
+                        conns.writers.insert(conn, writer);
                     }
                     TcpEvent::Frame { conn, from, tls, bytes } => {
                         let transport = if tls { Transport::Tls(conn) } else { Transport::Tcp(conn) };
                         engine.handle_sip(now, &bytes, Peer { transport, addr: from });
                     }
                     TcpEvent::Closed { conn } => {
-                        tcp_writers.remove(&conn);
+                        conns.writers.remove(&conn);
+                        conns.outgoing.retain(|_, c| *c != conn);
                     }
                 }
             }
             _ = tokio::time::sleep(sleep_for) => {}
         }
     }
-    flush(&mut engine, &udp_sockets, &udp_of_peer, &tcp_writers);
+    flush(&mut engine, &udp_sockets, &udp_of_peer, &mut conns);
     pacers.stop();
     let _ = stop_watch.send(());
     let _ = watcher.await;
@@ -580,11 +587,106 @@ pub fn security_of(config: &Config, secret: [u8; 32]) -> Result<Security, String
     })
 }
 
+/// Connection ids from `OUTGOING_CONNECTIONS << 48` up are connections
+/// the server opened (TLS towards a `sips:` target); listeners number
+/// theirs from their index.
+const OUTGOING_CONNECTIONS: u64 = 0xFFFF;
+
+/// The stream connections the loop writes to.
+struct Connections {
+    writers: HashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
+    /// Connections we opened, by the address they go to, reused by every
+    /// request towards it while open.
+    outgoing: HashMap<SocketAddr, u64>,
+    next_outgoing: u64,
+    /// How we verify the servers we connect to (`[server] tls_ca`).
+    tls_client: Option<std::sync::Arc<rustls::ClientConfig>>,
+    inbound: mpsc::UnboundedSender<TcpEvent>,
+}
+
+impl Connections {
+    /// The writer of the TLS connection to `addr`, opening one (whose
+    /// writes queue until its handshake is done) when there is none.
+    fn outgoing_tls(&mut self, addr: SocketAddr) -> Option<mpsc::UnboundedSender<Vec<u8>>> {
+        if let Some(w) = self.outgoing.get(&addr).and_then(|c| self.writers.get(c)) {
+            return Some(w.clone());
+        }
+        let Some(client) = self.tls_client.clone() else {
+            tracing::warn!(peer = %addr, "a sips: target, but no TLS client (server.tls_ca) is configured");
+            return None;
+        };
+        self.next_outgoing += 1;
+        let conn = self.next_outgoing;
+        let (wtx, wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+        self.writers.insert(conn, wtx.clone());
+        self.outgoing.insert(addr, conn);
+        let inbound = self.inbound.clone();
+        tokio::spawn(async move {
+            let connector = tokio_rustls::TlsConnector::from(client);
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let opened = async {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                connector.connect(name, tcp).await
+            };
+            match tokio::time::timeout(Duration::from_secs(10), opened).await {
+                Ok(Ok(stream)) => {
+                    tracing::info!(peer = %addr, "TLS connection opened");
+                    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
+                    serve_connection(stream, addr, conn, true, inbound, open, Some(wrx)).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %addr, "TLS connection failed: {e}");
+                    let _ = inbound.send(TcpEvent::Closed { conn });
+                }
+                Err(_) => {
+                    tracing::warn!(peer = %addr, "TLS connection not made in 10 s");
+                    let _ = inbound.send(TcpEvent::Closed { conn });
+                }
+            }
+        });
+        Some(wtx)
+    }
+}
+
+/// The TLS client for `sips:` targets: the CAs of `[server] tls_ca`, else
+/// the system's bundle when there is one.
+fn tls_client(
+    config: &Config,
+    config_dir: Option<&Path>,
+) -> anyhow::Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let path = if config.server.tls_ca.is_empty() {
+        let system = Path::new("/etc/ssl/certs/ca-certificates.crt");
+        if !system.exists() {
+            return Ok(None);
+        }
+        system.to_path_buf()
+    } else {
+        Config::resolve(config_dir, &config.server.tls_ca)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(&path)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("server.tls_ca: reading {}", path.display()))?;
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        anyhow::bail!("server.tls_ca: no CA certificate in {}", path.display());
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(std::sync::Arc::new(client)))
+}
+
 fn flush(
     engine: &mut Engine,
     udp: &[UdpSocket],
     udp_of_peer: &HashMap<SocketAddr, usize>,
-    tcp: &HashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
+    conns: &mut Connections,
 ) {
     while let Some(t) = engine.poll_transmit() {
         match t.peer.transport {
@@ -594,7 +696,12 @@ fn flush(
                     tracing::debug!(peer = %t.peer.addr, "UDP send: {e}");
                 }
             }
-            Transport::Tcp(conn) | Transport::Tls(conn) => match tcp.get(&conn) {
+            Transport::Tls(callpark_sip::transaction::NEW_CONNECTION) => {
+                if let Some(w) = conns.outgoing_tls(t.peer.addr) {
+                    let _ = w.send(t.bytes);
+                }
+            }
+            Transport::Tcp(conn) | Transport::Tls(conn) => match conns.writers.get(&conn) {
                 Some(w) => {
                     let _ = w.send(t.bytes);
                 }
@@ -721,7 +828,9 @@ async fn accept_tcp(
         let open = open.clone();
         match &tls {
             None => {
-                tokio::spawn(serve_connection(stream, from, conn, false, inbound, open));
+                tokio::spawn(serve_connection(
+                    stream, from, conn, false, inbound, open, None,
+                ));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -732,7 +841,7 @@ async fn accept_tcp(
                         .await
                     {
                         Ok(Ok(stream)) => {
-                            serve_connection(stream, from, conn, true, inbound, open).await
+                            serve_connection(stream, from, conn, true, inbound, open, None).await
                         }
                         Ok(Err(e)) => {
                             tracing::info!(peer = %from, "TLS handshake failed: {e}");
@@ -760,18 +869,27 @@ async fn serve_connection<S>(
     tls: bool,
     inbound: mpsc::UnboundedSender<TcpEvent>,
     open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    registered: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
-    if inbound
-        .send(TcpEvent::Opened { conn, writer: wtx })
-        .is_err()
-    {
-        open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        return;
-    }
+    // A connection we opened was registered with the loop before it
+    // connected (what is sent to it waited in the channel).
+    let mut wrx = match registered {
+        Some(rx) => rx,
+        None => {
+            let (wtx, wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+            if inbound
+                .send(TcpEvent::Opened { conn, writer: wtx })
+                .is_err()
+            {
+                open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            wrx
+        }
+    };
     tokio::spawn(async move {
         while let Some(bytes) = wrx.recv().await {
             if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {

@@ -48,6 +48,11 @@ impl Transport {
     }
 }
 
+/// The connection id of a stream transport that means "open one to the
+/// address (or reuse the one open)": the host does it; listeners never
+/// hand out this id.
+pub const NEW_CONNECTION: u64 = 0;
+
 /// A remote address on a transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Peer {
