@@ -67,12 +67,19 @@ fn port_pair() -> u16 {
 
 impl Phone {
     fn start(name: &'static str, root: &Path, tone_hz: f32) -> Phone {
-        Phone::start_on(name, root, tone_hz, "127.0.0.1", "")
+        Phone::start_on(name, root, tone_hz, "127.0.0.1", "", "")
     }
 
     /// A phone on address `ip`, with `account` parameters added to its
-    /// account line (`;auth_pass=...`).
-    fn start_on(name: &'static str, root: &Path, tone_hz: f32, ip: &str, account: &str) -> Phone {
+    /// account line (`;auth_pass=...`) and `extra` lines to its config.
+    fn start_on(
+        name: &'static str,
+        root: &Path,
+        tone_hz: f32,
+        ip: &str,
+        account: &str,
+        extra: &str,
+    ) -> Phone {
         let dir = root.join(name);
         std::fs::create_dir_all(dir.join("rec")).unwrap();
         let tone = dir.join("voice.wav");
@@ -85,7 +92,7 @@ impl Phone {
              ausrc_srate 8000\nauplay_srate 8000\nausrc_channels 1\nauplay_channels 1\n\
              module_path {modules}\nmodule g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule sndfile.so\n\
              module_app account.so\nmodule_app ctrl_tcp.so\nmodule_app menu.so\n\
-             ctrl_tcp_listen 127.0.0.1:{ctrl}\nsnd_path {rec}\n",
+             ctrl_tcp_listen 127.0.0.1:{ctrl}\nsnd_path {rec}\n{extra}",
             tone = tone.display(),
             modules = module_dir(),
             rec = dir.join("rec").display(),
@@ -340,6 +347,7 @@ fn baresip_with_an_account_password_authenticates_and_parks() {
         A_HZ,
         "127.0.0.77",
         ";auth_user=alice;auth_pass=guess",
+        "",
     );
     wrong.command("dial", &format!("sip:701@127.0.0.1:{}", server.sip));
     std::thread::sleep(Duration::from_secs(3));
@@ -356,6 +364,7 @@ fn baresip_with_an_account_password_authenticates_and_parks() {
         A_HZ,
         "127.0.0.77",
         ";auth_user=alice;auth_pass=wonderland",
+        "",
     );
     alice.command("dial", &format!("sip:702@127.0.0.1:{}", server.sip));
     wait_log(&server, "event=\"parked\"", 1);
@@ -377,6 +386,56 @@ fn baresip_with_an_account_password_authenticates_and_parks() {
         "alice heard no music (rms {})",
         rms(&heard[4_000..])
     );
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}
+
+/// Park and retrieve over TLS: A dials `701` and C dials `*88701`, both
+/// on `;transport=tls` to the server's `[[server.tls]]` listener (its
+/// certificate made by the test, baresip trusting the test CA); A hears C
+/// after the retrieve.
+#[test]
+#[ignore = "needs baresip (Debian baresip-core); .ci/run runs it"]
+fn park_and_retrieve_over_tls() {
+    let root = tempfile::tempdir().unwrap();
+    support::tls_certificates(root.path());
+    let tls_port = free_port();
+    let server = Server::start_lot(
+        "",
+        &format!(
+            "[[range]]\nname = \"main\"\nstart = \"701\"\nend = \"750\"\n[[server.tls]]\nlisten = \"127.0.0.1:{tls_port}\"\ncertificate = \"{}\"\nkey = \"{}\"\n",
+            root.path().join("cert.pem").display(),
+            root.path().join("key.pem").display()
+        ),
+    );
+    wait_log(&server, "listening for SIP over TLS", 1);
+    let cafile = format!("sip_cafile {}\n", root.path().join("ca.pem").display());
+    let a = Phone::start_on("a", root.path(), A_HZ, "127.0.0.1", "", &cafile);
+    let c = Phone::start_on("c", root.path(), C_HZ, "127.0.0.1", "", &cafile);
+    a.command(
+        "dial",
+        &format!("sip:701@127.0.0.1:{tls_port};transport=tls"),
+    );
+    wait_log(&server, "event=\"parked\"", 1);
+    std::thread::sleep(Duration::from_secs(2));
+    c.command(
+        "dial",
+        &format!("sip:*88701@127.0.0.1:{tls_port};transport=tls"),
+    );
+    wait_log(&server, "event=\"retrieved\"", 1);
+    std::thread::sleep(Duration::from_secs(3));
+    c.command("hangup", "");
+    wait_log(&server, "event=\"ended\"", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let heard = a.heard();
+    let tail = &heard[heard.len().saturating_sub(16_000)..];
+    assert!(
+        tone_power(tail, C_HZ) > 0.01,
+        "A did not hear C over TLS: {}",
+        tone_power(tail, C_HZ)
+    );
+    let log = server.log();
+    assert!(!log.contains("TLS handshake failed"), "{log}");
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }

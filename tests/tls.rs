@@ -15,25 +15,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use support::{Server, free_port};
 
-/// A CA and a server certificate for 127.0.0.1 signed by it, as PEM files
-/// in `dir`; returns the CA certificate (DER) for the phones to trust.
-fn certificates(dir: &std::path::Path) -> CertificateDer<'static> {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "callpark test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-    ca_cert.der().clone()
-}
-
 /// A phone on one TLS connection.
 struct TlsPhone {
     tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
@@ -143,7 +124,7 @@ fn ack(phone: &TlsPhone, user: &str, call: &str, port: u16, to: &str) -> String 
 #[test]
 fn park_and_retrieve_over_tls_and_the_bye_comes_back_over_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = certificates(dir.path());
+    let ca = support::tls_certificates(dir.path());
     let port = free_port();
     let server = Server::start_lot(
         "",
@@ -217,7 +198,7 @@ fn a_missing_certificate_is_refused_with_its_path() {
 #[test]
 fn a_sips_parker_is_told_over_a_tls_connection_the_server_opens() {
     let dir = tempfile::tempdir().unwrap();
-    certificates(dir.path());
+    support::tls_certificates(dir.path());
     // The parker's phone: a TLS server with the CA-signed certificate.
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_file_iter(dir.path().join("cert.pem"))

@@ -215,3 +215,23 @@ pub fn wait_log(server: &Server, needle: &str, count: usize) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, as PEM files
+/// (`cert.pem`, `key.pem`, `ca.pem`) in `dir`; returns the CA certificate
+/// (DER) for the phones to trust.
+pub fn tls_certificates(dir: &std::path::Path) -> rustls::pki_types::CertificateDer<'static> {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "callpark test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    ca_cert.der().clone()
+}

@@ -991,7 +991,9 @@ impl Engine {
         self.tx.send_response(now, tx, r);
     }
 
-    fn contact(&self, peer: Peer) -> String {
+    /// Our Contact for a dialog with `peer` that `uri` (the request's
+    /// Request-URI, or the target we call) opened.
+    fn contact(&self, peer: Peer, uri: &Uri) -> String {
         let host = Host::Ip(self.cfg.sip_addr.ip());
         match peer.transport {
             Transport::Udp => format!("<sip:callpark@{host}:{}>", self.cfg.sip_addr.port()),
@@ -999,10 +1001,15 @@ impl Engine {
                 "<sip:callpark@{host}:{};transport=tcp>",
                 self.cfg.sip_addr.port()
             ),
-            // RFC 3261 §12.1.1: a dialog made over TLS (sips:) keeps a
-            // sips: Contact, at the TLS listen address.
-            Transport::Tls(_) => format!(
+            // RFC 3261 §12.1.1: a dialog a sips: URI opened keeps a sips:
+            // Contact; one over TLS to a sip: URI says transport=tls (a
+            // phone may not take sips: it did not ask for).
+            Transport::Tls(_) if uri.scheme == callpark_sip::uri::Scheme::Sips => format!(
                 "<sips:callpark@{host}:{}>",
+                self.cfg.tls_port.unwrap_or(5061)
+            ),
+            Transport::Tls(_) => format!(
+                "<sip:callpark@{host}:{};transport=tls>",
                 self.cfg.tls_port.unwrap_or(5061)
             ),
         }
@@ -1472,7 +1479,7 @@ impl Engine {
     ) {
         let tag = self.legs[&leg].dialog.local_tag.clone();
         let mut r: Response = request.dialog_response(200, &tag);
-        r.headers.push("Contact", self.contact(peer));
+        r.headers.push("Contact", self.contact(peer, &request.uri));
         r.headers.push("Allow", ALLOW);
         r.headers.push("Supported", "replaces");
         r.headers.push("Content-Type", "application/sdp");
@@ -2039,7 +2046,8 @@ impl Engine {
         };
         let leg = &self.legs[&id];
         let mut r = request.response(200, Some(&leg.dialog.local_tag));
-        r.headers.push("Contact", self.contact(leg.dialog.peer));
+        r.headers
+            .push("Contact", self.contact(leg.dialog.peer, &request.uri));
         r.headers.push("Content-Type", "application/sdp");
         r.body = body.into_bytes();
         self.tx.send_response(now, tx, r);
@@ -2432,7 +2440,7 @@ impl Engine {
         let mut invite = self.new_invite(&orbit, Some(display), &uri);
         if matches!(peer.transport, Transport::Tls(_)) {
             // A dialog over TLS is a sips: one (RFC 3261 §12.1.1).
-            invite.headers.set("Contact", self.contact(peer));
+            invite.headers.set("Contact", self.contact(peer, &uri));
         }
         if let Some(alert) = &step.alert_info {
             invite.headers.push("Alert-Info", alert.clone());
@@ -2697,7 +2705,9 @@ impl Engine {
         };
         let tag = self.tx.token()[..10].to_string();
         let mut accepted = request.dialog_response(202, &tag);
-        accepted.headers.push("Contact", self.contact(peer));
+        accepted
+            .headers
+            .push("Contact", self.contact(peer, &request.uri));
         self.tx.send_response(now, tx, accepted);
         let mut dialog = Dialog::from_invite(&request, tag, peer, self.tx.token());
         self.refer_notify(now, &mut dialog, "SIP/2.0 100 Trying", false);
@@ -2848,7 +2858,7 @@ impl Engine {
         let tag = self.tx.token()[..10].to_string();
         let dialog = Dialog::from_invite(&request, tag.clone(), peer, self.tx.token());
         let mut ok = request.dialog_response(200, &tag);
-        ok.headers.push("Contact", self.contact(peer));
+        ok.headers.push("Contact", self.contact(peer, &request.uri));
         ok.headers.push("Expires", expires.to_string());
         self.tx.send_response(now, tx, ok);
         let id = self.id();
