@@ -1206,7 +1206,12 @@ impl Engine {
         };
         let target = match action {
             DialAction::Retrieve(orbit) => {
-                return self.on_retrieve(now, tx, request, peer, orbit, dialed, parker, acting);
+                let parties = Parties {
+                    parker,
+                    acting,
+                    caller,
+                };
+                return self.on_retrieve(now, tx, request, peer, orbit, dialed, parties);
             }
             DialAction::ParkOrbit(o) => self
                 .lot
@@ -1231,7 +1236,14 @@ impl Engine {
             }
         };
         match target {
-            Ok(target) => self.park(now, tx, request, peer, target, parker, acting),
+            Ok(target) => {
+                let parties = Parties {
+                    parker,
+                    acting,
+                    caller,
+                };
+                self.park(now, tx, request, peer, target, parties)
+            }
             Err((status, why)) => self.respond(now, tx, &request, status, Some(&why)),
         }
     }
@@ -1247,8 +1259,7 @@ impl Engine {
         peer: Peer,
         orbit: Option<String>,
         dialed: String,
-        parker: String,
-        acting: String,
+        parties: Parties,
     ) {
         let number = match &orbit {
             Some(o) => match self.lot.resolve(o) {
@@ -1261,14 +1272,14 @@ impl Engine {
             None => None,
         };
         let group = number.as_deref().and_then(|n| self.group_of_orbit(n));
-        if !self.allowed(Action::Retrieve, &acting, group) {
-            let why = format!("{acting} may not retrieve calls");
+        if !self.allowed(Action::Retrieve, &parties.acting, group) {
+            let why = format!("{} may not retrieve calls", parties.acting);
             return self.respond(now, tx, &request, 403, Some(&why));
         }
         match (self.lot.retrieve(number.as_deref()), number) {
             (Some(parked), _) => self.retrieve(now, tx, request, peer, parked),
             (None, Some(n)) if self.cfg.bare_orbit_parks_when_empty && n == dialed => {
-                self.park(now, tx, request, peer, ParkTarget::Orbit(n), parker, acting)
+                self.park(now, tx, request, peer, ParkTarget::Orbit(n), parties)
             }
             (None, Some(n)) => self.respond(
                 now,
@@ -1547,17 +1558,26 @@ impl Engine {
         request: Request,
         peer: Peer,
         target: ParkTarget,
-        parker: String,
-        acting: String,
+        parties: Parties,
     ) {
+        let Parties {
+            parker,
+            acting,
+            caller,
+        } = parties;
         let source = peer.addr.ip();
         if !self.guard.may_park_more(source) {
             let why = "too many calls parked from this address";
             return self.respond(now, tx, &request, 486, Some(why));
         }
-        let from = request.from().ok();
-        let parked_uri = from.as_ref().map(|f| f.uri.to_string()).unwrap_or_default();
-        let parked_display = from.and_then(|f| f.display).unwrap_or_default();
+        // The parked caller as the allocator, the lamps and the events see
+        // it: the authenticated or asserted identity (From otherwise).
+        let parked_uri = caller;
+        let parked_display = request
+            .from()
+            .ok()
+            .and_then(|f| f.display)
+            .unwrap_or_default();
         let orbit =
             match self.choose_orbit(now, &target, &parker, &acting, &parked_uri, &parked_display) {
                 Ok(o) => o,
@@ -3087,6 +3107,14 @@ fn dtmf_key(event: u8) -> Option<char> {
 }
 
 /// Used by tests and the server: an IP's `Host`.
+/// Who takes part in a park: the parker (recalled and told), the party
+/// access rules judge, and the caller being parked.
+struct Parties {
+    parker: String,
+    acting: String,
+    caller: String,
+}
+
 /// The identity a trusted proxy asserted (RFC 3325 P-Asserted-Identity),
 /// the first sip: or sips: one.
 fn asserted_identity(request: &Request) -> Option<String> {

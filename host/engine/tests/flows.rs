@@ -2343,3 +2343,22 @@ fn hold_music_in_shards_follows_the_park_the_latched_address_and_the_retrieve() 
     assert!(pace_shards(&mut w, &mut shards, 100).is_empty());
     assert!(shards.iter().all(|s| s.is_empty()));
 }
+
+#[test]
+fn a_trusted_proxy_asserts_the_caller_with_p_asserted_identity() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let mut bob = Phone::new("bob", 6001);
+    let invite = bob.invite(
+        "pai1",
+        "701",
+        "P-Asserted-Identity: \"Bob\" <sip:+15551234@pbx.example.com>, <tel:+15551234>\r\n",
+        "0",
+    );
+    let out = w.send(&bob, invite);
+    assert_eq!(final_response(&out).status, 200);
+    let caller = w.events().into_iter().find_map(|e| match e {
+        EngineEvent::Parked { caller, .. } => Some(caller),
+        _ => None,
+    });
+    assert_eq!(caller.as_deref(), Some("sip:+15551234@pbx.example.com"));
+}
