@@ -546,3 +546,28 @@ fn lamps_tell_only_what_lamp_identity_allows() {
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }
+
+/// A nonce past `nonce_lifetime` gets a new challenge with `stale=true`
+/// (the phone retries without asking its user), and the fresh nonce works.
+#[test]
+fn a_stale_nonce_is_challenged_again_with_stale_true() {
+    let server = Server::start_lot("", &security("nonce_lifetime = \"10s\"\n"));
+    let mut phone = Phone::on(STRANGER, &server);
+    let body = sdp(STRANGER, 4050);
+    let first = phone.send("INVITE", "701", "st1", "", &body);
+    assert_eq!(first.status, 401);
+    std::thread::sleep(Duration::from_secs(11));
+    let uri = format!("sip:701@{}", server.addr());
+    let old = authorization(&first, ("alice", "wonderland"), "INVITE", &uri, 1);
+    let again = phone.send("INVITE", "701", "st1", &old, &body);
+    assert_eq!(again.status, 401);
+    let www = again.header("WWW-Authenticate").unwrap();
+    assert!(www.contains("stale=true"), "{www}");
+    let fresh = authorization(&again, ("alice", "wonderland"), "INVITE", &uri, 1);
+    assert_eq!(
+        phone.send("INVITE", "701", "st1", &fresh, &body).status,
+        200
+    );
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}

@@ -1271,8 +1271,14 @@ impl Engine {
             },
             None => None,
         };
+        // The rule is asked only when there is a call to take: a bare orbit
+        // that is empty parks instead, under the park rule.
+        let has_call = match &number {
+            Some(n) => self.lot.parked_on(n).next().is_some(),
+            None => self.lot.parked_count() > 0,
+        };
         let group = number.as_deref().and_then(|n| self.group_of_orbit(n));
-        if !self.allowed(Action::Retrieve, &parties.acting, group) {
+        if has_call && !self.allowed(Action::Retrieve, &parties.acting, group) {
             let why = format!("{} may not retrieve calls", parties.acting);
             return self.respond(now, tx, &request, 403, Some(&why));
         }

@@ -52,6 +52,15 @@ fn config() -> EngineConfig {
 }
 
 fn engine(groups: Vec<GroupConfig>, access: Access) -> Engine {
+    engine_with(groups, access, callpark_engine::Security::default())
+}
+
+/// `engine` with its own security settings.
+fn engine_with(
+    groups: Vec<GroupConfig>,
+    access: Access,
+    security: callpark_engine::Security,
+) -> Engine {
     let mut orbits: Vec<OrbitConfig> = (701..=705).map(|n| orbit(&n.to_string(), 1)).collect();
     // Orbit 705 has music of its own: a constant loud signal.
     orbits[4].music = Some("sales.wav".into());
@@ -101,6 +110,7 @@ fn engine(groups: Vec<GroupConfig>, access: Access) -> Engine {
             access,
             epoch_ms_at_zero: 1_767_225_600_000,
             entropy: 42,
+            security,
             ..config()
         },
         lot,
@@ -2361,4 +2371,45 @@ fn a_trusted_proxy_asserts_the_caller_with_p_asserted_identity() {
         _ => None,
     });
     assert_eq!(caller.as_deref(), Some("sip:+15551234@pbx.example.com"));
+}
+
+#[test]
+fn a_group_keeps_retrieving_and_watching_its_orbits_to_its_members() {
+    let groups = vec![GroupConfig {
+        name: "front-desk".into(),
+        members: vec!["sip:alice@127.0.0.1".into()],
+        destinations: vec!["704".into(), "705".into()],
+        recall_params: vec![],
+    }];
+    let mut security = callpark_engine::Security::default();
+    security.groups.insert(
+        "front-desk".into(),
+        callpark_engine::guard::GroupAccess {
+            park: None,
+            retrieve: Some(Access::Members),
+            subscribe: Some(Access::Members),
+        },
+    );
+    let mut w = World::new(engine_with(groups, Access::All, security));
+    let mut caller = Phone::new("caller", 6001);
+    let r = w.call(&mut caller, "g1", "704", "");
+    assert_eq!(r.status, 200);
+    // Bob is no member: he may neither retrieve nor watch 704, but may
+    // retrieve from 701, which belongs to no group.
+    let mut bob = Phone::new("bob", 6003);
+    let invite = bob.invite("b1", "*88704", "", "0");
+    let out = w.send(&bob, invite);
+    assert_eq!(final_response(&out).status, 403);
+    let out = subscribe(&mut w, &bob, "704", "bs1", 3600, None, "dialog");
+    assert_eq!(final_response(&out).status, 403);
+    let mut other = Phone::new("other", 6005);
+    assert_eq!(w.call(&mut other, "o1", "701", "").status, 200);
+    let invite = bob.invite("b2", "*88701", "", "0");
+    let out = w.send(&bob, invite);
+    assert_eq!(final_response(&out).status, 200);
+    // Alice, a member, retrieves from 704.
+    let mut alice = Phone::new("alice", 6007);
+    let invite = alice.invite("a1", "*88704", "", "0");
+    let out = w.send(&alice, invite);
+    assert_eq!(final_response(&out).status, 200);
 }
