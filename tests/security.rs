@@ -498,6 +498,17 @@ fn one_source_cannot_fill_the_lot_or_flood_the_server() {
     let busy = statuses.iter().filter(|s| **s == 503).count();
     assert!(busy >= 15, "past the burst of 20: {statuses:?}");
     assert_eq!(statuses[..20], [401; 20], "{statuses:?}");
+    // OPTIONS from the same address counts against the same rate; a
+    // trusted phone's does not.
+    assert_eq!(phone.send("OPTIONS", "701", "opt1", "", "").status, 503);
+    let mut trusted = Phone::on("127.0.0.1", &server);
+    assert_eq!(trusted.send("OPTIONS", "701", "opt2", "", "").status, 200);
+    let log = server.log();
+    assert!(log.contains("past its request rate"), "{log}");
+    assert!(
+        log.matches("past its request rate").count() < 5,
+        "rate-limited lines: {log}"
+    );
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }

@@ -171,7 +171,9 @@ impl Default for Security {
 /// Who a request is from, as far as the server believes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Who {
-    /// A trusted source: its identity headers stand.
+    /// A trusted source: its identity headers stand. Also what a request
+    /// that needs no identity is admitted as (an OPTIONS, a request in a
+    /// dialog): no handler of those reads it.
     Trusted,
     /// An authenticated user, acting as this identity URI.
     User(String),
@@ -187,16 +189,26 @@ pub enum Admission {
     Slow,
 }
 
-/// Requests that must come from a trusted or authenticated source when
-/// they open something: everything but OPTIONS (a keep-alive that reveals
-/// nothing), ACK and CANCEL (which belong to a transaction).
-pub fn guarded(request: &Request) -> bool {
+/// How a request is checked: requests outside a dialog (but ACK and
+/// CANCEL, which belong to a transaction) count against an untrusted
+/// source's rate; those that open something must also authenticate. An
+/// OPTIONS is a keep-alive that reveals nothing: rate-limited, not
+/// challenged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    None,
+    Rate,
+    RateAndAuth,
+}
+
+pub fn check_for(request: &Request) -> Check {
     let in_dialog = request.to().ok().is_some_and(|t| t.tag().is_some());
-    !in_dialog
-        && !matches!(
-            request.method,
-            Method::Options | Method::Ack | Method::Cancel
-        )
+    match request.method {
+        _ if in_dialog => Check::None,
+        Method::Ack | Method::Cancel => Check::None,
+        Method::Options => Check::Rate,
+        _ => Check::RateAndAuth,
+    }
 }
 
 /// A token bucket per untrusted address.
@@ -217,6 +229,10 @@ pub(crate) struct Guard {
     buckets: HashMap<IpAddr, Bucket>,
     /// Parked calls per untrusted address.
     parked: HashMap<IpAddr, usize>,
+    /// Requests answered 503 for their source's rate, and when that was
+    /// last logged (one line a second at most).
+    slowed: u64,
+    slowed_logged_at: Option<Duration>,
 }
 
 impl Guard {
@@ -228,6 +244,8 @@ impl Guard {
             nonces,
             buckets: HashMap::new(),
             parked: HashMap::new(),
+            slowed: 0,
+            slowed_logged_at: None,
         }
     }
 
@@ -246,13 +264,22 @@ impl Guard {
         self.cfg.trusted.iter().any(|n| n.contains(&ip))
     }
 
-    /// Decides on a guarded request from `source`.
-    pub fn admit(&mut self, now: Duration, request: &Request, source: IpAddr) -> Admission {
-        if self.trusted(source) {
+    /// Decides on a request from `source` that `check` says to check.
+    pub fn admit(
+        &mut self,
+        now: Duration,
+        request: &Request,
+        source: IpAddr,
+        check: Check,
+    ) -> Admission {
+        if check == Check::None || self.trusted(source) {
             return Admission::Admit(Who::Trusted);
         }
         if !self.take_token(now, source) {
             return Admission::Slow;
+        }
+        if check == Check::Rate {
+            return Admission::Admit(Who::Trusted);
         }
         let Some(value) = request.header("Authorization") else {
             return Admission::Challenge(self.nonces.challenges(now, false));
@@ -318,6 +345,20 @@ impl Guard {
         } else {
             false
         }
+    }
+
+    /// Counts a request refused for its rate; the total when it is time
+    /// to log it again.
+    pub fn slowed(&mut self, now: Duration) -> Option<u64> {
+        self.slowed += 1;
+        if self
+            .slowed_logged_at
+            .is_some_and(|at| now < at + Duration::from_secs(1))
+        {
+            return None;
+        }
+        self.slowed_logged_at = Some(now);
+        Some(self.slowed)
     }
 
     /// Whether an untrusted `source` may park one more call.

@@ -1037,8 +1037,9 @@ impl Engine {
         // Nothing about orbits is revealed to an untrusted source before
         // it authenticates (DESIGN §7): not even whether an orbit exists.
         let mut who = Who::Trusted;
-        if guard::guarded(&request) {
-            match self.guard.admit(now, &request, peer.addr.ip()) {
+        let check = guard::check_for(&request);
+        if check != guard::Check::None {
+            match self.guard.admit(now, &request, peer.addr.ip(), check) {
                 Admission::Admit(w) => who = w,
                 Admission::Challenge(challenges) => {
                     let mut r = request.response(401, Some(&self.tx.token()[..8]));
@@ -1049,7 +1050,19 @@ impl Engine {
                     return;
                 }
                 Admission::Slow => {
-                    return self.respond(now, tx, &request, 503, Some("too many requests"));
+                    // Answered without an event: a flood from one source
+                    // must not become a log line per request.
+                    let mut r = request.response(503, Some(&self.tx.token()[..8]));
+                    r.headers.push("Retry-After", "5");
+                    self.tx.send_response(now, tx, r);
+                    if let Some(total) = self.guard.slowed(now) {
+                        tracing::warn!(
+                            source = %peer.addr.ip(),
+                            total,
+                            "a source past its request rate gets 503 with Retry-After"
+                        );
+                    }
+                    return;
                 }
             }
         }
