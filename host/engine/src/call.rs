@@ -1,0 +1,192 @@
+//! A call's dialog after it is set up: ACK, CANCEL, re-INVITE, BYE, and tearing a call down.
+
+use super::*;
+
+impl Engine {
+    pub(crate) fn on_ack(&mut self, now: Duration, request: &Request) {
+        let Some(tag) = request.to().ok().and_then(|t| t.tag().map(str::to_string)) else {
+            return;
+        };
+        let Some(id) = self.leg_by_dialog(request, &tag) else {
+            return;
+        };
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        leg.invite_tx = None;
+        leg.dialog.confirmed = true;
+        if let Some((key, intro)) = leg.deferred_music.take() {
+            let call = leg.call;
+            let started = self.start_music(now, id, key.as_deref(), intro);
+            if let Some(CallState::Parked { stream, .. }) = self.calls.get_mut(&call) {
+                *stream = started;
+            }
+            return;
+        }
+        if leg.awaiting_answer && !request.body.is_empty() {
+            // Late offer: the answer arrives in the ACK.
+            let answer = sdp::parse(&String::from_utf8_lossy(&request.body))
+                .and_then(|sd| sdp::negotiate(&sd));
+            if let Ok(agreed) = answer {
+                let src = SocketAddr::new(agreed.remote_addr, agreed.remote_port);
+                leg.media = Some(agreed);
+                leg.awaiting_answer = false;
+                let call = leg.call;
+                self.set_sdp_source(id, src);
+                let needs_music = matches!(
+                    self.calls.get(&call),
+                    Some(CallState::Parked { stream: None, .. })
+                );
+                if needs_music {
+                    let key = self
+                        .lot
+                        .get(call)
+                        .and_then(|p| self.lot.orbit(&p.orbit))
+                        .and_then(|o| o.music.clone());
+                    let started = self.start_music(now, id, key.as_deref(), Vec::new());
+                    if let Some(CallState::Parked { stream, .. }) = self.calls.get_mut(&call) {
+                        *stream = started;
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_cancelled(&mut self, now: Duration, invite: TxId) {
+        let leg = self
+            .legs
+            .iter()
+            .find(|(_, l)| l.invite_tx == Some(invite))
+            .map(|(id, _)| *id);
+        if let Some(request) = self.tx.server_request(invite).cloned() {
+            self.respond(now, invite, &request, 487, None);
+        }
+        if let Some(leg) = leg {
+            self.leg_gone(now, leg);
+        }
+    }
+
+    pub(crate) fn on_reinvite(&mut self, now: Duration, tx: TxId, request: Request, tag: String) {
+        let Some(id) = self.leg_by_dialog(&request, &tag) else {
+            return self.respond(now, tx, &request, 481, Some("no such call"));
+        };
+        let version = {
+            let leg = self.legs.get_mut(&id).expect("indexed");
+            leg.local_sdp_version += 1;
+            leg.local_sdp_version
+        };
+        let local = LocalMedia {
+            addr: self.cfg.media_addr.ip(),
+            port: self.cfg.media_addr.port(),
+            session_id: version,
+            version,
+        };
+        let body = if request.body.is_empty() {
+            sdp::offer(&local, Direction::SendRecv)
+        } else {
+            let text = String::from_utf8_lossy(&request.body);
+            let offer = match sdp::parse(&text) {
+                Ok(o) => o,
+                Err(e) => return self.respond(now, tx, &request, 400, Some(&e.to_string())),
+            };
+            let agreed = match sdp::negotiate(&offer) {
+                Ok(a) => a,
+                Err(e) => return self.respond(now, tx, &request, 488, Some(&e.to_string())),
+            };
+            let answer = sdp::answer(&offer, &agreed, &local);
+            // Hold and resume: the relay follows the new address and codec.
+            let src = SocketAddr::new(agreed.remote_addr, agreed.remote_port);
+            if let Some(leg) = self.legs.get_mut(&id) {
+                leg.media = Some(agreed);
+            }
+            self.set_sdp_source(id, src);
+            answer
+        };
+        let leg = &self.legs[&id];
+        let mut r = request.response(200, Some(&leg.dialog.local_tag));
+        r.headers
+            .push("Contact", self.contact(leg.dialog.peer, &request.uri));
+        r.headers.push("Content-Type", "application/sdp");
+        r.body = body.into_bytes();
+        self.tx.send_response(now, tx, r);
+    }
+
+    pub(crate) fn on_bye(&mut self, now: Duration, tx: TxId, request: Request, tag: String) {
+        let Some(id) = self.leg_by_dialog(&request, &tag) else {
+            return self.respond(now, tx, &request, 481, Some("no such call"));
+        };
+        let r = request.response(200, None);
+        self.tx.send_response(now, tx, r);
+        self.leg_gone(now, id);
+    }
+
+    /// A leg hung up: end its call and hang up the other leg, if any.
+    pub(crate) fn leg_gone(&mut self, now: Duration, id: LegId) {
+        let Some(leg) = self.legs.get(&id) else {
+            return;
+        };
+        let call = leg.call;
+        match self.calls.get(&call) {
+            Some(CallState::Parked { caller, .. }) if *caller == id => {
+                let call_id = leg.dialog.call_id.clone();
+                self.cancel_recall(now, call);
+                let Some(leg) = self.legs.get(&id) else {
+                    return;
+                };
+                debug_assert_eq!(leg.dialog.call_id, call_id);
+                let orbit = self
+                    .lot
+                    .get(call)
+                    .map(|p| p.orbit.clone())
+                    .unwrap_or_default();
+                tracing::debug!(call_id = %leg.dialog.call_id, %orbit, "abandoned while parked");
+                self.end_call(now, call);
+                self.events
+                    .push_back(EngineEvent::Abandoned { call, orbit });
+            }
+            Some(CallState::Bridged { caller, retriever }) => {
+                let other = if *caller == id { *retriever } else { *caller };
+                self.bye(now, other);
+                self.end_call(now, call);
+                self.events.push_back(EngineEvent::Ended { call });
+            }
+            _ => {}
+        }
+        self.drop_leg(id);
+    }
+
+    pub(crate) fn end_call(&mut self, now: Duration, call: CallId) {
+        if let Some(recall) = self.recalls.remove(&call)
+            && let Some(r) = recall.ringing
+        {
+            // Cancelled by the caller of `end_call` where it can; a late
+            // 2xx is acknowledged and hung up.
+            self.stale_recalls.insert(r.tx);
+            self.recall_by_tx.remove(&r.tx);
+        }
+        self.lamp_gone(call);
+        if let Some(p) = self.lot.remove(call) {
+            self.notify_watchers(now, &p.orbit);
+        }
+        if let Some(source) = self.call_sources.remove(&call) {
+            self.guard.unparked_from(source);
+        }
+        self.recalls_done.remove(&call);
+        for key in self.call_timers.remove(&call).unwrap_or_default() {
+            self.timers.remove(&key);
+        }
+        match self.calls.remove(&call) {
+            Some(CallState::Parked { caller, stream }) => {
+                if let Some(s) = stream {
+                    self.music_desk.stop(s);
+                }
+                self.drop_leg(caller);
+            }
+            Some(CallState::Bridged { caller, retriever }) => {
+                self.drop_leg(caller);
+                self.drop_leg(retriever);
+            }
+            None => {}
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The engine's own business: construction, the queues a host drains, SIP in, the request dispatch, reconfiguration and the drain.
+
+use super::*;
+
+impl Engine {
+    pub fn new(
+        cfg: EngineConfig,
+        lot: ParkLot,
+        music: MusicLibrary,
+        policy: Arc<dyn Policy>,
+    ) -> Engine {
+        let sent_by = cfg.sip_addr.to_string();
+        let entropy = cfg.entropy;
+        let rtcp_cname = format!("callpark@{}", Host::Ip(cfg.media_addr.ip()));
+        let guard = Guard::new(cfg.security.clone());
+        Engine {
+            cfg,
+            policy,
+            lot,
+            music,
+            tx: Transactions::new(sent_by, entropy),
+            music_desk: MusicDesk::new(),
+            legs: HashMap::new(),
+            dialogs: HashMap::new(),
+            rtp_sources: HashMap::new(),
+            calls: HashMap::new(),
+            next_id: 0,
+            events: VecDeque::new(),
+            draining: false,
+            recalls: HashMap::new(),
+            recall_by_tx: HashMap::new(),
+            stale_recalls: HashSet::new(),
+            unlatched: HashMap::new(),
+            call_timers: HashMap::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            recalls_done: HashMap::new(),
+            probes: HashMap::new(),
+            subscriptions: HashMap::new(),
+            sub_dialogs: HashMap::new(),
+            gone: HashMap::new(),
+            refer_parks: HashMap::new(),
+            rtcp_out: VecDeque::new(),
+            retired: HashMap::new(),
+            clock: Duration::ZERO,
+            drops: DropLog::default(),
+            shutdown_byes: HashSet::new(),
+            shed_logged_at: None,
+            rtcp_cname,
+            guard,
+            call_sources: HashMap::new(),
+        }
+    }
+
+    pub fn lot(&self) -> &ParkLot {
+        &self.lot
+    }
+
+    /// After `shutdown`: every BYE it sent has its final answer, or timed
+    /// out. Before `shutdown`: false.
+    pub fn drained(&self) -> bool {
+        self.draining && self.shutdown_byes.is_empty()
+    }
+
+    /// BYEs of the shutdown still waiting for an answer.
+    pub fn byes_pending(&self) -> usize {
+        self.shutdown_byes.len()
+    }
+
+    /// Parked (not yet retrieved) calls.
+    pub fn parked_calls(&self) -> usize {
+        self.lot.parked_count()
+    }
+
+    /// Calls of any kind (parked or bridged).
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.tx.poll_transmit()
+    }
+
+    pub fn poll_event(&mut self) -> Option<EngineEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next time `handle_timeout` or `pace_media` has work.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        [
+            self.tx.poll_timeout(),
+            self.music_desk.poll_timeout(),
+            self.timers.keys().next().map(|(at, _)| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Requests refused by the transaction bound (503): one warning a
+    /// second at most, with the total so far.
+    pub(crate) fn log_shed(&mut self, now: Duration) {
+        if self
+            .shed_logged_at
+            .is_some_and(|at| now < at + Duration::from_secs(1))
+        {
+            return;
+        }
+        self.shed_logged_at = Some(now);
+        let (server, client) = self.tx.len();
+        tracing::warn!(
+            shed = self.tx.shed(),
+            server_transactions = server,
+            client_transactions = client,
+            "overloaded: new requests get 503 with Retry-After until transactions drain"
+        );
+    }
+
+    /// Requests answered 503 because too many transactions were open.
+    pub fn shed(&self) -> u64 {
+        self.tx.shed()
+    }
+
+    /// A message nobody can be answered for is dropped and said so: one
+    /// info line a second at most, with how many more were dropped since,
+    /// so that a flood of garbage cannot flood the log.
+    pub(crate) fn log_drop(&mut self, now: Duration, peer: Peer, reason: &str) {
+        match self.drops.logged_at {
+            Some(at) if now < at + Duration::from_secs(1) => self.drops.unlogged += 1,
+            _ => {
+                tracing::info!(
+                    peer = %peer.addr,
+                    reason,
+                    also_dropped = self.drops.unlogged,
+                    "unreadable SIP message dropped (nothing to answer to)"
+                );
+                self.drops = DropLog {
+                    logged_at: Some(now),
+                    unlogged: 0,
+                };
+            }
+        }
+    }
+
+    /// One SIP datagram or stream frame.
+    pub fn handle_sip(&mut self, now: Duration, bytes: &[u8], peer: Peer) {
+        self.clock = self.clock.max(now);
+        let shed_before = self.tx.shed();
+        let result = self.tx.handle_bytes(now, bytes, peer);
+        if self.tx.shed() > shed_before {
+            self.log_shed(now);
+        }
+        if let Err(e) = result {
+            match e.answered {
+                Some(status) => {
+                    tracing::debug!(peer = %peer.addr, reason = %e.reason, status, "malformed SIP message answered");
+                }
+                None => self.log_drop(now, peer, &e.reason),
+            }
+        }
+        self.drain_tx(now);
+    }
+
+    /// Takes a new configuration without dropping anything: parked calls
+    /// stay on their orbits in FIFO order, bridged calls and busy-lamp
+    /// watchers are untouched. A call on an orbit the new configuration
+    /// removed stays retrievable on a disabled stand-in orbit and is
+    /// recalled at once with reason `orbit-removed`.
+    pub fn reconfigure(
+        &mut self,
+        now: Duration,
+        mut lot: ParkLot,
+        access: Access,
+        recall_params: Params,
+        security: Security,
+    ) {
+        self.guard.reconfigure(security);
+        let mut orphans = Vec::new();
+        for parked in self.lot.all_parked() {
+            if lot.orbit(&parked.orbit).is_none() {
+                let mut stand_in = self
+                    .lot
+                    .orbit(&parked.orbit)
+                    .cloned()
+                    .expect("parked on a known orbit");
+                stand_in.enabled = false;
+                lot.add_orbit(stand_in);
+                orphans.push(parked.call);
+            }
+            let _ = lot.restore(parked.clone());
+        }
+        self.lot = lot;
+        self.cfg.access = access;
+        self.cfg.recall_params = recall_params;
+        tracing::info!(
+            orbits = self.lot.orbits().len(),
+            parked = self.lot.parked_count(),
+            watchers = self.subscriptions.len(),
+            "configuration applied"
+        );
+        for call in orphans {
+            self.start_recall(now, call, RecallReason::OrbitRemoved);
+        }
+        // Every watcher hears the state once, whatever it watches.
+        let ids: Vec<u64> = self.subscriptions.keys().copied().collect();
+        for id in ids {
+            self.notify(now, id, None);
+        }
+    }
+
+    /// Stops taking new parks (503) and hangs up every call (SIGTERM).
+    /// The BYEs are retransmitted like any request until answered or timer
+    /// F: keep driving the engine until `drained`, or as long as the host's
+    /// drain time allows.
+    pub fn shutdown(&mut self, now: Duration) {
+        self.draining = true;
+        let legs: Vec<LegId> = self.legs.keys().copied().collect();
+        for leg in legs {
+            if let Some(tx) = self.bye(now, leg) {
+                self.shutdown_byes.insert(tx);
+            }
+        }
+        let calls: Vec<CallId> = self.calls.keys().copied().collect();
+        for call in calls {
+            self.end_call(now, call);
+        }
+    }
+
+    pub(crate) fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub(crate) fn now_ms(&self, now: Duration) -> u64 {
+        self.cfg.epoch_ms_at_zero + now.as_millis() as u64
+    }
+
+    pub(crate) fn drain_tx(&mut self, now: Duration) {
+        while let Some(event) = self.tx.poll_event() {
+            match event {
+                TxEvent::Request { tx, request, peer } => self.on_request(now, tx, request, peer),
+                TxEvent::Ack { request, .. } => self.on_ack(now, &request),
+                TxEvent::Cancelled { invite, .. } => self.on_cancelled(now, invite),
+                TxEvent::AckTimeout { tx } => {
+                    if let Some(leg) = self
+                        .legs
+                        .iter()
+                        .find(|(_, l)| l.invite_tx == Some(tx))
+                        .map(|(id, _)| *id)
+                    {
+                        // A caller we hang up is gone: its music, its
+                        // orbit and the other leg of its bridge go with it
+                        // (a spoofed INVITE must not buy RTP to a third
+                        // party for the rest of max_lifetime).
+                        tracing::info!(
+                            call_id = %self.legs[&leg].dialog.call_id,
+                            "a 2xx was never acknowledged; hanging up"
+                        );
+                        self.bye(now, leg);
+                        self.leg_gone(now, leg);
+                    }
+                }
+                TxEvent::Response { tx, response } => {
+                    if response.status >= 200 {
+                        self.shutdown_byes.remove(&tx);
+                    }
+                    if let Some(call) = self.probes.remove(&tx) {
+                        // 481 and 408 say the dialog is gone; any other
+                        // answer (even 405) proves the phone is there.
+                        if matches!(response.status, 408 | 481) {
+                            self.caller_vanished(now, call);
+                        }
+                    } else {
+                        self.on_response(now, tx, response);
+                    }
+                }
+                TxEvent::Timeout { tx } => {
+                    self.shutdown_byes.remove(&tx);
+                    if let Some(mut pending) = self.refer_parks.remove(&tx) {
+                        self.refer_notify(
+                            now,
+                            &mut pending.dialog,
+                            "SIP/2.0 408 Request Timeout",
+                            true,
+                        );
+                    }
+                    self.stale_recalls.remove(&tx);
+                    if let Some(call) = self.recall_by_tx.remove(&tx) {
+                        self.next_step(now, call);
+                    }
+                    if let Some(call) = self.probes.remove(&tx) {
+                        self.caller_vanished(now, call);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_request(&mut self, now: Duration, tx: TxId, request: Request, peer: Peer) {
+        // RFC 3261 §8.2.2.3: an extension the request requires and we do
+        // not implement gets 420 naming it (never for CANCEL, which has no
+        // say, and ACK, which cannot be answered).
+        if request.method != Method::Cancel {
+            let unsupported: Vec<&str> = request
+                .headers
+                .get_all("Require")
+                .flat_map(callpark_sip::message::split_commas)
+                .map(str::trim)
+                .filter(|t| !t.is_empty() && !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+                .collect();
+            if !unsupported.is_empty() {
+                let mut r = request.response(420, Some(&self.tx.token()[..8]));
+                r.headers.push("Unsupported", unsupported.join(", "));
+                self.tx.send_response(now, tx, r);
+                return;
+            }
+        }
+        // Nothing about orbits is revealed to an untrusted source before
+        // it authenticates (DESIGN §7): not even whether an orbit exists.
+        let mut who = Who::Trusted;
+        let check = guard::check_for(&request);
+        if check != guard::Check::None {
+            match self.guard.admit(now, &request, peer.addr.ip(), check) {
+                Admission::Admit(w) => who = w,
+                Admission::Challenge(challenges) => {
+                    let mut r = request.response(401, Some(&self.tx.token()[..8]));
+                    for c in challenges {
+                        r.headers.push("WWW-Authenticate", c);
+                    }
+                    self.tx.send_response(now, tx, r);
+                    return;
+                }
+                Admission::Slow => {
+                    // Answered without an event: a flood from one source
+                    // must not become a log line per request.
+                    let mut r = request.response(503, Some(&self.tx.token()[..8]));
+                    r.headers.push("Retry-After", "5");
+                    self.tx.send_response(now, tx, r);
+                    if let Some(total) = self.guard.slowed(now) {
+                        tracing::warn!(
+                            source = %peer.addr.ip(),
+                            total,
+                            "a source past its request rate gets 503 with Retry-After"
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+        let in_dialog = request.to().ok().and_then(|t| t.tag().map(str::to_string));
+        match (&request.method, in_dialog) {
+            (Method::Invite, None) => self.on_invite(now, tx, request, peer, who),
+            (Method::Invite, Some(tag)) => self.on_reinvite(now, tx, request, tag),
+            (Method::Bye, Some(tag)) => self.on_bye(now, tx, request, tag),
+            (Method::Subscribe, None) => self.on_subscribe(now, tx, request, peer, who),
+            (Method::Refer, None) => self.on_refer(now, tx, request, peer, who),
+            (Method::Subscribe, Some(tag)) => self.on_resubscribe(now, tx, request, tag),
+            (Method::Options, _) => {
+                // §8.2.6.2: a final response carries a To tag.
+                let mut r = request.response(200, Some(&self.tx.token()[..8]));
+                r.headers.push("Allow", ALLOW);
+                r.headers.push("Accept", "application/sdp");
+                r.headers.push("Supported", "replaces");
+                self.tx.send_response(now, tx, r);
+            }
+            (Method::Info, Some(tag)) if self.leg_by_dialog(&request, &tag).is_some() => {
+                self.respond(now, tx, &request, 200, None);
+                // application/dtmf-relay: "Signal=0\r\nDuration=160".
+                let leg = self.leg_by_dialog(&request, &tag).expect("checked");
+                let signal = String::from_utf8_lossy(&request.body)
+                    .lines()
+                    .find_map(|l| {
+                        l.trim()
+                            .strip_prefix("Signal=")
+                            .map(|v| v.trim().chars().next())
+                    })
+                    .flatten();
+                if let (Some(key), Some(call)) = (signal, self.legs.get(&leg).map(|l| l.call)) {
+                    self.key_pressed(now, call, key);
+                }
+            }
+            (Method::Bye | Method::Info, _) => {
+                self.respond(now, tx, &request, 481, Some("no such call"))
+            }
+            (Method::Other(_), _) => {
+                self.respond(now, tx, &request, 501, Some("method not implemented"))
+            }
+            // A method SIP defines that a park server does not take (MESSAGE,
+            // REGISTER, PUBLISH, NOTIFY and UPDATE outside our dialogs ...):
+            // 405 with Allow (§8.2.1), not 501, which means "unknown".
+            _ => self.respond(
+                now,
+                tx,
+                &request,
+                405,
+                Some("not accepted by this park server"),
+            ),
+        }
+    }
+}

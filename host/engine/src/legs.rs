@@ -1,0 +1,189 @@
+//! Legs: the dialogs of parked and retrieved calls, their RTP sources and latching.
+
+use super::*;
+
+impl Engine {
+    pub(crate) fn leg_by_dialog(&self, request: &Request, our_tag: &str) -> Option<LegId> {
+        let call_id = request.call_id().ok()?;
+        self.dialogs
+            .get(&(call_id.to_string(), our_tag.to_string()))
+            .copied()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new_leg(
+        &mut self,
+        now: Duration,
+        call: CallId,
+        request: &Request,
+        peer: Peer,
+        tx: TxId,
+        media: Option<AgreedAudio>,
+        session: u64,
+    ) -> LegId {
+        let local_tag = self.tx.token()[..10].to_string();
+        let dialog = Dialog::from_invite(request, local_tag, peer, self.tx.token());
+        self.add_leg(now, call, dialog, Some(tx), media, session)
+    }
+
+    /// Registers a leg: its dialog, and where its RTP comes from.
+    pub(crate) fn add_leg(
+        &mut self,
+        now: Duration,
+        call: CallId,
+        dialog: Dialog,
+        invite_tx: Option<TxId>,
+        media: Option<AgreedAudio>,
+        sdp_version: u64,
+    ) -> LegId {
+        let id = LegId(self.id());
+        let rtp_source = media
+            .as_ref()
+            .map(|m| SocketAddr::new(m.remote_addr, m.remote_port));
+        self.dialogs
+            .insert((dialog.call_id.clone(), dialog.local_tag.clone()), id);
+        self.legs.insert(
+            id,
+            Leg {
+                call,
+                dialog,
+                invite_tx,
+                awaiting_answer: media.is_none(),
+                media,
+                rtp_source: None,
+                local_sdp_version: sdp_version,
+                last_digit_ts: None,
+                last_rtp: now,
+                rtp_seen: false,
+                music_clock: None,
+                sdp_source: None,
+                deferred_music: None,
+            },
+        );
+        if let Some(src) = rtp_source {
+            self.set_sdp_source(id, src);
+        }
+        id
+    }
+
+    /// The leg's SDP named `src` (offer, answer, re-INVITE): it is where
+    /// the leg's RTP goes and comes from from now on.
+    pub(crate) fn set_sdp_source(&mut self, id: LegId, src: SocketAddr) {
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = leg.sdp_source.replace(src)
+            && old != src
+            && self.rtp_sources.get(&old) == Some(&id)
+        {
+            self.rtp_sources.remove(&old);
+        }
+        self.set_rtp_source(id, src);
+    }
+
+    /// Points a leg's RTP at `src` (SDP, re-INVITE, latching), keeping the
+    /// source map and the latching candidates in step.
+    pub(crate) fn set_rtp_source(&mut self, id: LegId, src: SocketAddr) {
+        let Some(leg) = self.legs.get_mut(&id) else {
+            return;
+        };
+        let old = leg.rtp_source.replace(src);
+        let seen = leg.rtp_seen;
+        let call = leg.call;
+        let sdp_source = leg.sdp_source;
+        if let Some(old) = old {
+            if self.rtp_sources.get(&old) == Some(&id) && Some(old) != sdp_source {
+                self.rtp_sources.remove(&old);
+            }
+            self.forget_unlatched(id, old.ip());
+        }
+        self.rtp_sources.insert(src, id);
+        self.retired.remove(&src);
+        if let Some(CallState::Parked {
+            caller,
+            stream: Some(stream),
+        }) = self.calls.get(&call)
+            && *caller == id
+        {
+            self.music_desk.redirect(*stream, src);
+        }
+        if !seen {
+            self.unlatched.entry(src.ip()).or_default().insert(id);
+        }
+    }
+
+    pub(crate) fn forget_unlatched(&mut self, id: LegId, ip: IpAddr) {
+        if let Some(set) = self.unlatched.get_mut(&ip) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.unlatched.remove(&ip);
+            }
+        }
+    }
+
+    pub(crate) fn drop_leg(&mut self, id: LegId) {
+        if let Some(leg) = self.legs.remove(&id) {
+            self.dialogs
+                .remove(&(leg.dialog.call_id.clone(), leg.dialog.local_tag.clone()));
+            if let Some(sdp) = leg.sdp_source
+                && self.rtp_sources.get(&sdp) == Some(&id)
+            {
+                self.rtp_sources.remove(&sdp);
+            }
+            if let Some(src) = leg.rtp_source {
+                if self.rtp_sources.get(&src) == Some(&id) {
+                    self.rtp_sources.remove(&src);
+                }
+                self.forget_unlatched(id, src.ip());
+                self.retire(src);
+            }
+        }
+    }
+
+    pub(crate) fn retire(&mut self, src: SocketAddr) {
+        if self.retired.len() >= MAX_RETIRED {
+            let now = self.clock;
+            self.retired.retain(|_, heard| now < *heard + RETIRED_FOR);
+            if self.retired.len() >= MAX_RETIRED
+                && let Some(oldest) = self
+                    .retired
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(a, _)| *a)
+            {
+                self.retired.remove(&oldest);
+            }
+        }
+        self.retired.insert(src, self.clock);
+    }
+
+    /// Symmetric RTP: a phone behind NAT (or one that sends from another
+    /// port than it announced) is latched to where its packets really come
+    /// from, but only when exactly one leg from that IP has sent nothing
+    /// yet, so that calls from one gateway are never mixed up.
+    pub(crate) fn latch(&mut self, now: Duration, src: SocketAddr, packet: &[u8]) -> Option<LegId> {
+        let candidates = self.unlatched.get(&src.ip())?;
+        if let Some(heard) = self.retired.get_mut(&src) {
+            if now < *heard + RETIRED_FOR {
+                // Still the old call's stream: keep it retired.
+                *heard = now;
+                return None;
+            }
+            self.retired.remove(&src);
+        }
+        if candidates.len() != 1 {
+            return None;
+        }
+        let id = *candidates.iter().next()?;
+        // Only a packet of what the leg agreed to send (its codec or
+        // RFC 4733 events) latches it.
+        let pt = rtp_rs::RtpReader::new(packet).ok()?.payload_type();
+        let media = self.legs.get(&id)?.media.as_ref()?;
+        if pt != media.payload_type && Some(pt) != media.telephone_event {
+            return None;
+        }
+        self.set_rtp_source(id, src);
+        tracing::debug!(%src, "RTP latched to its real source");
+        Some(id)
+    }
+}
