@@ -202,7 +202,7 @@ impl Engine {
             self.start_recall(now, call, RecallReason::OrbitRemoved);
         }
         // Every watcher hears the state once, whatever it watches.
-        let ids: Vec<u64> = self.subscriptions.keys().copied().collect();
+        let ids: Vec<SubscriptionId> = self.subscriptions.keys().copied().collect();
         for id in ids {
             self.notify(now, id, None);
         }

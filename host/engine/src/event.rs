@@ -55,14 +55,14 @@ pub enum EngineEvent {
     RecallExhausted {
         call: CallId,
         orbit: String,
-        end: String,
+        end: EndAction,
     },
     /// Nobody will take the call: hung up after recall, past
     /// `max_lifetime`, or the caller vanished (`why` says which).
     GiveUp {
         call: CallId,
         orbit: String,
-        why: &'static str,
+        why: GiveUpReason,
     },
     /// A parked caller pressed the orbit's escape key.
     EscapeKey {
@@ -77,4 +77,29 @@ pub enum EngineEvent {
         status: u16,
         reason: String,
     },
+}
+
+/// Why the server gave up on a parked call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUpReason {
+    /// An attended-park reservation nobody took over in time.
+    ReservationNotCompleted,
+    /// The call lived `max_lifetime`.
+    MaxLifetime,
+    /// The caller stopped answering (silence, then a failed probe).
+    CallerVanished,
+    /// The recall plan ended in a disconnect.
+    RecallUnanswered,
+}
+
+impl GiveUpReason {
+    /// As the log says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GiveUpReason::ReservationNotCompleted => "reservation not completed",
+            GiveUpReason::MaxLifetime => "max_lifetime",
+            GiveUpReason::CallerVanished => "caller vanished",
+            GiveUpReason::RecallUnanswered => "recall unanswered",
+        }
+    }
 }

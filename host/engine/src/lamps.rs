@@ -68,7 +68,7 @@ impl Engine {
         ok.headers.push("Contact", self.contact(peer, &request.uri));
         ok.headers.push("Expires", expires.to_string());
         self.tx.send_response(now, tx, ok);
-        let id = self.id();
+        let id = SubscriptionId(self.id());
         let entity = format!("sip:{user}@{}", Host::Ip(self.cfg.sip_addr.ip()));
         self.sub_dialogs.insert((dialog.call_id.clone(), tag), id);
         self.subscriptions.insert(
@@ -88,11 +88,7 @@ impl Engine {
             self.drop_subscription(id);
         } else {
             self.notify(now, id, None);
-            self.arm(
-                now + Duration::from_secs(u64::from(expires)),
-                CallId(0),
-                EngineTimer::SubscriptionExpiry(id),
-            );
+            self.arm_subscription(now + Duration::from_secs(u64::from(expires)), id);
         }
     }
 
@@ -121,12 +117,12 @@ impl Engine {
         if let Some(sub) = self.subscriptions.get_mut(&id) {
             sub.expires_at = now + Duration::from_secs(u64::from(expires.max(60)));
             let at = sub.expires_at;
-            self.arm(at, CallId(0), EngineTimer::SubscriptionExpiry(id));
+            self.arm_subscription(at, id);
         }
         self.notify(now, id, None);
     }
 
-    pub(crate) fn drop_subscription(&mut self, id: u64) {
+    pub(crate) fn drop_subscription(&mut self, id: SubscriptionId) {
         if let Some(sub) = self.subscriptions.remove(&id) {
             self.sub_dialogs
                 .remove(&(sub.dialog.call_id.clone(), sub.dialog.local_tag.clone()));
@@ -162,7 +158,7 @@ impl Engine {
 
     pub(crate) fn notify_watchers_of(&mut self, now: Duration, orbit: &str) {
         let group = self.lot.orbit(orbit).and_then(|o| o.group.clone());
-        let ids: Vec<u64> = self
+        let ids: Vec<SubscriptionId> = self
             .subscriptions
             .iter()
             .filter(|(_, s)| match &s.watched {
@@ -183,7 +179,7 @@ impl Engine {
     }
 
     /// One NOTIFY: `terminated` with a reason ends the subscription.
-    pub(crate) fn notify(&mut self, now: Duration, id: u64, terminated: Option<&str>) {
+    pub(crate) fn notify(&mut self, now: Duration, id: SubscriptionId, terminated: Option<&str>) {
         let orbits: Vec<String> = match self.subscriptions.get(&id).map(|s| &s.watched) {
             Some(blf::Watched::Orbit(o)) => vec![o.clone()],
             Some(blf::Watched::Group(g)) => self

@@ -91,8 +91,8 @@ use callpark_sip::transaction::{Peer, Transactions, Transmit, Transport, TxEvent
 use callpark_sip::uri::{Host, NameAddr, Uri};
 
 pub use config::{Access, EngineConfig, MusicLibrary};
-pub use dialog::Dialog;
-pub use event::EngineEvent;
+use dialog::Dialog;
+pub use event::{EngineEvent, GiveUpReason};
 use guard::{Action, Admission, Guard, Who};
 pub use guard::{LampIdentity, Security, Target, User};
 
@@ -191,15 +191,15 @@ pub struct Engine {
     call_timers: HashMap<CallId, Vec<(Duration, u64)>>,
     /// Park timers (recall due, ring time over), by deadline. Entries whose
     /// call moved on are ignored when they fire.
-    timers: BTreeMap<(Duration, u64), (CallId, EngineTimer)>,
+    timers: BTreeMap<(Duration, u64), (Option<CallId>, EngineTimer)>,
     timer_seq: u64,
     /// How many recall plans each call ran through (re-park counts).
     recalls_done: HashMap<CallId, u32>,
     /// In-dialog OPTIONS probes of silent parked callers.
     probes: HashMap<TxId, CallId>,
     /// Busy-lamp watchers, by id, and their dialogs.
-    subscriptions: HashMap<u64, Subscription>,
-    sub_dialogs: HashMap<(String, String), u64>,
+    subscriptions: HashMap<SubscriptionId, Subscription>,
+    sub_dialogs: HashMap<(String, String), SubscriptionId>,
     /// Calls that just left an orbit: reported once as `terminated` to
     /// the lamps, so that phones see the dialog end, then forgotten.
     gone: HashMap<String, Vec<GoneLamp>>,
@@ -272,6 +272,10 @@ struct Subscription {
     version: u32,
 }
 
+/// A busy-lamp subscription's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SubscriptionId(u64);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EngineTimer {
     RecallDue,
@@ -281,7 +285,7 @@ enum EngineTimer {
     /// The parked call has lived `max_lifetime`.
     Lifetime,
     /// A busy-lamp subscription may have expired.
-    SubscriptionExpiry(u64),
+    SubscriptionExpiry(SubscriptionId),
     /// An attended-park reservation may not have been taken over (the leg
     /// that made it).
     Reservation(LegId),
@@ -349,8 +353,4 @@ fn asserted_identity(request: &Request) -> Option<String> {
             )
         })
         .map(|n| n.uri.to_string())
-}
-
-pub fn host_of(ip: IpAddr) -> Host {
-    Host::Ip(ip)
 }

@@ -42,12 +42,12 @@ impl Engine {
     }
 
     pub(crate) fn caller_vanished(&mut self, now: Duration, call: CallId) {
-        self.give_up(now, call, "caller vanished", false);
+        self.give_up(now, call, GiveUpReason::CallerVanished, false);
     }
 
     /// Ends a parked call nobody will take: a BYE to the caller (unless it
     /// is already gone), the orbit freed, the lamps told, and the events.
-    pub(crate) fn give_up(&mut self, now: Duration, call: CallId, why: &'static str, bye: bool) {
+    pub(crate) fn give_up(&mut self, now: Duration, call: CallId, why: GiveUpReason, bye: bool) {
         let Some(CallState::Parked { caller, .. }) = self.calls.get(&call) else {
             return;
         };
@@ -57,7 +57,7 @@ impl Engine {
             .get(call)
             .map(|p| p.orbit.clone())
             .unwrap_or_default();
-        tracing::debug!(%orbit, why, "ending a parked call");
+        tracing::debug!(%orbit, why = why.as_str(), "ending a parked call");
         self.events.push_back(EngineEvent::GiveUp {
             call,
             orbit: orbit.clone(),

@@ -225,12 +225,11 @@ impl Engine {
             .get(call)
             .map(|p| p.orbit.clone())
             .unwrap_or_default();
-        let end = format!("{:?}", recall.plan.end);
-        tracing::debug!(%orbit, %end, "recall plan exhausted");
+        tracing::debug!(%orbit, end = ?recall.plan.end, "recall plan exhausted");
         self.events.push_back(EngineEvent::RecallExhausted {
             call,
             orbit: orbit.clone(),
-            end,
+            end: recall.plan.end.clone(),
         });
         match recall.plan.end {
             EndAction::RePark(after) => {
@@ -248,7 +247,7 @@ impl Engine {
             }
             // Transfers became a last step; what is left is goodbye.
             EndAction::Disconnect | EndAction::Transfer(_) => {
-                self.give_up(now, call, "recall unanswered", true);
+                self.give_up(now, call, GiveUpReason::RecallUnanswered, true);
             }
         }
     }

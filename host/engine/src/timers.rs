@@ -1,4 +1,5 @@
-//! Park timers: arming them per call, and firing them.
+//! Park timers: armed per call (or per busy-lamp subscription), fired in
+//! deadline order.
 
 use super::*;
 
@@ -8,26 +9,16 @@ impl Engine {
         self.clock = self.clock.max(now);
         self.tx.handle_timeout(now);
         self.drain_tx(now);
-        while let Some((&key, &(call, timer))) = self.timers.iter().next() {
+        while let Some((&key, &(owner, timer))) = self.timers.iter().next() {
             if key.0 > now {
                 break;
             }
             self.timers.remove(&key);
-            if let Some(keys) = self.call_timers.get_mut(&call) {
+            if let Some(keys) = owner.and_then(|call| self.call_timers.get_mut(&call)) {
                 keys.retain(|k| *k != key);
             }
-            match timer {
-                EngineTimer::RecallDue => self.start_recall(now, call, RecallReason::Timeout),
-                EngineTimer::RingOver(tx) => self.ring_over(now, call, tx),
-                EngineTimer::Liveness => self.check_liveness(now, call),
-                EngineTimer::Reservation(leg) => {
-                    // Only the leg that reserved: a takeover replaced it.
-                    if matches!(self.calls.get(&call), Some(CallState::Parked { caller, .. }) if *caller == leg)
-                    {
-                        self.give_up(now, call, "reservation not completed", true);
-                    }
-                }
-                EngineTimer::SubscriptionExpiry(id) => {
+            match (owner, timer) {
+                (_, EngineTimer::SubscriptionExpiry(id)) => {
                     if self
                         .subscriptions
                         .get(&id)
@@ -37,19 +28,45 @@ impl Engine {
                         self.drop_subscription(id);
                     }
                 }
-                EngineTimer::Lifetime => self.give_up(now, call, "max_lifetime", true),
-                EngineTimer::SenderReport(leg) => self.sender_report(now, call, leg),
+                (Some(call), timer) => self.call_timer(now, call, timer),
+                (None, _) => {}
             }
             self.drain_tx(now);
         }
     }
 
+    fn call_timer(&mut self, now: Duration, call: CallId, timer: EngineTimer) {
+        match timer {
+            EngineTimer::RecallDue => self.start_recall(now, call, RecallReason::Timeout),
+            EngineTimer::RingOver(tx) => self.ring_over(now, call, tx),
+            EngineTimer::Liveness => self.check_liveness(now, call),
+            EngineTimer::Reservation(leg) => {
+                // Only the leg that reserved: a takeover replaced it.
+                if matches!(self.calls.get(&call), Some(CallState::Parked { caller, .. }) if *caller == leg)
+                {
+                    self.give_up(now, call, GiveUpReason::ReservationNotCompleted, true);
+                }
+            }
+            EngineTimer::Lifetime => self.give_up(now, call, GiveUpReason::MaxLifetime, true),
+            EngineTimer::SenderReport(leg) => self.sender_report(now, call, leg),
+            EngineTimer::SubscriptionExpiry(_) => {}
+        }
+    }
+
+    /// Arms a timer of `call`'s; it goes with the call (`end_call`).
     pub(crate) fn arm(&mut self, at: Duration, call: CallId, timer: EngineTimer) {
         self.timer_seq += 1;
         let key = (at, self.timer_seq);
-        self.timers.insert(key, (call, timer));
-        if call != CallId(0) {
-            self.call_timers.entry(call).or_default().push(key);
-        }
+        self.timers.insert(key, (Some(call), timer));
+        self.call_timers.entry(call).or_default().push(key);
+    }
+
+    /// Arms a busy-lamp subscription's expiry.
+    pub(crate) fn arm_subscription(&mut self, at: Duration, id: SubscriptionId) {
+        self.timer_seq += 1;
+        self.timers.insert(
+            (at, self.timer_seq),
+            (None, EngineTimer::SubscriptionExpiry(id)),
+        );
     }
 }

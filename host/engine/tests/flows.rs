@@ -2229,7 +2229,7 @@ fn an_attended_park_reservation_never_taken_over_is_freed_when_configured() {
         methods(&out)
     );
     let events = w.events();
-    assert!(events.iter().any(|e| matches!(e, EngineEvent::GiveUp { orbit, why: "reservation not completed", .. } if orbit == "701")), "{events:?}");
+    assert!(events.iter().any(|e| matches!(e, EngineEvent::GiveUp { orbit, why: callpark_engine::GiveUpReason::ReservationNotCompleted, .. } if orbit == "701")), "{events:?}");
     assert_eq!(w.engine.lot().parked_on("701").count(), 0);
     assert_eq!(
         w.engine.lot().parked_on("702").count(),

@@ -740,7 +740,7 @@ fn log_events(engine: &mut Engine) {
             }
             EngineEvent::Ended { call } => tracing::info!(event = "ended", call = call.0),
             EngineEvent::GiveUp { call, orbit, why } => {
-                tracing::info!(event = "giveup", call = call.0, %orbit, why)
+                tracing::info!(event = "giveup", call = call.0, %orbit, why = why.as_str())
             }
             EngineEvent::EscapeKey { call, orbit, key } => {
                 tracing::info!(event = "escape-key", call = call.0, %orbit, %key)
@@ -760,7 +760,7 @@ fn log_events(engine: &mut Engine) {
                 tracing::info!(event = "recall-answered", call = call.0, %orbit, %by)
             }
             EngineEvent::RecallExhausted { call, orbit, end } => {
-                tracing::info!(event = "recall-exhausted", call = call.0, %orbit, %end)
+                tracing::info!(event = "recall-exhausted", call = call.0, %orbit, end = ?end)
             }
             EngineEvent::Refused {
                 method,
