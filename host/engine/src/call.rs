@@ -13,7 +13,9 @@ impl Engine {
         let Some(leg) = self.legs.get_mut(&id) else {
             return;
         };
-        leg.invite_tx = None;
+        if let Some(tx) = leg.invite_tx.take() {
+            self.invite_legs.remove(&tx);
+        }
         leg.dialog.confirmed = true;
         if let Some((key, intro)) = leg.deferred_music.take() {
             let call = leg.call;
@@ -53,11 +55,7 @@ impl Engine {
     }
 
     pub(crate) fn on_cancelled(&mut self, now: Duration, invite: TxId) {
-        let leg = self
-            .legs
-            .iter()
-            .find(|(_, l)| l.invite_tx == Some(invite))
-            .map(|(id, _)| *id);
+        let leg = self.invite_legs.get(&invite).copied();
         if let Some(request) = self.tx.server_request(invite).cloned() {
             self.respond(now, invite, &request, 487, None);
         }
@@ -161,8 +159,7 @@ impl Engine {
         {
             // Cancelled by the caller of `end_call` where it can; a late
             // 2xx is acknowledged and hung up.
-            self.stale_recalls.insert(r.tx);
-            self.recall_by_tx.remove(&r.tx);
+            self.client_txs.insert(r.tx, TxOwner::StaleRecall);
         }
         self.lamp_gone(call);
         if let Some(p) = self.lot.remove(call) {

@@ -28,18 +28,16 @@ impl Engine {
             events: VecDeque::new(),
             draining: false,
             recalls: HashMap::new(),
-            recall_by_tx: HashMap::new(),
-            stale_recalls: HashSet::new(),
+            client_txs: HashMap::new(),
+            invite_legs: HashMap::new(),
             unlatched: HashMap::new(),
             call_timers: HashMap::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
             recalls_done: HashMap::new(),
-            probes: HashMap::new(),
             subscriptions: HashMap::new(),
             sub_dialogs: HashMap::new(),
             gone: HashMap::new(),
-            refer_parks: HashMap::new(),
             rtcp_out: VecDeque::new(),
             retired: HashMap::new(),
             clock: Duration::ZERO,
@@ -242,12 +240,7 @@ impl Engine {
                 TxEvent::Ack { request, .. } => self.on_ack(now, &request),
                 TxEvent::Cancelled { invite, .. } => self.on_cancelled(now, invite),
                 TxEvent::AckTimeout { tx } => {
-                    if let Some(leg) = self
-                        .legs
-                        .iter()
-                        .find(|(_, l)| l.invite_tx == Some(tx))
-                        .map(|(id, _)| *id)
-                    {
+                    if let Some(leg) = self.invite_legs.remove(&tx) {
                         // A caller we hang up is gone: its music, its
                         // orbit and the other leg of its bridge go with it
                         // (a spoofed INVITE must not buy RTP to a third
@@ -264,7 +257,8 @@ impl Engine {
                     if response.status >= 200 {
                         self.shutdown_byes.remove(&tx);
                     }
-                    if let Some(call) = self.probes.remove(&tx) {
+                    if let Some(&TxOwner::Probe(call)) = self.client_txs.get(&tx) {
+                        self.client_txs.remove(&tx);
                         // 481 and 408 say the dialog is gone; any other
                         // answer (even 405) proves the phone is there.
                         if matches!(response.status, 408 | 481) {
@@ -276,20 +270,16 @@ impl Engine {
                 }
                 TxEvent::Timeout { tx } => {
                     self.shutdown_byes.remove(&tx);
-                    if let Some(mut pending) = self.refer_parks.remove(&tx) {
-                        self.refer_notify(
+                    match self.client_txs.remove(&tx) {
+                        Some(TxOwner::ReferPark(mut pending)) => self.refer_notify(
                             now,
                             &mut pending.dialog,
                             "SIP/2.0 408 Request Timeout",
                             true,
-                        );
-                    }
-                    self.stale_recalls.remove(&tx);
-                    if let Some(call) = self.recall_by_tx.remove(&tx) {
-                        self.next_step(now, call);
-                    }
-                    if let Some(call) = self.probes.remove(&tx) {
-                        self.caller_vanished(now, call);
+                        ),
+                        Some(TxOwner::Recall(call)) => self.next_step(now, call),
+                        Some(TxOwner::Probe(call)) => self.caller_vanished(now, call),
+                        Some(TxOwner::StaleRecall) | None => {}
                     }
                 }
             }

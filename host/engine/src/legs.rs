@@ -42,6 +42,9 @@ impl Engine {
             .map(|m| SocketAddr::new(m.remote_addr, m.remote_port));
         self.dialogs
             .insert((dialog.call_id.clone(), dialog.local_tag.clone()), id);
+        if let Some(tx) = invite_tx {
+            self.invite_legs.insert(tx, id);
+        }
         self.legs.insert(
             id,
             Leg {
@@ -125,6 +128,9 @@ impl Engine {
         if let Some(leg) = self.legs.remove(&id) {
             self.dialogs
                 .remove(&(leg.dialog.call_id.clone(), leg.dialog.local_tag.clone()));
+            if let Some(tx) = leg.invite_tx {
+                self.invite_legs.remove(&tx);
+            }
             if let Some(sdp) = leg.sdp_source
                 && self.rtp_sources.get(&sdp) == Some(&id)
             {

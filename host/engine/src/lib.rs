@@ -178,10 +178,10 @@ pub struct Engine {
     draining: bool,
     /// Recalls in progress, by call.
     recalls: HashMap<CallId, Recall>,
-    /// Our recall INVITEs, to their calls.
-    recall_by_tx: HashMap<TxId, CallId>,
-    /// Recall INVITEs we gave up on: a late 2xx is acknowledged and hung up.
-    stale_recalls: HashSet<TxId>,
+    /// What each of our client transactions is for.
+    client_txs: HashMap<TxId, TxOwner>,
+    /// The leg each INVITE server transaction opened, until its ACK.
+    invite_legs: HashMap<TxId, LegId>,
     /// Legs that have sent no RTP yet, by the IP their SDP named: the
     /// candidates for symmetric-RTP latching, kept so that a packet from an
     /// unknown source costs a map look-up, not a scan of every leg.
@@ -195,17 +195,12 @@ pub struct Engine {
     timer_seq: u64,
     /// How many recall plans each call ran through (re-park counts).
     recalls_done: HashMap<CallId, u32>,
-    /// In-dialog OPTIONS probes of silent parked callers.
-    probes: HashMap<TxId, CallId>,
     /// Busy-lamp watchers, by id, and their dialogs.
     subscriptions: HashMap<SubscriptionId, Subscription>,
     sub_dialogs: HashMap<(String, String), SubscriptionId>,
     /// Calls that just left an orbit: reported once as `terminated` to
     /// the lamps, so that phones see the dialog end, then forgotten.
     gone: HashMap<String, Vec<GoneLamp>>,
-    /// Server-driven parks (RFC 5359 §2.15): our INVITE to the party being
-    /// parked, by its transaction.
-    refer_parks: HashMap<TxId, ReferPark>,
     /// RTCP of ours waiting to go out from the RTCP port: (to, packet).
     rtcp_out: VecDeque<(SocketAddr, Vec<u8>)>,
     /// RTP sources of legs that ended, with when they were last heard:
@@ -270,6 +265,22 @@ struct Subscription {
     expires_at: Duration,
     /// The next NOTIFY's document version (RFC 4235 §4.1).
     version: u32,
+}
+
+/// What one of our client transactions is for: its answer (or its
+/// timeout) goes to its owner.
+#[derive(Debug)]
+enum TxOwner {
+    /// A recall step ringing for this call.
+    Recall(CallId),
+    /// A recall INVITE we gave up on: a late 2xx is acknowledged and hung
+    /// up.
+    StaleRecall,
+    /// An in-dialog OPTIONS probing a silent parked caller.
+    Probe(CallId),
+    /// Server-driven park (RFC 5359 §2.15): our INVITE to the party being
+    /// parked.
+    ReferPark(Box<ReferPark>),
 }
 
 /// A busy-lamp subscription's id.

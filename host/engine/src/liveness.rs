@@ -37,7 +37,7 @@ impl Engine {
         let probe = leg.dialog.request(Method::Options);
         let peer = leg.dialog.peer;
         let tx = self.tx.send_request(now, probe, peer);
-        self.probes.insert(tx, call);
+        self.client_txs.insert(tx, TxOwner::Probe(call));
         self.arm(now + timeout, call, EngineTimer::Liveness);
     }
 

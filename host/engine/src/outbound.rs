@@ -175,13 +175,15 @@ impl Engine {
         if !is_invite {
             return;
         }
-        if let Some(pending) = self.refer_parks.remove(&tx) {
-            return self.refer_answered(now, tx, pending, response);
+        if matches!(self.client_txs.get(&tx), Some(TxOwner::ReferPark(_))) {
+            let Some(TxOwner::ReferPark(pending)) = self.client_txs.remove(&tx) else {
+                unreachable!("matched above");
+            };
+            return self.refer_answered(now, tx, *pending, response);
         }
         if response.status >= 300 {
             // A cancelled recall INVITE ends here (487): nothing to hang up.
-            self.stale_recalls.remove(&tx);
-            if let Some(call) = self.recall_by_tx.remove(&tx) {
+            if let Some(TxOwner::Recall(call)) = self.client_txs.remove(&tx) {
                 let orbit = self
                     .lot
                     .get(call)
@@ -196,22 +198,25 @@ impl Engine {
         let Some(invite) = self.tx.client_request(tx).cloned() else {
             return;
         };
-        let peer = self
-            .recalls
-            .values()
-            .filter_map(|r| r.ringing.as_ref())
-            .find(|r| r.tx == tx)
-            .map(|r| r.peer)
-            .unwrap_or_else(|| match invite.uri.host {
-                Some(Host::Ip(ip)) => Peer {
-                    transport: Transport::Udp,
-                    addr: SocketAddr::new(ip, invite.uri.port.unwrap_or(5060)),
-                },
-                _ => Peer {
-                    transport: Transport::Udp,
-                    addr: self.cfg.outbound_proxy.unwrap_or(self.cfg.sip_addr),
-                },
-            });
+        let ringing_peer = match self.client_txs.get(&tx) {
+            Some(TxOwner::Recall(call)) => self
+                .recalls
+                .get(call)
+                .and_then(|r| r.ringing.as_ref())
+                .filter(|r| r.tx == tx)
+                .map(|r| r.peer),
+            _ => None,
+        };
+        let peer = ringing_peer.unwrap_or_else(|| match invite.uri.host {
+            Some(Host::Ip(ip)) => Peer {
+                transport: Transport::Udp,
+                addr: SocketAddr::new(ip, invite.uri.port.unwrap_or(5060)),
+            },
+            _ => Peer {
+                transport: Transport::Udp,
+                addr: self.cfg.outbound_proxy.unwrap_or(self.cfg.sip_addr),
+            },
+        });
         let dialog = Dialog::from_uac(&invite, &response, peer);
         let ack = dialog.ack(invite.cseq().map(|c| c.0).unwrap_or(1));
         self.tx.send_ack(ack, peer);
@@ -219,14 +224,20 @@ impl Engine {
         if self.dialogs.contains_key(&key) {
             return; // a retransmitted 2xx of a bridged recall
         }
-        let Some(call) = self.recall_by_tx.remove(&tx) else {
-            // Answered after we gave up (cancel race): hang up at once.
-            if self.stale_recalls.remove(&tx) {
+        let call = match self.client_txs.remove(&tx) {
+            Some(TxOwner::Recall(call)) => call,
+            Some(TxOwner::StaleRecall) => {
+                // Answered after we gave up (cancel race): hang up at once.
                 let mut d = dialog;
                 let bye = d.request(Method::Bye);
                 self.tx.send_request(now, bye, peer);
+                return;
             }
-            return;
+            Some(other) => {
+                self.client_txs.insert(tx, other);
+                return;
+            }
+            None => return,
         };
         let media = sdp::parse(&String::from_utf8_lossy(&response.body))
             .ok()

@@ -9,8 +9,7 @@ impl Engine {
             return;
         };
         if let Some(r) = recall.ringing {
-            self.recall_by_tx.remove(&r.tx);
-            self.stale_recalls.insert(r.tx);
+            self.client_txs.insert(r.tx, TxOwner::StaleRecall);
             self.tx.send_cancel(now, r.tx);
         }
     }
@@ -119,7 +118,7 @@ impl Engine {
                     if let Some(r) = self.recalls.get_mut(&call) {
                         r.ringing = Some(Ringing { tx, peer });
                     }
-                    self.recall_by_tx.insert(tx, call);
+                    self.client_txs.insert(tx, TxOwner::Recall(call));
                     self.arm(
                         now + Duration::from_millis(u64::from(step.ring_ms)),
                         call,
@@ -202,8 +201,7 @@ impl Engine {
         if current != Some(tx) {
             return;
         }
-        self.recall_by_tx.remove(&tx);
-        self.stale_recalls.insert(tx);
+        self.client_txs.insert(tx, TxOwner::StaleRecall);
         self.tx.send_cancel(now, tx);
         self.next_step(now, call);
     }

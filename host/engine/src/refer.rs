@@ -104,16 +104,16 @@ impl Engine {
         }
         invite.headers.push("Referred-By", format!("<{parker}>"));
         let invite_tx = self.tx.send_request(now, invite, peer_out);
-        self.refer_parks.insert(
+        self.client_txs.insert(
             invite_tx,
-            ReferPark {
+            TxOwner::ReferPark(Box::new(ReferPark {
                 dialog,
                 target,
                 orbit,
                 parker,
                 parked_uri,
                 peer: peer_out,
-            },
+            })),
         );
     }
 
