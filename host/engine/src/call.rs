@@ -10,11 +10,11 @@ impl Engine {
         let Some(id) = self.leg_by_dialog(request, &tag) else {
             return;
         };
-        let Some(leg) = self.legs.get_mut(&id) else {
+        let Some(leg) = self.legs.by_id.get_mut(&id) else {
             return;
         };
         if let Some(tx) = leg.invite_tx.take() {
-            self.invite_legs.remove(&tx);
+            self.legs.by_invite_tx.remove(&tx);
         }
         leg.dialog.confirmed = true;
         if let Some((key, intro)) = leg.deferred_music.take() {
@@ -55,7 +55,7 @@ impl Engine {
     }
 
     pub(crate) fn on_cancelled(&mut self, now: Duration, invite: TxId) {
-        let leg = self.invite_legs.get(&invite).copied();
+        let leg = self.legs.by_invite_tx.get(&invite).copied();
         if let Some(request) = self.tx.server_request(invite).cloned() {
             self.respond(now, invite, &request, 487, None);
         }
@@ -69,7 +69,7 @@ impl Engine {
             return self.respond(now, tx, &request, 481, Some("no such call"));
         };
         let version = {
-            let leg = self.legs.get_mut(&id).expect("indexed");
+            let leg = self.legs.by_id.get_mut(&id).expect("indexed");
             leg.local_sdp_version += 1;
             leg.local_sdp_version
         };
@@ -94,13 +94,13 @@ impl Engine {
             let answer = sdp::answer(&offer, &agreed, &local);
             // Hold and resume: the relay follows the new address and codec.
             let src = SocketAddr::new(agreed.remote_addr, agreed.remote_port);
-            if let Some(leg) = self.legs.get_mut(&id) {
+            if let Some(leg) = self.legs.by_id.get_mut(&id) {
                 leg.media = Some(agreed);
             }
             self.set_sdp_source(id, src);
             answer
         };
-        let leg = &self.legs[&id];
+        let leg = &self.legs.by_id[&id];
         let mut r = request.response(200, Some(&leg.dialog.local_tag));
         r.headers
             .push("Contact", self.contact(leg.dialog.peer, &request.uri));
@@ -120,7 +120,7 @@ impl Engine {
 
     /// A leg hung up: end its call and hang up the other leg, if any.
     pub(crate) fn leg_gone(&mut self, now: Duration, id: LegId) {
-        let Some(leg) = self.legs.get(&id) else {
+        let Some(leg) = self.legs.by_id.get(&id) else {
             return;
         };
         let call = leg.call;
@@ -128,7 +128,7 @@ impl Engine {
             Some(CallState::Parked { caller, .. }) if *caller == id => {
                 let call_id = leg.dialog.call_id.clone();
                 self.cancel_recall(now, call);
-                let Some(leg) = self.legs.get(&id) else {
+                let Some(leg) = self.legs.by_id.get(&id) else {
                     return;
                 };
                 debug_assert_eq!(leg.dialog.call_id, call_id);
@@ -153,29 +153,23 @@ impl Engine {
         self.drop_leg(id);
     }
 
+    /// Tears a call down: each owner forgets what it holds of it.
     pub(crate) fn end_call(&mut self, now: Duration, call: CallId) {
-        if let Some(recall) = self.recalls.remove(&call)
-            && let Some(r) = recall.ringing
-        {
+        if let Some(ringing) = self.recalls.forget(call) {
             // Cancelled by the caller of `end_call` where it can; a late
             // 2xx is acknowledged and hung up.
-            self.client_txs.insert(r.tx, TxOwner::StaleRecall);
+            self.client_txs.insert(ringing, TxOwner::StaleRecall);
         }
         self.lamp_gone(call);
         if let Some(p) = self.lot.remove(call) {
             self.notify_watchers(now, &p.orbit);
         }
-        if let Some(source) = self.call_sources.remove(&call) {
-            self.guard.unparked_from(source);
-        }
-        self.recalls_done.remove(&call);
-        for key in self.call_timers.remove(&call).unwrap_or_default() {
-            self.timers.remove(&key);
-        }
+        self.guard.call_ended(call);
+        self.timers.forget(call);
         match self.calls.remove(&call) {
             Some(CallState::Parked { caller, stream }) => {
                 if let Some(s) = stream {
-                    self.music_desk.stop(s);
+                    self.media.desk.stop(s);
                 }
                 self.drop_leg(caller);
             }

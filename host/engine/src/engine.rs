@@ -17,36 +17,25 @@ impl Engine {
             cfg,
             policy,
             lot,
-            music,
             tx: Transactions::new(sent_by, entropy),
-            music_desk: MusicDesk::new(),
-            legs: HashMap::new(),
-            dialogs: HashMap::new(),
-            rtp_sources: HashMap::new(),
+            media: Media {
+                library: music,
+                desk: MusicDesk::new(),
+                rtcp_out: VecDeque::new(),
+                rtcp_cname,
+            },
+            legs: Legs::default(),
             calls: HashMap::new(),
-            next_id: 0,
-            events: VecDeque::new(),
-            draining: false,
-            recalls: HashMap::new(),
+            recalls: Recalls::default(),
             client_txs: HashMap::new(),
-            invite_legs: HashMap::new(),
-            unlatched: HashMap::new(),
-            call_timers: HashMap::new(),
-            timers: BTreeMap::new(),
-            timer_seq: 0,
-            recalls_done: HashMap::new(),
-            subscriptions: HashMap::new(),
-            sub_dialogs: HashMap::new(),
-            gone: HashMap::new(),
-            rtcp_out: VecDeque::new(),
-            retired: HashMap::new(),
-            clock: Duration::ZERO,
-            drops: DropLog::default(),
-            shutdown_byes: HashSet::new(),
-            shed_logged_at: None,
-            rtcp_cname,
+            timers: CallTimers::default(),
+            lamps: Lamps::default(),
             guard,
-            call_sources: HashMap::new(),
+            drain: Drain::default(),
+            events: VecDeque::new(),
+            logs: LogLimits::default(),
+            next_id: 0,
+            clock: Duration::ZERO,
         }
     }
 
@@ -57,12 +46,12 @@ impl Engine {
     /// After `shutdown`: every BYE it sent has its final answer, or timed
     /// out. Before `shutdown`: false.
     pub fn drained(&self) -> bool {
-        self.draining && self.shutdown_byes.is_empty()
+        self.drain.draining && self.drain.byes.is_empty()
     }
 
     /// BYEs of the shutdown still waiting for an answer.
     pub fn byes_pending(&self) -> usize {
-        self.shutdown_byes.len()
+        self.drain.byes.len()
     }
 
     /// Parked (not yet retrieved) calls.
@@ -87,8 +76,8 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<Duration> {
         [
             self.tx.poll_timeout(),
-            self.music_desk.poll_timeout(),
-            self.timers.keys().next().map(|(at, _)| *at),
+            self.media.desk.poll_timeout(),
+            self.timers.queue.keys().next().map(|(at, _)| *at),
         ]
         .into_iter()
         .flatten()
@@ -99,12 +88,13 @@ impl Engine {
     /// second at most, with the total so far.
     pub(crate) fn log_shed(&mut self, now: Duration) {
         if self
-            .shed_logged_at
+            .logs
+            .shed_at
             .is_some_and(|at| now < at + Duration::from_secs(1))
         {
             return;
         }
-        self.shed_logged_at = Some(now);
+        self.logs.shed_at = Some(now);
         let (server, client) = self.tx.len();
         tracing::warn!(
             shed = self.tx.shed(),
@@ -123,16 +113,16 @@ impl Engine {
     /// info line a second at most, with how many more were dropped since,
     /// so that a flood of garbage cannot flood the log.
     pub(crate) fn log_drop(&mut self, now: Duration, peer: Peer, reason: &str) {
-        match self.drops.logged_at {
-            Some(at) if now < at + Duration::from_secs(1) => self.drops.unlogged += 1,
+        match self.logs.drops.logged_at {
+            Some(at) if now < at + Duration::from_secs(1) => self.logs.drops.unlogged += 1,
             _ => {
                 tracing::info!(
                     peer = %peer.addr,
                     reason,
-                    also_dropped = self.drops.unlogged,
+                    also_dropped = self.logs.drops.unlogged,
                     "unreadable SIP message dropped (nothing to answer to)"
                 );
-                self.drops = DropLog {
+                self.logs.drops = DropLog {
                     logged_at: Some(now),
                     unlogged: 0,
                 };
@@ -193,14 +183,14 @@ impl Engine {
         tracing::info!(
             orbits = self.lot.orbits().len(),
             parked = self.lot.parked_count(),
-            watchers = self.subscriptions.len(),
+            watchers = self.lamps.subscriptions.len(),
             "configuration applied"
         );
         for call in orphans {
             self.start_recall(now, call, RecallReason::OrbitRemoved);
         }
         // Every watcher hears the state once, whatever it watches.
-        let ids: Vec<SubscriptionId> = self.subscriptions.keys().copied().collect();
+        let ids: Vec<SubscriptionId> = self.lamps.subscriptions.keys().copied().collect();
         for id in ids {
             self.notify(now, id, None);
         }
@@ -211,11 +201,11 @@ impl Engine {
     /// F: keep driving the engine until `drained`, or as long as the host's
     /// drain time allows.
     pub fn shutdown(&mut self, now: Duration) {
-        self.draining = true;
-        let legs: Vec<LegId> = self.legs.keys().copied().collect();
+        self.drain.draining = true;
+        let legs: Vec<LegId> = self.legs.by_id.keys().copied().collect();
         for leg in legs {
             if let Some(tx) = self.bye(now, leg) {
-                self.shutdown_byes.insert(tx);
+                self.drain.byes.insert(tx);
             }
         }
         let calls: Vec<CallId> = self.calls.keys().copied().collect();
@@ -240,13 +230,13 @@ impl Engine {
                 TxEvent::Ack { request, .. } => self.on_ack(now, &request),
                 TxEvent::Cancelled { invite, .. } => self.on_cancelled(now, invite),
                 TxEvent::AckTimeout { tx } => {
-                    if let Some(leg) = self.invite_legs.remove(&tx) {
+                    if let Some(leg) = self.legs.by_invite_tx.remove(&tx) {
                         // A caller we hang up is gone: its music, its
                         // orbit and the other leg of its bridge go with it
                         // (a spoofed INVITE must not buy RTP to a third
                         // party for the rest of max_lifetime).
                         tracing::info!(
-                            call_id = %self.legs[&leg].dialog.call_id,
+                            call_id = %self.legs.by_id[&leg].dialog.call_id,
                             "a 2xx was never acknowledged; hanging up"
                         );
                         self.bye(now, leg);
@@ -255,7 +245,7 @@ impl Engine {
                 }
                 TxEvent::Response { tx, response } => {
                     if response.status >= 200 {
-                        self.shutdown_byes.remove(&tx);
+                        self.drain.byes.remove(&tx);
                     }
                     if let Some(&TxOwner::Probe(call)) = self.client_txs.get(&tx) {
                         self.client_txs.remove(&tx);
@@ -269,7 +259,7 @@ impl Engine {
                     }
                 }
                 TxEvent::Timeout { tx } => {
-                    self.shutdown_byes.remove(&tx);
+                    self.drain.byes.remove(&tx);
                     match self.client_txs.remove(&tx) {
                         Some(TxOwner::ReferPark(mut pending)) => self.refer_notify(
                             now,
@@ -365,7 +355,8 @@ impl Engine {
                             .map(|v| v.trim().chars().next())
                     })
                     .flatten();
-                if let (Some(key), Some(call)) = (signal, self.legs.get(&leg).map(|l| l.call)) {
+                if let (Some(key), Some(call)) = (signal, self.legs.by_id.get(&leg).map(|l| l.call))
+                {
                     self.key_pressed(now, call, key);
                 }
             }

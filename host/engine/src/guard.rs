@@ -229,6 +229,9 @@ pub(crate) struct Guard {
     buckets: HashMap<IpAddr, Bucket>,
     /// Parked calls per untrusted address.
     parked: HashMap<IpAddr, usize>,
+    /// The untrusted address each call was parked from, until the call
+    /// ends.
+    pub call_sources: HashMap<callpark_core::lot::CallId, IpAddr>,
     /// Requests answered 503 for their source's rate, and when that was
     /// last logged (one line a second at most).
     slowed: u64,
@@ -244,6 +247,7 @@ impl Guard {
             nonces,
             buckets: HashMap::new(),
             parked: HashMap::new(),
+            call_sources: HashMap::new(),
             slowed: 0,
             slowed_logged_at: None,
         }
@@ -370,6 +374,13 @@ impl Guard {
     pub fn parked_from(&mut self, source: IpAddr) {
         if !self.trusted(source) {
             *self.parked.entry(source).or_default() += 1;
+        }
+    }
+
+    /// A call ended: its source may park one more.
+    pub fn call_ended(&mut self, call: callpark_core::lot::CallId) {
+        if let Some(source) = self.call_sources.remove(&call) {
+            self.unparked_from(source);
         }
     }
 

@@ -11,7 +11,7 @@ impl Engine {
         peer: Peer,
         who: Who,
     ) {
-        if self.draining {
+        if self.drain.draining {
             return self.respond(now, tx, &request, 503, Some("shutting down"));
         }
         let event = request
@@ -70,8 +70,10 @@ impl Engine {
         self.tx.send_response(now, tx, ok);
         let id = SubscriptionId(self.id());
         let entity = format!("sip:{user}@{}", Host::Ip(self.cfg.sip_addr.ip()));
-        self.sub_dialogs.insert((dialog.call_id.clone(), tag), id);
-        self.subscriptions.insert(
+        self.lamps
+            .by_dialog
+            .insert((dialog.call_id.clone(), tag), id);
+        self.lamps.subscriptions.insert(
             id,
             Subscription {
                 dialog,
@@ -102,7 +104,7 @@ impl Engine {
         let Some(call_id) = request.call_id().ok().map(str::to_string) else {
             return;
         };
-        let Some(&id) = self.sub_dialogs.get(&(call_id, tag.clone())) else {
+        let Some(&id) = self.lamps.by_dialog.get(&(call_id, tag.clone())) else {
             return self.respond(now, tx, &request, 481, Some("no such subscription"));
         };
         let expires = request.expires().ok().flatten().unwrap_or(3600).min(3600);
@@ -114,7 +116,7 @@ impl Engine {
             self.drop_subscription(id);
             return;
         }
-        if let Some(sub) = self.subscriptions.get_mut(&id) {
+        if let Some(sub) = self.lamps.subscriptions.get_mut(&id) {
             sub.expires_at = now + Duration::from_secs(u64::from(expires.max(60)));
             let at = sub.expires_at;
             self.arm_subscription(at, id);
@@ -123,8 +125,9 @@ impl Engine {
     }
 
     pub(crate) fn drop_subscription(&mut self, id: SubscriptionId) {
-        if let Some(sub) = self.subscriptions.remove(&id) {
-            self.sub_dialogs
+        if let Some(sub) = self.lamps.subscriptions.remove(&id) {
+            self.lamps
+                .by_dialog
                 .remove(&(sub.dialog.call_id.clone(), sub.dialog.local_tag.clone()));
         }
     }
@@ -132,14 +135,14 @@ impl Engine {
     /// Notes a parked call leaving its orbit, for the lamps' next NOTIFY.
     /// Call while the call is still in the lot and its caller leg exists.
     pub(crate) fn lamp_gone(&mut self, call: CallId) {
-        if self.subscriptions.is_empty() {
+        if self.lamps.subscriptions.is_empty() {
             return;
         }
         let Some(p) = self.lot.get(call) else { return };
         let Some(CallState::Parked { caller, .. }) = self.calls.get(&call) else {
             return;
         };
-        if !self.legs.contains_key(caller) {
+        if !self.legs.by_id.contains_key(caller) {
             return;
         }
         let lamp = GoneLamp {
@@ -147,18 +150,23 @@ impl Engine {
             caller_uri: p.parked_uri.clone(),
             caller_display: p.parked_display.clone(),
         };
-        self.gone.entry(p.orbit.clone()).or_default().push(lamp);
+        self.lamps
+            .gone
+            .entry(p.orbit.clone())
+            .or_default()
+            .push(lamp);
     }
 
     /// NOTIFYs every watcher of `orbit` (or of its group) with the full state.
     pub(crate) fn notify_watchers(&mut self, now: Duration, orbit: &str) {
         self.notify_watchers_of(now, orbit);
-        self.gone.remove(orbit);
+        self.lamps.gone.remove(orbit);
     }
 
     pub(crate) fn notify_watchers_of(&mut self, now: Duration, orbit: &str) {
         let group = self.lot.orbit(orbit).and_then(|o| o.group.clone());
         let ids: Vec<SubscriptionId> = self
+            .lamps
             .subscriptions
             .iter()
             .filter(|(_, s)| match &s.watched {
@@ -180,7 +188,7 @@ impl Engine {
 
     /// One NOTIFY: `terminated` with a reason ends the subscription.
     pub(crate) fn notify(&mut self, now: Duration, id: SubscriptionId, terminated: Option<&str>) {
-        let orbits: Vec<String> = match self.subscriptions.get(&id).map(|s| &s.watched) {
+        let orbits: Vec<String> = match self.lamps.subscriptions.get(&id).map(|s| &s.watched) {
             Some(blf::Watched::Orbit(o)) => vec![o.clone()],
             Some(blf::Watched::Group(g)) => self
                 .lot
@@ -191,7 +199,7 @@ impl Engine {
         };
         let mut lamps = Vec::new();
         for orbit in &orbits {
-            for g in self.gone.get(orbit).into_iter().flatten() {
+            for g in self.lamps.gone.get(orbit).into_iter().flatten() {
                 let ids = self.guard.lamp_ids(g.call.0);
                 let (caller_uri, caller_display) =
                     self.lamp_caller(&g.caller_uri, &g.caller_display);
@@ -211,7 +219,7 @@ impl Engine {
                 let Some(CallState::Parked { caller, .. }) = self.calls.get(&p.call) else {
                     continue;
                 };
-                if !self.legs.contains_key(caller) {
+                if !self.legs.by_id.contains_key(caller) {
                     continue;
                 }
                 let ids = self.guard.lamp_ids(p.call.0);
@@ -234,7 +242,7 @@ impl Engine {
             }
         }
         let host = Host::Ip(self.cfg.sip_addr.ip()).to_string();
-        let Some(sub) = self.subscriptions.get_mut(&id) else {
+        let Some(sub) = self.lamps.subscriptions.get_mut(&id) else {
             return;
         };
         let body = blf::document(&sub.entity, sub.version, &lamps, &host);

@@ -5,7 +5,8 @@ use super::*;
 impl Engine {
     pub(crate) fn leg_by_dialog(&self, request: &Request, our_tag: &str) -> Option<LegId> {
         let call_id = request.call_id().ok()?;
-        self.dialogs
+        self.legs
+            .by_dialog
             .get(&(call_id.to_string(), our_tag.to_string()))
             .copied()
     }
@@ -40,12 +41,13 @@ impl Engine {
         let rtp_source = media
             .as_ref()
             .map(|m| SocketAddr::new(m.remote_addr, m.remote_port));
-        self.dialogs
+        self.legs
+            .by_dialog
             .insert((dialog.call_id.clone(), dialog.local_tag.clone()), id);
         if let Some(tx) = invite_tx {
-            self.invite_legs.insert(tx, id);
+            self.legs.by_invite_tx.insert(tx, id);
         }
-        self.legs.insert(
+        self.legs.by_id.insert(
             id,
             Leg {
                 call,
@@ -72,14 +74,14 @@ impl Engine {
     /// The leg's SDP named `src` (offer, answer, re-INVITE): it is where
     /// the leg's RTP goes and comes from from now on.
     pub(crate) fn set_sdp_source(&mut self, id: LegId, src: SocketAddr) {
-        let Some(leg) = self.legs.get_mut(&id) else {
+        let Some(leg) = self.legs.by_id.get_mut(&id) else {
             return;
         };
         if let Some(old) = leg.sdp_source.replace(src)
             && old != src
-            && self.rtp_sources.get(&old) == Some(&id)
+            && self.legs.by_rtp_source.get(&old) == Some(&id)
         {
-            self.rtp_sources.remove(&old);
+            self.legs.by_rtp_source.remove(&old);
         }
         self.set_rtp_source(id, src);
     }
@@ -87,7 +89,7 @@ impl Engine {
     /// Points a leg's RTP at `src` (SDP, re-INVITE, latching), keeping the
     /// source map and the latching candidates in step.
     pub(crate) fn set_rtp_source(&mut self, id: LegId, src: SocketAddr) {
-        let Some(leg) = self.legs.get_mut(&id) else {
+        let Some(leg) = self.legs.by_id.get_mut(&id) else {
             return;
         };
         let old = leg.rtp_source.replace(src);
@@ -95,50 +97,51 @@ impl Engine {
         let call = leg.call;
         let sdp_source = leg.sdp_source;
         if let Some(old) = old {
-            if self.rtp_sources.get(&old) == Some(&id) && Some(old) != sdp_source {
-                self.rtp_sources.remove(&old);
+            if self.legs.by_rtp_source.get(&old) == Some(&id) && Some(old) != sdp_source {
+                self.legs.by_rtp_source.remove(&old);
             }
             self.forget_unlatched(id, old.ip());
         }
-        self.rtp_sources.insert(src, id);
-        self.retired.remove(&src);
+        self.legs.by_rtp_source.insert(src, id);
+        self.legs.retired.remove(&src);
         if let Some(CallState::Parked {
             caller,
             stream: Some(stream),
         }) = self.calls.get(&call)
             && *caller == id
         {
-            self.music_desk.redirect(*stream, src);
+            self.media.desk.redirect(*stream, src);
         }
         if !seen {
-            self.unlatched.entry(src.ip()).or_default().insert(id);
+            self.legs.unlatched.entry(src.ip()).or_default().insert(id);
         }
     }
 
     pub(crate) fn forget_unlatched(&mut self, id: LegId, ip: IpAddr) {
-        if let Some(set) = self.unlatched.get_mut(&ip) {
+        if let Some(set) = self.legs.unlatched.get_mut(&ip) {
             set.remove(&id);
             if set.is_empty() {
-                self.unlatched.remove(&ip);
+                self.legs.unlatched.remove(&ip);
             }
         }
     }
 
     pub(crate) fn drop_leg(&mut self, id: LegId) {
-        if let Some(leg) = self.legs.remove(&id) {
-            self.dialogs
+        if let Some(leg) = self.legs.by_id.remove(&id) {
+            self.legs
+                .by_dialog
                 .remove(&(leg.dialog.call_id.clone(), leg.dialog.local_tag.clone()));
             if let Some(tx) = leg.invite_tx {
-                self.invite_legs.remove(&tx);
+                self.legs.by_invite_tx.remove(&tx);
             }
             if let Some(sdp) = leg.sdp_source
-                && self.rtp_sources.get(&sdp) == Some(&id)
+                && self.legs.by_rtp_source.get(&sdp) == Some(&id)
             {
-                self.rtp_sources.remove(&sdp);
+                self.legs.by_rtp_source.remove(&sdp);
             }
             if let Some(src) = leg.rtp_source {
-                if self.rtp_sources.get(&src) == Some(&id) {
-                    self.rtp_sources.remove(&src);
+                if self.legs.by_rtp_source.get(&src) == Some(&id) {
+                    self.legs.by_rtp_source.remove(&src);
                 }
                 self.forget_unlatched(id, src.ip());
                 self.retire(src);
@@ -147,20 +150,23 @@ impl Engine {
     }
 
     pub(crate) fn retire(&mut self, src: SocketAddr) {
-        if self.retired.len() >= MAX_RETIRED {
+        if self.legs.retired.len() >= MAX_RETIRED {
             let now = self.clock;
-            self.retired.retain(|_, heard| now < *heard + RETIRED_FOR);
-            if self.retired.len() >= MAX_RETIRED
+            self.legs
+                .retired
+                .retain(|_, heard| now < *heard + RETIRED_FOR);
+            if self.legs.retired.len() >= MAX_RETIRED
                 && let Some(oldest) = self
+                    .legs
                     .retired
                     .iter()
                     .min_by_key(|(_, t)| **t)
                     .map(|(a, _)| *a)
             {
-                self.retired.remove(&oldest);
+                self.legs.retired.remove(&oldest);
             }
         }
-        self.retired.insert(src, self.clock);
+        self.legs.retired.insert(src, self.clock);
     }
 
     /// Symmetric RTP: a phone behind NAT (or one that sends from another
@@ -168,14 +174,14 @@ impl Engine {
     /// from, but only when exactly one leg from that IP has sent nothing
     /// yet, so that calls from one gateway are never mixed up.
     pub(crate) fn latch(&mut self, now: Duration, src: SocketAddr, packet: &[u8]) -> Option<LegId> {
-        let candidates = self.unlatched.get(&src.ip())?;
-        if let Some(heard) = self.retired.get_mut(&src) {
+        let candidates = self.legs.unlatched.get(&src.ip())?;
+        if let Some(heard) = self.legs.retired.get_mut(&src) {
             if now < *heard + RETIRED_FOR {
                 // Still the old call's stream: keep it retired.
                 *heard = now;
                 return None;
             }
-            self.retired.remove(&src);
+            self.legs.retired.remove(&src);
         }
         if candidates.len() != 1 {
             return None;
@@ -184,7 +190,7 @@ impl Engine {
         // Only a packet of what the leg agreed to send (its codec or
         // RFC 4733 events) latches it.
         let pt = rtp_rs::RtpReader::new(packet).ok()?.payload_type();
-        let media = self.legs.get(&id)?.media.as_ref()?;
+        let media = self.legs.by_id.get(&id)?.media.as_ref()?;
         if pt != media.payload_type && Some(pt) != media.telephone_event {
             return None;
         }

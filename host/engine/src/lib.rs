@@ -42,17 +42,20 @@
 //!
 //! # Invariants
 //!
-//! - Every leg is in `legs` and, by `(Call-ID, our tag)`, in `dialogs`; it
-//!   is in `rtp_sources` under the address its SDP names and under the
-//!   source it latched to, and, while it has sent nothing, in `unlatched`
-//!   under its SDP address's IP. `drop_leg` removes it from all of them
-//!   and retires its source (`retired`), which is never latched again
-//!   while it keeps sending.
+//! `Engine` keeps sub-states that each own their indices:
+//! - `Legs`: every leg is in `by_id` and, by `(Call-ID, our tag)`, in
+//!   `by_dialog`; in `by_rtp_source` under the address its SDP names and
+//!   the source it latched to; while it has sent nothing, in `unlatched`
+//!   under its SDP address's IP; until its ACK, in `by_invite_tx`.
+//!   `drop_leg` removes it from all of them and retires its source
+//!   (`retired`), which is never latched again while it keeps sending.
 //! - A call is in `calls` while any of its legs lives; a parked call is
-//!   also on the lot. `end_call` removes it from the lot, `calls`, its
-//!   timers, recalls and lamps, and drops its legs.
-//! - A parked call from an untrusted source is in `call_sources` (the cap
-//!   per source) until `end_call`.
+//!   also on the lot. `end_call` tears it down with one call per owner:
+//!   `Recalls::forget`, the lamps, the lot, `Guard::call_ended`,
+//!   `CallTimers::forget`, then its legs.
+//! - Every client transaction whose answer matters has one `TxOwner` in
+//!   `client_txs`; the owner is removed when the answer or timeout is
+//!   handled.
 //! - Nothing goes out towards a target `guard` does not allow.
 
 mod blf;
@@ -159,70 +162,136 @@ enum CallState {
     Bridged { caller: LegId, retriever: LegId },
 }
 
-/// One shard's call control.
-pub struct Engine {
-    cfg: EngineConfig,
-    policy: Arc<dyn Policy>,
-    lot: ParkLot,
-    music: MusicLibrary,
-    tx: Transactions,
-    /// Hold music: paced here, or by the host's shards.
-    music_desk: MusicDesk,
-    legs: HashMap<LegId, Leg>,
+/// Every leg, by id, by dialog, by RTP source, unlatched, by the INVITE
+/// transaction that opened it; and the sources of legs that ended.
+#[derive(Debug, Default)]
+struct Legs {
+    by_id: HashMap<LegId, Leg>,
     /// (Call-ID, our tag) -> leg.
-    dialogs: HashMap<(String, String), LegId>,
-    rtp_sources: HashMap<SocketAddr, LegId>,
-    calls: HashMap<CallId, CallState>,
-    next_id: u64,
-    events: VecDeque<EngineEvent>,
-    draining: bool,
-    /// Recalls in progress, by call.
-    recalls: HashMap<CallId, Recall>,
-    /// What each of our client transactions is for.
-    client_txs: HashMap<TxId, TxOwner>,
-    /// The leg each INVITE server transaction opened, until its ACK.
-    invite_legs: HashMap<TxId, LegId>,
+    by_dialog: HashMap<(String, String), LegId>,
+    /// The SDP address and the latched source of each leg.
+    by_rtp_source: HashMap<SocketAddr, LegId>,
     /// Legs that have sent no RTP yet, by the IP their SDP named: the
     /// candidates for symmetric-RTP latching, kept so that a packet from an
     /// unknown source costs a map look-up, not a scan of every leg.
     unlatched: HashMap<IpAddr, HashSet<LegId>>,
-    /// Every timer armed for a call, removed with the call (a 24 h
-    /// `max_lifetime` deadline must not outlive its call by a day).
-    call_timers: HashMap<CallId, Vec<(Duration, u64)>>,
-    /// Park timers (recall due, ring time over), by deadline. Entries whose
-    /// call moved on are ignored when they fire.
-    timers: BTreeMap<(Duration, u64), (Option<CallId>, EngineTimer)>,
-    timer_seq: u64,
-    /// How many recall plans each call ran through (re-park counts).
-    recalls_done: HashMap<CallId, u32>,
-    /// Busy-lamp watchers, by id, and their dialogs.
-    subscriptions: HashMap<SubscriptionId, Subscription>,
-    sub_dialogs: HashMap<(String, String), SubscriptionId>,
-    /// Calls that just left an orbit: reported once as `terminated` to
-    /// the lamps, so that phones see the dialog end, then forgotten.
-    gone: HashMap<String, Vec<GoneLamp>>,
-    /// RTCP of ours waiting to go out from the RTCP port: (to, packet).
-    rtcp_out: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// The leg each INVITE server transaction opened, until its ACK.
+    by_invite_tx: HashMap<TxId, LegId>,
     /// RTP sources of legs that ended, with when they were last heard:
     /// never latched onto a new leg while they keep sending. A replaced
     /// leg's phone (the parker of an attended park) keeps streaming for a
     /// moment after our BYE, from the same IP as the newcomer, which is
     /// otherwise exactly what latching looks for.
     retired: HashMap<SocketAddr, Duration>,
+}
+
+/// Park timers (recall due, ring time over, liveness ...), by deadline;
+/// every timer armed for a call is also listed under it and removed with
+/// the call (a 24 h `max_lifetime` deadline must not outlive its call by
+/// a day). Entries whose call moved on are ignored when they fire.
+#[derive(Debug, Default)]
+struct CallTimers {
+    queue: BTreeMap<(Duration, u64), (Option<CallId>, EngineTimer)>,
+    by_call: HashMap<CallId, Vec<(Duration, u64)>>,
+    seq: u64,
+}
+
+/// Recalls in progress, by call, and how many recall plans each call ran
+/// through (re-park counts).
+#[derive(Debug, Default)]
+struct Recalls {
+    active: HashMap<CallId, Recall>,
+    done: HashMap<CallId, u32>,
+}
+
+impl CallTimers {
+    /// Forgets every timer of `call`.
+    fn forget(&mut self, call: CallId) {
+        for key in self.by_call.remove(&call).unwrap_or_default() {
+            self.queue.remove(&key);
+        }
+    }
+}
+
+impl Recalls {
+    /// Forgets `call`'s recall and its count; the transaction of the step
+    /// that was ringing, if one was.
+    fn forget(&mut self, call: CallId) -> Option<TxId> {
+        self.done.remove(&call);
+        self.active
+            .remove(&call)
+            .and_then(|r| r.ringing)
+            .map(|r| r.tx)
+    }
+}
+
+/// Busy-lamp watchers, by id and by dialog, and the calls that just left
+/// an orbit: reported once as `terminated` to the lamps, so that phones
+/// see the dialog end, then forgotten.
+#[derive(Debug, Default)]
+struct Lamps {
+    subscriptions: HashMap<SubscriptionId, Subscription>,
+    by_dialog: HashMap<(String, String), SubscriptionId>,
+    gone: HashMap<String, Vec<GoneLamp>>,
+}
+
+/// Hold music and our RTCP: the library, the desk that says which call
+/// hears what where, our sender reports waiting to go out, our CNAME.
+struct Media {
+    library: MusicLibrary,
+    /// Paced here, or by the host's shards.
+    desk: MusicDesk,
+    /// RTCP of ours waiting to go out from the RTCP port: (to, packet).
+    rtcp_out: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// The SDES CNAME of our RTCP, made once.
+    rtcp_cname: String,
+}
+
+/// SIGTERM: whether we are draining, and the BYEs `shutdown` sent until
+/// each is answered or times out.
+#[derive(Debug, Default)]
+struct Drain {
+    draining: bool,
+    byes: HashSet<TxId>,
+}
+
+/// What is logged at most once a second: dropped unreadable messages and
+/// load shedding.
+#[derive(Debug, Default)]
+struct LogLimits {
+    drops: DropLog,
+    shed_at: Option<Duration>,
+}
+
+/// One shard's call control. Each sub-state owns its indices; tearing a
+/// call down is a call on each (`end_call`).
+pub struct Engine {
+    cfg: EngineConfig,
+    policy: Arc<dyn Policy>,
+    lot: ParkLot,
+    tx: Transactions,
+    media: Media,
+    /// Every leg and its indices.
+    legs: Legs,
+    calls: HashMap<CallId, CallState>,
+    /// Recalls in progress, and how many each call ran through.
+    recalls: Recalls,
+    /// What each of our client transactions is for.
+    client_txs: HashMap<TxId, TxOwner>,
+    /// Park timers, by deadline and by call.
+    timers: CallTimers,
+    /// Busy-lamp watchers and what they were last told.
+    lamps: Lamps,
+    /// Who may use the server and where it may send, with the calls
+    /// parked per untrusted source.
+    guard: Guard,
+    drain: Drain,
+    events: VecDeque<EngineEvent>,
+    logs: LogLimits,
+    next_id: u64,
     /// The latest time any `handle_*` call gave, for bookkeeping in code
     /// paths that take no `now`.
     clock: Duration,
-    drops: DropLog,
-    /// The BYEs `shutdown` sent, until each is answered or times out.
-    shutdown_byes: HashSet<TxId>,
-    shed_logged_at: Option<Duration>,
-    /// The SDES CNAME of our RTCP, made once.
-    rtcp_cname: String,
-    /// Who may use the server and where it may send.
-    guard: Guard,
-    /// The untrusted address each call was parked from, for the cap per
-    /// source.
-    call_sources: HashMap<CallId, IpAddr>,
 }
 
 /// Unreadable messages dropped, for a rate-limited log line.

@@ -10,7 +10,7 @@ impl Engine {
             return;
         };
         let escape = self.lot.orbit(&orbit).and_then(|o| o.escape_key);
-        if escape != Some(key) || self.recalls.contains_key(&call) {
+        if escape != Some(key) || self.recalls.active.contains_key(&call) {
             return;
         }
         tracing::debug!(%orbit, %key, "the parked caller asks for recall");
@@ -26,7 +26,7 @@ impl Engine {
             return;
         };
         let caller = *caller;
-        let Some(leg) = self.legs.get_mut(&caller) else {
+        let Some(leg) = self.legs.by_id.get_mut(&caller) else {
             return;
         };
         let silent_since = leg.last_rtp;

@@ -10,7 +10,8 @@ impl Engine {
         now: Duration,
         mut send: impl FnMut(SocketAddr, &[u8]),
     ) -> callpark_media::pacer::PaceReport {
-        self.music_desk
+        self.media
+            .desk
             .handle_timeout(now, |dest, packet, _late| send(dest, packet))
     }
 
@@ -20,14 +21,14 @@ impl Engine {
     /// first call arrives; music already playing stays with the engine's
     /// own pacer otherwise and would be lost.
     pub fn pace_music_in_shards(&mut self, shards: usize) {
-        debug_assert!(self.music_desk.is_empty());
-        self.music_desk = MusicDesk::sharded(shards);
+        debug_assert!(self.media.desk.is_empty());
+        self.media.desk = MusicDesk::sharded(shards);
     }
 
     /// The next RTCP packet of ours for the RTCP port (the RTP port + 1):
     /// (destination, packet).
     pub fn poll_rtcp(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        self.rtcp_out.pop_front()
+        self.media.rtcp_out.pop_front()
     }
 
     /// One packet that arrived on the RTCP port (the RTP port + 1) from
@@ -49,16 +50,20 @@ impl Engine {
         let Some(rtp_port) = src.port().checked_sub(1) else {
             return;
         };
-        let Some(&id) = self.rtp_sources.get(&SocketAddr::new(src.ip(), rtp_port)) else {
+        let Some(&id) = self
+            .legs
+            .by_rtp_source
+            .get(&SocketAddr::new(src.ip(), rtp_port))
+        else {
             return;
         };
-        let Some(leg) = self.legs.get_mut(&id) else {
+        let Some(leg) = self.legs.by_id.get_mut(&id) else {
             return;
         };
         leg.last_rtp = now;
         if let Some(CallState::Bridged { caller, retriever }) = self.calls.get(&leg.call) {
             let other = if *caller == id { *retriever } else { *caller };
-            if let Some(dest) = self.legs.get(&other).and_then(|l| l.rtp_source)
+            if let Some(dest) = self.legs.by_id.get(&other).and_then(|l| l.rtp_source)
                 && let Some(port) = dest.port().checked_add(1)
             {
                 send(SocketAddr::new(dest.ip(), port), packet);
@@ -73,7 +78,7 @@ impl Engine {
             self.calls.get(&call),
             Some(CallState::Parked { caller, stream: Some(_) }) if *caller == leg
         );
-        let Some(l) = self.legs.get(&leg).filter(|_| playing) else {
+        let Some(l) = self.legs.by_id.get(&leg).filter(|_| playing) else {
             return;
         };
         let (Some(clock), Some(dest)) = (l.music_clock, l.rtp_source) else {
@@ -94,9 +99,9 @@ impl Engine {
             octets: packets.wrapping_mul(callpark_media::music::FRAME_SAMPLES as u32),
         };
         if let Some(port) = dest.port().checked_add(1) {
-            self.rtcp_out.push_back((
+            self.media.rtcp_out.push_back((
                 SocketAddr::new(dest.ip(), port),
-                callpark_media::rtcp::sender_report(&info, &self.rtcp_cname),
+                callpark_media::rtcp::sender_report(&info, &self.media.rtcp_cname),
             ));
         }
         self.arm(
@@ -108,7 +113,7 @@ impl Engine {
 
     /// The next hold-music change for the host's shards: (shard, command).
     pub fn poll_music_command(&mut self) -> Option<(usize, MusicCommand)> {
-        self.music_desk.poll_command()
+        self.media.desk.poll_command()
     }
 
     /// One RTP packet that arrived on the shared media address. Parked
@@ -122,7 +127,7 @@ impl Engine {
         mut send: impl FnMut(SocketAddr, &[u8]),
     ) {
         self.clock = self.clock.max(now);
-        let leg_id = match self.rtp_sources.get(&src) {
+        let leg_id = match self.legs.by_rtp_source.get(&src) {
             Some(&id) => id,
             None => match self.latch(now, src, packet) {
                 Some(id) => id,
@@ -130,7 +135,7 @@ impl Engine {
             },
         };
         let mut take_back = false;
-        if let Some(l) = self.legs.get_mut(&leg_id) {
+        if let Some(l) = self.legs.by_id.get_mut(&leg_id) {
             l.last_rtp = now;
             // The SDP's own address speaks while the leg is latched
             // elsewhere: it is the phone, and the leg goes back to it.
@@ -147,7 +152,7 @@ impl Engine {
             tracing::debug!(%src, "RTP back to the address the SDP names");
             self.set_rtp_source(leg_id, src);
         }
-        let Some(leg) = self.legs.get(&leg_id) else {
+        let Some(leg) = self.legs.by_id.get(&leg_id) else {
             return;
         };
         let (caller, retriever) = match self.calls.get(&leg.call) {
@@ -162,7 +167,7 @@ impl Engine {
                     let ts = reader.timestamp();
                     if leg.last_digit_ts != Some(ts) {
                         let call = leg.call;
-                        if let Some(l) = self.legs.get_mut(&leg_id) {
+                        if let Some(l) = self.legs.by_id.get_mut(&leg_id) {
                             l.last_digit_ts = Some(ts);
                         }
                         if let Some(key) = dtmf_key(event) {
@@ -179,7 +184,7 @@ impl Engine {
         } else {
             *caller
         };
-        let Some(other) = self.legs.get(&other) else {
+        let Some(other) = self.legs.by_id.get(&other) else {
             return;
         };
         let (Some(from), Some(to), Some(dest)) = (&leg.media, &other.media, other.rtp_source)
@@ -231,7 +236,7 @@ impl Engine {
         key: Option<&str>,
         intro: Vec<Music>,
     ) -> Option<MusicStream> {
-        let l = self.legs.get(&leg)?;
+        let l = self.legs.by_id.get(&leg)?;
         let media = l.media.as_ref()?;
         let codec = match media.law {
             Law::Pcmu => Codec::Pcmu,
@@ -246,7 +251,7 @@ impl Engine {
             ssrc: bits as u32,
             first_seq: (bits >> 32) as u16,
             first_ts: (bits >> 16) as u32,
-            music: self.music.for_orbit(key),
+            music: self.media.library.for_orbit(key),
             intro,
             // The music shard names its streams itself.
             tag: 0,
@@ -258,7 +263,7 @@ impl Engine {
             start_ms: now.as_millis() as u64 + 1,
         };
         let dest = l.rtp_source;
-        if let Some(l) = self.legs.get_mut(&leg) {
+        if let Some(l) = self.legs.by_id.get_mut(&leg) {
             l.music_clock = Some(clock);
         }
         self.arm(
@@ -266,6 +271,6 @@ impl Engine {
             call,
             EngineTimer::SenderReport(leg),
         );
-        Some(self.music_desk.play(now, spec, dest))
+        Some(self.media.desk.play(now, spec, dest))
     }
 }

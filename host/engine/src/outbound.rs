@@ -65,7 +65,7 @@ impl Engine {
         sdp_body: String,
         peer: Peer,
     ) {
-        let tag = self.legs[&leg].dialog.local_tag.clone();
+        let tag = self.legs.by_id[&leg].dialog.local_tag.clone();
         let mut r: Response = request.dialog_response(200, &tag);
         r.headers.push("Contact", self.contact(peer, &request.uri));
         r.headers.push("Allow", ALLOW);
@@ -201,6 +201,7 @@ impl Engine {
         let ringing_peer = match self.client_txs.get(&tx) {
             Some(TxOwner::Recall(call)) => self
                 .recalls
+                .active
                 .get(call)
                 .and_then(|r| r.ringing.as_ref())
                 .filter(|r| r.tx == tx)
@@ -221,7 +222,7 @@ impl Engine {
         let ack = dialog.ack(invite.cseq().map(|c| c.0).unwrap_or(1));
         self.tx.send_ack(ack, peer);
         let key = (dialog.call_id.clone(), dialog.local_tag.clone());
-        if self.dialogs.contains_key(&key) {
+        if self.legs.by_dialog.contains_key(&key) {
             return; // a retransmitted 2xx of a bridged recall
         }
         let call = match self.client_txs.remove(&tx) {
@@ -242,7 +243,7 @@ impl Engine {
         let media = sdp::parse(&String::from_utf8_lossy(&response.body))
             .ok()
             .and_then(|sd| sdp::negotiate(&sd).ok());
-        self.recalls.remove(&call);
+        self.recalls.active.remove(&call);
         let Some(parked) = self.lot.remove(call) else {
             return;
         };
@@ -250,7 +251,7 @@ impl Engine {
             return;
         };
         if let Some(s) = stream {
-            self.music_desk.stop(s);
+            self.media.desk.stop(s);
         }
         let by = dialog.remote_uri.clone();
         let id = self.uac_leg(now, call, dialog, media);
@@ -271,7 +272,7 @@ impl Engine {
     }
 
     pub(crate) fn bye(&mut self, now: Duration, id: LegId) -> Option<TxId> {
-        let leg = self.legs.get_mut(&id)?;
+        let leg = self.legs.by_id.get_mut(&id)?;
         let request = leg.dialog.request(Method::Bye);
         let peer = leg.dialog.peer;
         Some(self.tx.send_request(now, request, peer))

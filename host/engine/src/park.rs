@@ -11,7 +11,7 @@ impl Engine {
         peer: Peer,
         who: Who,
     ) {
-        if self.draining {
+        if self.drain.draining {
             return self.respond(now, tx, &request, 503, Some("shutting down"));
         }
         // A body we cannot read is refused before anything is decided
@@ -45,9 +45,10 @@ impl Engine {
                     };
                 }
                 let key = (replaces.call_id.clone(), replaces.to_tag.clone());
-                if let Some(&old) = self.dialogs.get(&key)
+                if let Some(&old) = self.legs.by_dialog.get(&key)
                     && self
                         .legs
+                        .by_id
                         .get(&old)
                         .is_some_and(|l| l.dialog.remote_tag == replaces.from_tag)
                 {
@@ -346,7 +347,7 @@ impl Engine {
         self.answer_200(now, tx, &request, leg, body, peer);
         if !self.guard.trusted(source) {
             self.guard.parked_from(source);
-            self.call_sources.insert(call, source);
+            self.guard.call_sources.insert(call, source);
         }
         self.settle_parked(now, call, leg, &orbit);
     }
@@ -363,7 +364,7 @@ impl Engine {
         // With no Referred-By the caller may be the parker itself (the first
         // half of an attended park): it hears the orbit announced first.
         let intro = if parker.is_empty() {
-            self.music.announcement(orbit)
+            self.media.library.announcement(orbit)
         } else {
             Vec::new()
         };
@@ -376,9 +377,13 @@ impl Engine {
         }
         // No music to an untrusted caller before its ACK: a spoofed INVITE
         // must not buy a stream towards the address it names.
-        let unacked = self.legs.get(&leg).is_some_and(|l| l.invite_tx.is_some());
-        let stream = if unacked && self.call_sources.contains_key(&call) {
-            if let Some(l) = self.legs.get_mut(&leg) {
+        let unacked = self
+            .legs
+            .by_id
+            .get(&leg)
+            .is_some_and(|l| l.invite_tx.is_some());
+        let stream = if unacked && self.guard.call_sources.contains_key(&call) {
+            if let Some(l) = self.legs.by_id.get_mut(&leg) {
                 l.deferred_music = Some((music_key.clone(), intro));
             }
             None
@@ -412,7 +417,7 @@ impl Engine {
             orbit: orbit.to_string(),
             parker: parker.clone(),
             caller,
-            call_id: self.legs[&leg].dialog.call_id.clone(),
+            call_id: self.legs.by_id[&leg].dialog.call_id.clone(),
         });
         if !parker.is_empty() {
             self.tell_parker(now, &parker, orbit);
@@ -457,16 +462,17 @@ impl Engine {
             }
         };
         let call = parked.call;
-        if !self.subscriptions.is_empty()
+        if !self.lamps.subscriptions.is_empty()
             && let Some(CallState::Parked { caller, .. }) = self.calls.get(&call)
-            && self.legs.contains_key(caller)
+            && self.legs.by_id.contains_key(caller)
         {
             let lamp = GoneLamp {
                 call,
                 caller_uri: parked.parked_uri.clone(),
                 caller_display: parked.parked_display.clone(),
             };
-            self.gone
+            self.lamps
+                .gone
                 .entry(parked.orbit.clone())
                 .or_default()
                 .push(lamp);
@@ -479,7 +485,7 @@ impl Engine {
             return;
         };
         if let Some(s) = stream {
-            self.music_desk.stop(s);
+            self.media.desk.stop(s);
         }
         self.calls
             .insert(call, CallState::Bridged { caller, retriever });
@@ -487,7 +493,7 @@ impl Engine {
             .from()
             .map(|f| f.uri.to_string())
             .unwrap_or_default();
-        tracing::debug!(call_id = %self.legs[&caller].dialog.call_id, orbit = %parked.orbit, %by, "retrieved");
+        tracing::debug!(call_id = %self.legs.by_id[&caller].dialog.call_id, orbit = %parked.orbit, %by, "retrieved");
         self.notify_watchers(now, &parked.orbit);
         self.events.push_back(EngineEvent::Retrieved {
             call,
@@ -510,13 +516,13 @@ impl Engine {
             Ok(x) => x,
             Err((status, why)) => return self.respond(now, tx, &request, status, Some(&why)),
         };
-        let call = self.legs[&old].call;
+        let call = self.legs.by_id[&old].call;
         let new = self.new_leg(now, call, &request, peer, tx, media, session);
         self.answer_200(now, tx, &request, new, body, peer);
         match self.calls.remove(&call) {
             Some(CallState::Parked { stream, .. }) => {
                 if let Some(s) = stream {
-                    self.music_desk.stop(s);
+                    self.media.desk.stop(s);
                 }
                 let key = self
                     .lot
@@ -535,7 +541,7 @@ impl Engine {
                 // parked party is now the newcomer, and the parker is who
                 // referred it (phones that copy Referred-By from the REFER
                 // name the parker best), else the leg it replaced.
-                let replaced_uri = self.legs[&old].dialog.remote_uri.clone();
+                let replaced_uri = self.legs.by_id[&old].dialog.remote_uri.clone();
                 let referred_by = request
                     .referred_by()
                     .ok()

@@ -5,7 +5,7 @@ use super::*;
 impl Engine {
     /// Stops a recall: the ringing INVITE is cancelled.
     pub(crate) fn cancel_recall(&mut self, now: Duration, call: CallId) {
-        let Some(recall) = self.recalls.remove(&call) else {
+        let Some(recall) = self.recalls.active.remove(&call) else {
             return;
         };
         if let Some(r) = recall.ringing {
@@ -16,7 +16,7 @@ impl Engine {
 
     pub(crate) fn start_recall(&mut self, now: Duration, call: CallId, reason: RecallReason) {
         if !matches!(self.calls.get(&call), Some(CallState::Parked { .. }))
-            || self.recalls.contains_key(&call)
+            || self.recalls.active.contains_key(&call)
         {
             return;
         }
@@ -38,7 +38,7 @@ impl Engine {
             params.retain(|(p, _)| p != k);
             params.push((k.clone(), v.clone()));
         }
-        let recalls_done = self.recalls_done.get(&call).copied().unwrap_or(0);
+        let recalls_done = self.recalls.done.get(&call).copied().unwrap_or(0);
         let info = ParkedCall {
             orbit: parked.orbit.clone(),
             group,
@@ -92,7 +92,7 @@ impl Engine {
         });
         // The lamps hear about the recall too (the state stays parked).
         self.notify_watchers(now, &parked.orbit);
-        self.recalls.insert(
+        self.recalls.active.insert(
             call,
             Recall {
                 plan,
@@ -106,7 +106,7 @@ impl Engine {
     /// Rings the current step of a call's recall, or ends the plan.
     pub(crate) fn ring_step(&mut self, now: Duration, call: CallId) {
         loop {
-            let Some(recall) = self.recalls.get(&call) else {
+            let Some(recall) = self.recalls.active.get(&call) else {
                 return;
             };
             let Some(step) = recall.plan.steps.get(recall.step).cloned() else {
@@ -115,7 +115,7 @@ impl Engine {
             let index = recall.step;
             match self.send_recall_invite(now, call, &step) {
                 Some((tx, peer)) => {
-                    if let Some(r) = self.recalls.get_mut(&call) {
+                    if let Some(r) = self.recalls.active.get_mut(&call) {
                         r.ringing = Some(Ringing { tx, peer });
                     }
                     self.client_txs.insert(tx, TxOwner::Recall(call));
@@ -140,7 +140,7 @@ impl Engine {
                 }
                 None => {
                     // Unroutable target: the next step.
-                    if let Some(r) = self.recalls.get_mut(&call) {
+                    if let Some(r) = self.recalls.active.get_mut(&call) {
                         r.step += 1;
                     }
                 }
@@ -195,6 +195,7 @@ impl Engine {
     pub(crate) fn ring_over(&mut self, now: Duration, call: CallId, tx: TxId) {
         let current = self
             .recalls
+            .active
             .get(&call)
             .and_then(|r| r.ringing.as_ref())
             .map(|r| r.tx);
@@ -207,7 +208,7 @@ impl Engine {
     }
 
     pub(crate) fn next_step(&mut self, now: Duration, call: CallId) {
-        if let Some(r) = self.recalls.get_mut(&call) {
+        if let Some(r) = self.recalls.active.get_mut(&call) {
             r.ringing = None;
             r.step += 1;
             self.ring_step(now, call);
@@ -215,7 +216,7 @@ impl Engine {
     }
 
     pub(crate) fn end_recall(&mut self, now: Duration, call: CallId) {
-        let Some(recall) = self.recalls.remove(&call) else {
+        let Some(recall) = self.recalls.active.remove(&call) else {
             return;
         };
         let orbit = self
@@ -231,7 +232,7 @@ impl Engine {
         });
         match recall.plan.end {
             EndAction::RePark(after) => {
-                *self.recalls_done.entry(call).or_insert(0) += 1;
+                *self.recalls.done.entry(call).or_insert(0) += 1;
                 let ms = after
                     .map(u64::from)
                     .unwrap_or_else(|| self.lot.orbit(&orbit).map_or(0, |o| o.recall_after_ms));

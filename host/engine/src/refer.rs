@@ -15,7 +15,7 @@ impl Engine {
         peer: Peer,
         who: Who,
     ) {
-        if self.draining {
+        if self.drain.draining {
             return self.respond(now, tx, &request, 503, Some("shutting down"));
         }
         let refer_to = match request.refer_to() {

@@ -9,17 +9,18 @@ impl Engine {
         self.clock = self.clock.max(now);
         self.tx.handle_timeout(now);
         self.drain_tx(now);
-        while let Some((&key, &(owner, timer))) = self.timers.iter().next() {
+        while let Some((&key, &(owner, timer))) = self.timers.queue.iter().next() {
             if key.0 > now {
                 break;
             }
-            self.timers.remove(&key);
-            if let Some(keys) = owner.and_then(|call| self.call_timers.get_mut(&call)) {
+            self.timers.queue.remove(&key);
+            if let Some(keys) = owner.and_then(|call| self.timers.by_call.get_mut(&call)) {
                 keys.retain(|k| *k != key);
             }
             match (owner, timer) {
                 (_, EngineTimer::SubscriptionExpiry(id)) => {
                     if self
+                        .lamps
                         .subscriptions
                         .get(&id)
                         .is_some_and(|s| s.expires_at <= now)
@@ -55,17 +56,17 @@ impl Engine {
 
     /// Arms a timer of `call`'s; it goes with the call (`end_call`).
     pub(crate) fn arm(&mut self, at: Duration, call: CallId, timer: EngineTimer) {
-        self.timer_seq += 1;
-        let key = (at, self.timer_seq);
-        self.timers.insert(key, (Some(call), timer));
-        self.call_timers.entry(call).or_default().push(key);
+        self.timers.seq += 1;
+        let key = (at, self.timers.seq);
+        self.timers.queue.insert(key, (Some(call), timer));
+        self.timers.by_call.entry(call).or_default().push(key);
     }
 
     /// Arms a busy-lamp subscription's expiry.
     pub(crate) fn arm_subscription(&mut self, at: Duration, id: SubscriptionId) {
-        self.timer_seq += 1;
-        self.timers.insert(
-            (at, self.timer_seq),
+        self.timers.seq += 1;
+        self.timers.queue.insert(
+            (at, self.timers.seq),
             (None, EngineTimer::SubscriptionExpiry(id)),
         );
     }
