@@ -37,7 +37,9 @@ pub struct Dialog {
 }
 
 impl Dialog {
-    pub fn from_invite(invite: &Request, local_tag: String, peer: Peer, token: String) -> Dialog {
+    /// The UAS side of a dialog `invite` opened; `seq_seed` picks our
+    /// first CSeq.
+    pub fn from_invite(invite: &Request, local_tag: String, peer: Peer, seq_seed: u32) -> Dialog {
         let remote = invite
             .from()
             .unwrap_or_else(|_| NameAddr::new(invite.uri.clone()));
@@ -53,7 +55,7 @@ impl Dialog {
             .unwrap_or_else(|| remote.uri.clone());
         let route_set = record_route(&invite.headers);
         // Our CSeq numbers start at a random point below 2^31 (§8.1.1.5).
-        let local_seq = (u32::from_str_radix(&token[..8], 16).unwrap_or(1) & 0x7FFF_FFFF).max(1);
+        let local_seq = (seq_seed & 0x7FFF_FFFF).max(1);
         Dialog {
             call_id: invite.call_id().unwrap_or_default().to_string(),
             remote_tag: remote.tag().unwrap_or_default().to_string(),

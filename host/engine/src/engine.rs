@@ -13,6 +13,9 @@ impl Engine {
         let entropy = cfg.entropy;
         let rtcp_cname = format!("callpark@{}", Host::Ip(cfg.media_addr.ip()));
         let guard = Guard::new(cfg.security.clone());
+        let mut secret = [0u8; 8];
+        secret.copy_from_slice(&cfg.security.secret[..8]);
+        let rng = Rng::new(entropy.rotate_left(17) ^ u64::from_le_bytes(secret));
         Engine {
             cfg,
             policy,
@@ -35,6 +38,7 @@ impl Engine {
             events: VecDeque::new(),
             logs: LogLimits::default(),
             next_id: 0,
+            rng,
             clock: Duration::ZERO,
         }
     }
@@ -289,7 +293,7 @@ impl Engine {
                 .filter(|t| !t.is_empty() && !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
                 .collect();
             if !unsupported.is_empty() {
-                let mut r = request.response(420, Some(&self.tx.token()[..8]));
+                let mut r = request.response(420, Some(&self.rng.hex(8)));
                 r.headers.push("Unsupported", unsupported.join(", "));
                 self.tx.send_response(now, tx, r);
                 return;
@@ -303,7 +307,7 @@ impl Engine {
             match self.guard.admit(now, &request, peer.addr.ip(), check) {
                 Admission::Admit(w) => who = w,
                 Admission::Challenge(challenges) => {
-                    let mut r = request.response(401, Some(&self.tx.token()[..8]));
+                    let mut r = request.response(401, Some(&self.rng.hex(8)));
                     for c in challenges {
                         r.headers.push("WWW-Authenticate", c);
                     }
@@ -313,7 +317,7 @@ impl Engine {
                 Admission::Slow => {
                     // Answered without an event: a flood from one source
                     // must not become a log line per request.
-                    let mut r = request.response(503, Some(&self.tx.token()[..8]));
+                    let mut r = request.response(503, Some(&self.rng.hex(8)));
                     r.headers.push("Retry-After", "5");
                     self.tx.send_response(now, tx, r);
                     if let Some(total) = self.guard.slowed(now) {
@@ -337,7 +341,7 @@ impl Engine {
             (Method::Subscribe, Some(tag)) => self.on_resubscribe(now, tx, request, tag),
             (Method::Options, _) => {
                 // §8.2.6.2: a final response carries a To tag.
-                let mut r = request.response(200, Some(&self.tx.token()[..8]));
+                let mut r = request.response(200, Some(&self.rng.hex(8)));
                 r.headers.push("Allow", ALLOW);
                 r.headers.push("Accept", "application/sdp");
                 r.headers.push("Supported", "replaces");

@@ -62,8 +62,8 @@ impl Engine {
             self.tx.send_response(now, tx, r);
             return;
         }
-        let tag = self.tx.token()[..10].to_string();
-        let dialog = Dialog::from_invite(&request, tag.clone(), peer, self.tx.token());
+        let tag = self.rng.hex(10);
+        let dialog = Dialog::from_invite(&request, tag.clone(), peer, self.rng.next_u64() as u32);
         let mut ok = request.dialog_response(200, &tag);
         ok.headers.push("Contact", self.contact(peer, &request.uri));
         ok.headers.push("Expires", expires.to_string());

@@ -22,8 +22,8 @@ impl Engine {
         media: Option<AgreedAudio>,
         session: u64,
     ) -> LegId {
-        let local_tag = self.tx.token()[..10].to_string();
-        let dialog = Dialog::from_invite(request, local_tag, peer, self.tx.token());
+        let local_tag = self.rng.hex(10);
+        let dialog = Dialog::from_invite(request, local_tag, peer, self.rng.next_u64() as u32);
         self.add_leg(now, call, dialog, Some(tx), media, session)
     }
 

@@ -263,6 +263,34 @@ struct LogLimits {
     shed_at: Option<Duration>,
 }
 
+/// The engine's own random numbers (xorshift64*): tags, SSRCs, our
+/// first CSeqs, the allocator's entropy. Seeded from the host's entropy
+/// and the security secret, so that they cannot be guessed from the time
+/// the server started.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// `len` hex digits (at most 16).
+    fn hex(&mut self, len: usize) -> String {
+        let mut text = format!("{:016x}", self.next_u64());
+        text.truncate(len.min(16));
+        text
+    }
+}
+
 /// One shard's call control. Each sub-state owns its indices; tearing a
 /// call down is a call on each (`end_call`).
 pub struct Engine {
@@ -289,6 +317,7 @@ pub struct Engine {
     events: VecDeque<EngineEvent>,
     logs: LogLimits,
     next_id: u64,
+    rng: Rng,
     /// The latest time any `handle_*` call gave, for bookkeeping in code
     /// paths that take no `now`.
     clock: Duration,

@@ -242,8 +242,7 @@ impl Engine {
             Law::Pcmu => Codec::Pcmu,
             Law::Pcma => Codec::Pcma,
         };
-        let token = self.tx.token();
-        let bits = u64::from_str_radix(&token, 16).unwrap_or(0);
+        let bits = self.rng.next_u64();
         let call = l.call;
         let spec = StreamSpec {
             codec,

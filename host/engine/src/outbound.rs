@@ -11,7 +11,7 @@ impl Engine {
         status: u16,
         why: Option<&str>,
     ) {
-        let mut r = request.response(status, Some(&self.tx.token()[..8]));
+        let mut r = request.response(status, Some(&self.rng.hex(8)));
         if let Some(why) = why {
             r.headers.push("Warning", warning(why));
         }
@@ -122,13 +122,13 @@ impl Engine {
             params: Vec::new(),
             headers: Vec::new(),
         })
-        .with_param("tag", &self.tx.token()[..10]);
+        .with_param("tag", &self.rng.hex(10));
         from.display = display;
         let mut headers = callpark_sip::message::Headers::new();
         headers.push("Max-Forwards", "70");
         headers.push("From", from.to_string());
         headers.push("To", NameAddr::new(target.without_headers()).to_string());
-        headers.push("Call-ID", format!("{}@callpark", self.tx.token()));
+        headers.push("Call-ID", format!("{}@callpark", self.rng.hex(16)));
         headers.push("CSeq", format!("1 {method}"));
         Request {
             method,

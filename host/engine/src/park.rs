@@ -18,7 +18,7 @@ impl Engine {
         // (RFC 3261 §21.4.13; RFC 4475 `invut`).
         if !request.body.is_empty() && request.content_type().as_deref() != Some("application/sdp")
         {
-            let mut r = request.response(415, Some(&self.tx.token()[..8]));
+            let mut r = request.response(415, Some(&self.rng.hex(8)));
             r.headers.push("Accept", "application/sdp");
             return self.tx.send_response(now, tx, r);
         }
@@ -276,7 +276,7 @@ impl Engine {
             candidates,
             last_orbit,
             now_ms: self.now_ms(now),
-            entropy: u64::from_str_radix(&self.tx.token(), 16).unwrap_or(0),
+            entropy: self.rng.next_u64(),
             params: Vec::new(),
         };
         match self.policy.allocate(&req) {

@@ -89,13 +89,13 @@ impl Engine {
                 Some("the Refer-To host needs an outbound proxy"),
             );
         };
-        let tag = self.tx.token()[..10].to_string();
+        let tag = self.rng.hex(10);
         let mut accepted = request.dialog_response(202, &tag);
         accepted
             .headers
             .push("Contact", self.contact(peer, &request.uri));
         self.tx.send_response(now, tx, accepted);
-        let mut dialog = Dialog::from_invite(&request, tag, peer, self.tx.token());
+        let mut dialog = Dialog::from_invite(&request, tag, peer, self.rng.next_u64() as u32);
         self.refer_notify(now, &mut dialog, "SIP/2.0 100 Trying", false);
 
         let mut invite = self.new_invite(&orbit, None, &refer_to.uri);
