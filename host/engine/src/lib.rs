@@ -439,6 +439,40 @@ fn dtmf_key(event: u8) -> Option<char> {
 }
 
 /// Used by tests and the server: an IP's `Host`.
+/// Why a request is refused: its status and the Warning text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refusal {
+    status: u16,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(status: u16, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A plugin that failed (and its failure policy said reject): 503.
+impl From<callpark_core::PolicyError> for Refusal {
+    fn from(e: callpark_core::PolicyError) -> Refusal {
+        Refusal::new(503, e.to_string())
+    }
+}
+
+/// An offer we cannot read: 400; one we share no codec with: 488.
+impl From<sdp::SdpError> for Refusal {
+    fn from(e: sdp::SdpError) -> Refusal {
+        let status = match e {
+            sdp::SdpError::NoCommonCodec(_) => 488,
+            sdp::SdpError::Malformed(_) => 400,
+        };
+        Refusal::new(status, e.to_string())
+    }
+}
+
 /// Who takes part in a park: the parker (recalled and told), the party
 /// access rules judge, and the caller being parked.
 struct Parties {

@@ -200,7 +200,7 @@ impl Engine {
     pub(crate) fn negotiate(
         &mut self,
         request: &Request,
-    ) -> Result<(Option<AgreedAudio>, String, u64), (u16, String)> {
+    ) -> Result<(Option<AgreedAudio>, String, u64), Refusal> {
         let session = u64::from(self.id() as u32) << 8;
         let local = LocalMedia {
             addr: self.cfg.media_addr.ip(),
@@ -212,14 +212,14 @@ impl Engine {
             return Ok((None, sdp::offer(&local, Direction::SendRecv), session));
         }
         if request.content_type().as_deref() != Some("application/sdp") {
-            return Err((415, "only application/sdp bodies are understood".into()));
+            return Err(Refusal::new(
+                415,
+                "only application/sdp bodies are understood",
+            ));
         }
         let text = String::from_utf8_lossy(&request.body);
-        let offer = sdp::parse(&text).map_err(|e| (400, e.to_string()))?;
-        let mut agreed = sdp::negotiate(&offer).map_err(|e| match e {
-            sdp::SdpError::NoCommonCodec(_) => (488, e.to_string()),
-            sdp::SdpError::Malformed(_) => (400, e.to_string()),
-        })?;
+        let offer = sdp::parse(&text)?;
+        let mut agreed = sdp::negotiate(&offer)?;
         // A parked call must keep sending (RFC 4733 digits): answer
         // sendrecv unless the phone put us on hold.
         if agreed.direction == Direction::RecvOnly {

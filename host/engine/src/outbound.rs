@@ -3,6 +3,11 @@
 use super::*;
 
 impl Engine {
+    /// Refuses a request.
+    pub(crate) fn refuse(&mut self, now: Duration, tx: TxId, request: &Request, refusal: Refusal) {
+        self.respond(now, tx, request, refusal.status, Some(&refusal.reason));
+    }
+
     pub(crate) fn respond(
         &mut self,
         now: Duration,

@@ -113,27 +113,11 @@ impl Engine {
                 };
                 return self.on_retrieve(now, tx, request, peer, orbit, dialed, parties);
             }
-            DialAction::ParkOrbit(o) => self
-                .lot
-                .resolve(&o)
-                .map(|cfg| ParkTarget::Orbit(cfg.number.clone()))
-                .ok_or_else(|| (404, format!("orbit {o} does not exist"))),
-            DialAction::ParkGroup(None) if self.lot.groups().is_empty() => {
-                Ok(ParkTarget::DefaultLot)
-            }
-            DialAction::ParkGroup(None) => self
-                .lot
-                .group_of(&acting)
-                .map(|g| ParkTarget::Group(g.name.clone()))
-                .ok_or_else(|| (403, format!("{acting} is in no call park group"))),
-            DialAction::ParkGroup(Some(g)) => self
-                .lot
-                .group(&g)
-                .map(|group| ParkTarget::Group(group.name.clone()))
-                .ok_or_else(|| (404, format!("group {g} does not exist"))),
-            DialAction::NotFeature => {
-                Err((404, format!("{dialed} is not an orbit or a park code")))
-            }
+            DialAction::NotFeature => Err(Refusal::new(
+                404,
+                format!("{dialed} is not an orbit or a park code"),
+            )),
+            park => self.park_target(park, &acting),
         };
         match target {
             Ok(target) => {
@@ -144,7 +128,40 @@ impl Engine {
                 };
                 self.park(now, tx, request, peer, target, parties)
             }
-            Err((status, why)) => self.respond(now, tx, &request, status, Some(&why)),
+            Err(refusal) => self.refuse(now, tx, &request, refusal),
+        }
+    }
+
+    /// Where a park action parks: an orbit, a group (the acting party's
+    /// own for `ParkGroup(None)`), or the default lot when no group is
+    /// configured. `Retrieve` and `NotFeature` are not parks: 403.
+    pub(crate) fn park_target(
+        &self,
+        action: DialAction,
+        acting: &str,
+    ) -> Result<ParkTarget, Refusal> {
+        match action {
+            DialAction::ParkOrbit(o) => self
+                .lot
+                .resolve(&o)
+                .map(|cfg| ParkTarget::Orbit(cfg.number.clone()))
+                .ok_or_else(|| Refusal::new(404, format!("orbit {o} does not exist"))),
+            DialAction::ParkGroup(None) if self.lot.groups().is_empty() => {
+                Ok(ParkTarget::DefaultLot)
+            }
+            DialAction::ParkGroup(None) => self
+                .lot
+                .group_of(acting)
+                .map(|g| ParkTarget::Group(g.name.clone()))
+                .ok_or_else(|| Refusal::new(403, format!("{acting} is in no call park group"))),
+            DialAction::ParkGroup(Some(g)) => self
+                .lot
+                .group(&g)
+                .map(|group| ParkTarget::Group(group.name.clone()))
+                .ok_or_else(|| Refusal::new(404, format!("group {g} does not exist"))),
+            DialAction::Retrieve(_) | DialAction::NotFeature => {
+                Err(Refusal::new(403, "not a park"))
+            }
         }
     }
 
@@ -252,9 +269,9 @@ impl Engine {
         acting: &str,
         parked_uri: &str,
         parked_display: &str,
-    ) -> Result<String, (u16, String)> {
+    ) -> Result<String, Refusal> {
         if self.lot.parked_count() >= self.cfg.max_parked_calls {
-            return Err((503, "the park server is full".into()));
+            return Err(Refusal::new(503, "the park server is full"));
         }
         let group = match target {
             ParkTarget::Orbit(o) => self.group_of_orbit(o).map(str::to_string),
@@ -262,12 +279,12 @@ impl Engine {
             ParkTarget::DefaultLot => None,
         };
         if !self.allowed(Action::Park, acting, group.as_deref()) {
-            return Err((403, format!("{acting} may not park calls")));
+            return Err(Refusal::new(403, format!("{acting} may not park calls")));
         }
         let (candidates, last_orbit) = self
             .lot
             .candidates(target)
-            .map_err(|e| (404, e.to_string()))?;
+            .map_err(|e| Refusal::new(404, e.to_string()))?;
         let req = ParkRequest {
             parker: parker.to_string(),
             parked_uri: parked_uri.to_string(),
@@ -281,7 +298,7 @@ impl Engine {
         };
         match self.policy.allocate(&req) {
             Ok(Allocation::Orbit(o)) => Ok(o),
-            Ok(Allocation::Rejected(r)) => Err((
+            Ok(Allocation::Rejected(r)) => Err(Refusal::new(
                 match r.code {
                     RejectCode::Busy | RejectCode::Full => 486,
                     RejectCode::NotFound => 404,
@@ -289,7 +306,7 @@ impl Engine {
                 },
                 r.reason,
             )),
-            Err(e) => Err((503, e.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -324,11 +341,11 @@ impl Engine {
         let orbit =
             match self.choose_orbit(now, &target, &parker, &acting, &parked_uri, &parked_display) {
                 Ok(o) => o,
-                Err((status, why)) => return self.respond(now, tx, &request, status, Some(&why)),
+                Err(refusal) => return self.refuse(now, tx, &request, refusal),
             };
         let (media, body, session) = match self.negotiate(&request) {
             Ok(x) => x,
-            Err((status, why)) => return self.respond(now, tx, &request, status, Some(&why)),
+            Err(refusal) => return self.refuse(now, tx, &request, refusal),
         };
         let call = CallId(self.id());
         let leg = self.new_leg(now, call, &request, peer, tx, media, session);
@@ -454,11 +471,11 @@ impl Engine {
     ) {
         let (media, body, session) = match self.negotiate(&request) {
             Ok(x) => x,
-            Err((status, why)) => {
+            Err(refusal) => {
                 // Put the call back where it was: it is still parked.
                 let orbit = parked.orbit.clone();
                 let _ = self.lot.park(&ParkTarget::Orbit(orbit), parked);
-                return self.respond(now, tx, &request, status, Some(&why));
+                return self.refuse(now, tx, &request, refusal);
             }
         };
         let call = parked.call;
@@ -514,7 +531,7 @@ impl Engine {
     ) {
         let (media, body, session) = match self.negotiate(&request) {
             Ok(x) => x,
-            Err((status, why)) => return self.respond(now, tx, &request, status, Some(&why)),
+            Err(refusal) => return self.refuse(now, tx, &request, refusal),
         };
         let call = self.legs.by_id[&old].call;
         let new = self.new_leg(now, call, &request, peer, tx, media, session);

@@ -50,26 +50,14 @@ impl Engine {
             params: Vec::new(),
         };
         let target = match self.policy.parse_dial(&ctx) {
-            Ok(DialAction::ParkOrbit(o)) => self
-                .lot
-                .resolve(&o)
-                .map(|cfg| ParkTarget::Orbit(cfg.number.clone()))
-                .ok_or_else(|| (404, format!("orbit {o} does not exist"))),
-            Ok(DialAction::ParkGroup(None)) if self.lot.groups().is_empty() => {
-                Ok(ParkTarget::DefaultLot)
+            Ok(action @ (DialAction::ParkOrbit(_) | DialAction::ParkGroup(_))) => {
+                self.park_target(action, &parker)
             }
-            Ok(DialAction::ParkGroup(None)) => self
-                .lot
-                .group_of(&parker)
-                .map(|g| ParkTarget::Group(g.name.clone()))
-                .ok_or_else(|| (403, format!("{parker} is in no call park group"))),
-            Ok(DialAction::ParkGroup(Some(g))) => self
-                .lot
-                .group(&g)
-                .map(|group| ParkTarget::Group(group.name.clone()))
-                .ok_or_else(|| (404, format!("group {g} does not exist"))),
-            Ok(_) => Err((403, format!("a REFER to {dialed} is not a park"))),
-            Err(e) => Err((503, e.to_string())),
+            Ok(_) => Err(Refusal::new(
+                403,
+                format!("a REFER to {dialed} is not a park"),
+            )),
+            Err(e) => Err(e.into()),
         };
         let parked_uri = refer_to.uri.without_headers().to_string();
         let chosen = target.clone().and_then(|t| {
@@ -78,7 +66,7 @@ impl Engine {
         });
         let (target, orbit) = match chosen {
             Ok(x) => x,
-            Err((status, why)) => return self.respond(now, tx, &request, status, Some(&why)),
+            Err(refusal) => return self.refuse(now, tx, &request, refusal),
         };
         let Some(peer_out) = self.route(&refer_to.uri) else {
             return self.respond(
