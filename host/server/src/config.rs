@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use callpark_builtin::recall::{RecallOption, RingPattern};
 use callpark_core::{Params, is_routable_uri, parse_duration};
+use callpark_engine::{Access, EngineConfig, LampIdentity, Security};
 use serde::Deserialize;
 
 /// The embedded default configuration.
@@ -1463,6 +1464,142 @@ fn field_at(text: &str, offset: usize) -> String {
         (true, false) => key.into(),
         (false, true) => section,
         (false, false) => format!("{section}.{key}"),
+    }
+}
+
+/// Where an engine runs, which the configuration does not say: the
+/// addresses chosen, the clock's epoch, and the randomness of this start.
+pub struct EngineSite {
+    pub sip_addr: std::net::SocketAddr,
+    pub media_addr: std::net::SocketAddr,
+    pub epoch_ms_at_zero: u64,
+    pub entropy: u64,
+    pub secret: [u8; 32],
+    pub tls_port: Option<u16>,
+}
+
+fn rule_of(rule: &str, listed: &[String]) -> Access {
+    match rule {
+        "members" => Access::Members,
+        "listed" => Access::Listed(listed.to_vec()),
+        _ => Access::All,
+    }
+}
+
+impl Config {
+    /// Who may park (`[access] park`).
+    pub fn park_access(&self) -> Access {
+        rule_of(&self.access.park, &self.access.parkers)
+    }
+
+    /// The engine's security settings from `[security]`, `[access]` and
+    /// the groups; trusted host names are resolved here, once per (re)load.
+    pub fn security_settings(&self, secret: [u8; 32]) -> Result<Security, String> {
+        let config = self;
+        use callpark_engine::guard::{GroupAccess, parse_net};
+        use std::net::ToSocketAddrs;
+        let sec = &config.security;
+        let mut trusted = Vec::new();
+        for (i, entry) in sec.trusted.iter().enumerate() {
+            match parse_net(entry) {
+                Some(net) => trusted.push(net),
+                None => {
+                    let addrs = (entry.as_str(), 0).to_socket_addrs().map_err(|e| {
+                        format!("security.trusted[{i}]: cannot resolve `{entry}`: {e}")
+                    })?;
+                    trusted.extend(addrs.map(|a| callpark_engine::guard::IpNet::from(a.ip())));
+                }
+            }
+        }
+        let allowed_targets = sec
+            .allowed_targets
+            .iter()
+            .map(|t| callpark_engine::Target::parse(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let realm = sec.realm(&config.server);
+        let users = sec
+            .user
+            .iter()
+            .map(|u| callpark_engine::User {
+                credential: callpark_sip::digest::Credential {
+                    username: u.name.clone(),
+                    ha1_md5: (!u.ha1_md5.is_empty()).then(|| u.ha1_md5.to_ascii_lowercase()),
+                    ha1_sha256: (!u.ha1_sha256.is_empty())
+                        .then(|| u.ha1_sha256.to_ascii_lowercase()),
+                },
+                identity: if u.identity.is_empty() {
+                    format!("sip:{}@{realm}", u.name)
+                } else {
+                    u.identity.clone()
+                },
+            })
+            .collect();
+        let a = &config.access;
+        let groups = config
+            .group
+            .iter()
+            .map(|g| {
+                let rule = |r: &Option<String>, listed: &[String]| {
+                    r.as_deref().map(|r| rule_of(r, listed))
+                };
+                (
+                    g.name.clone(),
+                    GroupAccess {
+                        park: rule(&g.park, &a.parkers),
+                        retrieve: rule(&g.retrieve, &a.retrievers),
+                        subscribe: rule(&g.subscribe, &a.watchers),
+                    },
+                )
+            })
+            .collect();
+        Ok(Security {
+            trusted,
+            allowed_targets,
+            domain: (!config.server.domain.is_empty()).then(|| config.server.domain.clone()),
+            realm,
+            users,
+            nonce_lifetime: callpark_core::parse_duration(&sec.nonce_lifetime)
+                .map_err(|e| e.to_string())?,
+            algorithms: sec
+                .algorithms
+                .iter()
+                .filter_map(|a| callpark_sip::digest::Algorithm::parse(a))
+                .collect(),
+            lamp_identity: match sec.lamp_identity.as_str() {
+                "number" => LampIdentity::Number,
+                "none" => LampIdentity::None,
+                _ => LampIdentity::Full,
+            },
+            rate_per_source: sec.rate_per_source,
+            burst_per_source: sec.burst_per_source,
+            max_parked_per_source: sec.max_parked_per_source as usize,
+            retrieve: rule_of(&a.retrieve, &a.retrievers),
+            subscribe: rule_of(&a.subscribe, &a.watchers),
+            groups,
+            secret,
+        })
+    }
+
+    /// The engine's configuration: everything `serve` gives the engine,
+    /// refused here (and so by `callpark check`) when it cannot be built.
+    pub fn engine_config(&self, site: EngineSite) -> Result<EngineConfig, String> {
+        let duration = |text: &str| parse_duration(text).map_err(|e| e.to_string());
+        Ok(EngineConfig {
+            sip_addr: site.sip_addr,
+            media_addr: site.media_addr,
+            outbound_proxy: self.outbound_proxy()?,
+            max_parked_calls: self.server.max_parked_calls as usize,
+            bare_orbit_parks_when_empty: true,
+            access: self.park_access(),
+            epoch_ms_at_zero: site.epoch_ms_at_zero,
+            entropy: site.entropy,
+            recall_params: self.plugin_params()[1].1.clone(),
+            rtp_timeout: duration(&self.media.rtp_timeout)?,
+            max_lifetime: duration(&self.defaults.max_lifetime)?,
+            reservation_timeout: duration(&self.features.reservation_timeout)?,
+            security: self.security_settings(site.secret)?,
+            tls_port: site.tls_port,
+        })
     }
 }
 

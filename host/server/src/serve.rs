@@ -14,9 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use callpark_engine::{
-    Access, Engine, EngineConfig, EngineEvent, LampIdentity, MusicLibrary, Security,
-};
+use callpark_engine::{Engine, EngineEvent, MusicLibrary};
 use callpark_media::Music;
 use callpark_sip::codec::StreamFramer;
 use callpark_sip::transaction::{Peer, Transport};
@@ -24,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, parse_port_range};
+use crate::config::{Config, EngineSite, parse_port_range};
 use crate::plugins::PluginSupervisor;
 
 /// The default hold music, made by the project (`music/make_hold_music.py`).
@@ -128,7 +126,19 @@ pub fn music_library(config: &Config, config_dir: Option<&Path>) -> anyhow::Resu
 pub fn preflight(config: &Config, config_path: &Path) -> anyhow::Result<()> {
     let config_dir = config_path.parent();
     music_library(config, config_dir)?;
-    security_of(config, [0; 32]).map_err(anyhow::Error::msg)?;
+    // Everything the engine is given, built as `serve` builds it (the
+    // addresses and the randomness of a start do not matter here).
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    config
+        .engine_config(EngineSite {
+            sip_addr: any,
+            media_addr: any,
+            epoch_ms_at_zero: 0,
+            entropy: 0,
+            secret: [0; 32],
+            tls_port: None,
+        })
+        .map_err(anyhow::Error::msg)?;
     for t in &config.server.tls {
         tls_acceptor(t, config_dir)?;
     }
@@ -167,18 +177,16 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let media_addr = SocketAddr::new(media_ip, rtp_lo);
 
     let music = music_library(&config, config_dir.as_deref())?;
-    let access = access_of(&config);
     let mut secret = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret))
         .context("reading /dev/urandom for the nonce and lamp secret")?;
-    let security = security_of(&config, secret).map_err(anyhow::Error::msg)?;
+
     let mut tls_listeners = Vec::new();
     for t in &config.server.tls {
         let addr: SocketAddr = t.listen.parse().context("server.tls listen")?;
         tls_listeners.push((addr, tls_acceptor(t, config_dir.as_deref())?));
     }
-    let outbound_proxy = config.outbound_proxy().map_err(anyhow::Error::msg)?;
     let drain_time = callpark_core::parse_duration(&config.server.drain_time)?;
     let started = Instant::now();
     let epoch_ms_at_zero = SystemTime::now()
@@ -187,24 +195,16 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         .unwrap_or(0);
     let entropy = epoch_ms_at_zero ^ u64::from(std::process::id()).rotate_left(32);
     let mut engine = Engine::new(
-        EngineConfig {
-            sip_addr: SocketAddr::new(sip_ip, first.port()),
-            media_addr,
-            outbound_proxy,
-            max_parked_calls: config.server.max_parked_calls as usize,
-            bare_orbit_parks_when_empty: true,
-            access,
-            epoch_ms_at_zero,
-            entropy,
-            recall_params: config.plugin_params()[1].1.clone(),
-            rtp_timeout: callpark_core::parse_duration(&config.media.rtp_timeout)?,
-            max_lifetime: callpark_core::parse_duration(&config.defaults.max_lifetime)?,
-            reservation_timeout: callpark_core::parse_duration(
-                &config.features.reservation_timeout,
-            )?,
-            security,
-            tls_port: tls_listeners.first().map(|(a, _)| a.port()),
-        },
+        config
+            .engine_config(EngineSite {
+                sip_addr: SocketAddr::new(sip_ip, first.port()),
+                media_addr,
+                epoch_ms_at_zero,
+                entropy,
+                secret,
+                tls_port: tls_listeners.first().map(|(a, _)| a.port()),
+            })
+            .map_err(anyhow::Error::msg)?,
         config.lot(),
         music,
         supervisor.runtime().clone(),
@@ -340,9 +340,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 match &config_path {
                     None => tracing::info!("SIGHUP: no configuration file to re-read (embedded default)"),
                     Some(path) => match Config::load(path) {
-                        Ok(new) => match security_of(&new, secret) {
+                        Ok(new) => match new.security_settings(secret) {
                             Ok(security) => {
-                                engine.reconfigure(clock(started), new.lot(), access_of(&new), new.plugin_params()[1].1.clone(), security);
+                                engine.reconfigure(clock(started), new.lot(), new.park_access(), new.plugin_params()[1].1.clone(), security);
                                 supervisor.reconfigure(&new, config_dir.as_deref());
                             }
                             Err(e) => tracing::error!(error = %e, "configuration refused; the last good one stays"),
@@ -488,103 +488,6 @@ pub fn tls_acceptor(
             )
         })?;
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server)))
-}
-
-fn access_of(config: &Config) -> Access {
-    rule_of(&config.access.park, &config.access.parkers)
-}
-
-fn rule_of(rule: &str, listed: &[String]) -> Access {
-    match rule {
-        "members" => Access::Members,
-        "listed" => Access::Listed(listed.to_vec()),
-        _ => Access::All,
-    }
-}
-
-/// The engine's security settings from `[security]`, `[access]` and the
-/// groups; trusted host names are resolved here, once per (re)load.
-pub fn security_of(config: &Config, secret: [u8; 32]) -> Result<Security, String> {
-    use callpark_engine::guard::{GroupAccess, parse_net};
-    use std::net::ToSocketAddrs;
-    let sec = &config.security;
-    let mut trusted = Vec::new();
-    for (i, entry) in sec.trusted.iter().enumerate() {
-        match parse_net(entry) {
-            Some(net) => trusted.push(net),
-            None => {
-                let addrs = (entry.as_str(), 0)
-                    .to_socket_addrs()
-                    .map_err(|e| format!("security.trusted[{i}]: cannot resolve `{entry}`: {e}"))?;
-                trusted.extend(addrs.map(|a| callpark_engine::guard::IpNet::from(a.ip())));
-            }
-        }
-    }
-    let allowed_targets = sec
-        .allowed_targets
-        .iter()
-        .map(|t| callpark_engine::Target::parse(t))
-        .collect::<Result<Vec<_>, _>>()?;
-    let realm = sec.realm(&config.server);
-    let users = sec
-        .user
-        .iter()
-        .map(|u| callpark_engine::User {
-            credential: callpark_sip::digest::Credential {
-                username: u.name.clone(),
-                ha1_md5: (!u.ha1_md5.is_empty()).then(|| u.ha1_md5.to_ascii_lowercase()),
-                ha1_sha256: (!u.ha1_sha256.is_empty()).then(|| u.ha1_sha256.to_ascii_lowercase()),
-            },
-            identity: if u.identity.is_empty() {
-                format!("sip:{}@{realm}", u.name)
-            } else {
-                u.identity.clone()
-            },
-        })
-        .collect();
-    let a = &config.access;
-    let groups = config
-        .group
-        .iter()
-        .map(|g| {
-            let rule =
-                |r: &Option<String>, listed: &[String]| r.as_deref().map(|r| rule_of(r, listed));
-            (
-                g.name.clone(),
-                GroupAccess {
-                    park: rule(&g.park, &a.parkers),
-                    retrieve: rule(&g.retrieve, &a.retrievers),
-                    subscribe: rule(&g.subscribe, &a.watchers),
-                },
-            )
-        })
-        .collect();
-    Ok(Security {
-        trusted,
-        allowed_targets,
-        domain: (!config.server.domain.is_empty()).then(|| config.server.domain.clone()),
-        realm,
-        users,
-        nonce_lifetime: callpark_core::parse_duration(&sec.nonce_lifetime)
-            .map_err(|e| e.to_string())?,
-        algorithms: sec
-            .algorithms
-            .iter()
-            .filter_map(|a| callpark_sip::digest::Algorithm::parse(a))
-            .collect(),
-        lamp_identity: match sec.lamp_identity.as_str() {
-            "number" => LampIdentity::Number,
-            "none" => LampIdentity::None,
-            _ => LampIdentity::Full,
-        },
-        rate_per_source: sec.rate_per_source,
-        burst_per_source: sec.burst_per_source,
-        max_parked_per_source: sec.max_parked_per_source as usize,
-        retrieve: rule_of(&a.retrieve, &a.retrievers),
-        subscribe: rule_of(&a.subscribe, &a.watchers),
-        groups,
-        secret,
-    })
 }
 
 /// Connection ids from `OUTGOING_CONNECTIONS << 48` up are connections
