@@ -73,12 +73,7 @@ impl Engine {
             leg.local_sdp_version += 1;
             leg.local_sdp_version
         };
-        let local = LocalMedia {
-            addr: self.cfg.media_addr.ip(),
-            port: self.cfg.media_addr.port(),
-            session_id: version,
-            version,
-        };
+        let local = self.local_media(version, version);
         let body = if request.body.is_empty() {
             sdp::offer(&local, Direction::SendRecv)
         } else {

@@ -242,6 +242,14 @@ impl Engine {
             }
         }
         let host = Host::Ip(self.cfg.sip_addr.ip()).to_string();
+        let Some(contact) = self
+            .lamps
+            .subscriptions
+            .get(&id)
+            .map(|s| self.contact(s.dialog.peer, &s.dialog.remote_target))
+        else {
+            return;
+        };
         let Some(sub) = self.lamps.subscriptions.get_mut(&id) else {
             return;
         };
@@ -257,10 +265,7 @@ impl Engine {
             ),
         };
         request.headers.push("Subscription-State", state);
-        request.headers.push(
-            "Contact",
-            format!("<sip:callpark@{host}:{}>", self.cfg.sip_addr.port()),
-        );
+        request.headers.push("Contact", contact);
         request
             .headers
             .push("Content-Type", "application/dialog-info+xml");

@@ -420,12 +420,7 @@ const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, SUBSCRIBE, REFER";
 const SUPPORTED: [&str; 1] = ["replaces"];
 
 fn warning(text: &str) -> String {
-    let clean: String = text
-        .chars()
-        .filter(|c| *c != '"' && !c.is_control())
-        .take(200)
-        .collect();
-    format!("399 callpark \"{clean}\"")
+    callpark_sip::message::warning_value(text)
 }
 
 /// The key of an RFC 4733 event code (0-9, `*`, `#`).

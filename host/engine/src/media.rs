@@ -197,17 +197,22 @@ impl Engine {
     }
 
     /// Reads the INVITE's offer (or prepares a late offer) for a new leg.
+    /// Our side of an SDP exchange: the shared RTP address.
+    pub(crate) fn local_media(&self, session_id: u64, version: u64) -> LocalMedia {
+        LocalMedia {
+            addr: self.cfg.media_addr.ip(),
+            port: self.cfg.media_addr.port(),
+            session_id,
+            version,
+        }
+    }
+
     pub(crate) fn negotiate(
         &mut self,
         request: &Request,
     ) -> Result<(Option<AgreedAudio>, String, u64), Refusal> {
         let session = u64::from(self.id() as u32) << 8;
-        let local = LocalMedia {
-            addr: self.cfg.media_addr.ip(),
-            port: self.cfg.media_addr.port(),
-            session_id: session,
-            version: 1,
-        };
+        let local = self.local_media(session, 1);
         if request.body.is_empty() {
             return Ok((None, sdp::offer(&local, Direction::SendRecv), session));
         }

@@ -151,20 +151,17 @@ impl Engine {
         target: &Uri,
     ) -> Request {
         let mut invite = self.new_request(Method::Invite, user, display, target);
-        let contact = format!(
-            "<sip:callpark@{}:{}>",
-            Host::Ip(self.cfg.sip_addr.ip()),
-            self.cfg.sip_addr.port()
-        );
-        invite.headers.push("Contact", contact);
+        // Over UDP unless the route says otherwise (`send_recall_invite`
+        // puts the TLS Contact in).
+        let udp = Peer {
+            transport: Transport::Udp,
+            addr: self.cfg.sip_addr,
+        };
+        invite.headers.push("Contact", self.contact(udp, target));
         invite.headers.push("Allow", ALLOW);
         invite.headers.push("Content-Type", "application/sdp");
-        let local = LocalMedia {
-            addr: self.cfg.media_addr.ip(),
-            port: self.cfg.media_addr.port(),
-            session_id: self.id(),
-            version: 1,
-        };
+        let session = self.id();
+        let local = self.local_media(session, 1);
         invite.body = sdp::offer(&local, Direction::SendRecv).into_bytes();
         invite
     }

@@ -506,6 +506,18 @@ impl Message {
     }
 }
 
+/// A `Warning` header value of ours (RFC 3261 §20.43, code 399) saying
+/// `text`, without quotes or control characters and at most 200
+/// characters of it: a reason may quote what a stranger sent.
+pub fn warning_value(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .filter(|c| *c != '"' && !c.is_control())
+        .take(200)
+        .collect();
+    format!("399 callpark \"{clean}\"")
+}
+
 /// The standard reason phrase of a status code we send.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {

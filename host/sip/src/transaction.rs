@@ -428,15 +428,9 @@ impl Transactions {
                         .all(|h| request.header(h).is_some())
                 {
                     let mut response = request.response(e.status, None);
-                    let warning: String = e
-                        .reason
-                        .chars()
-                        .filter(|c| *c != '"' && !c.is_control())
-                        .take(200)
-                        .collect();
                     response
                         .headers
-                        .push("Warning", format!("399 callpark \"{warning}\""));
+                        .push("Warning", crate::message::warning_value(&e.reason));
                     let bytes = serialize_response(&response);
                     self.transmits.push_back(Transmit {
                         peer: response_peer(request, peer),
@@ -717,15 +711,11 @@ impl Transactions {
             self.arm(now, tx, Timer::Finish, 64 * T1);
         } else {
             t.state = ServerState::Completed;
-            // Under load a non-INVITE transaction is not kept for timer J
-            // once answered: a retransmission then makes a new one and is
-            // answered again, which is harmless for OPTIONS, BYE and the
-            // rest, and a flood of them never fills the table that new
-            // calls need.
-            if self.server.len() > self.max_server / 2 {
-                self.forget_server(tx);
-                return;
-            }
+            // Kept for timer J to answer retransmissions alike (a BYE
+            // retransmitted after its call ended must get its 200 again,
+            // not 481), but as lingering: at the bound the oldest make
+            // room, so a flood of them never fills the table new calls
+            // need.
             let wait = if reliable { Duration::ZERO } else { 64 * T1 };
             self.arm(now, tx, Timer::Finish, wait);
             self.linger(tx);

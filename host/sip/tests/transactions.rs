@@ -515,7 +515,17 @@ fn past_the_transaction_bound_new_requests_get_503_statelessly() {
     assert_eq!(r.method, Method::Bye);
     let before = t.len().0;
     t.send_response(ms(2), tx, r.response(200, None));
-    assert_eq!(t.len().0, before - 1, "answered and not kept");
+    assert_eq!(
+        t.len().0,
+        before,
+        "answered, kept to absorb retransmissions"
+    );
+    while t.poll_transmit().is_some() {}
+    // Its retransmission gets the same 200, not a new transaction.
+    t.handle_bytes(ms(3), bye.as_bytes(), phone()).unwrap();
+    assert_eq!(t.poll_event(), None);
+    let again = String::from_utf8(t.poll_transmit().expect("the 200 again").bytes).unwrap();
+    assert!(again.starts_with("SIP/2.0 200"), "{again}");
 }
 
 #[test]
