@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use callpark_core::Decision;
 use callpark_core::lot::{OrbitConfig, ParkLot};
-use callpark_engine::{Access, Engine, EngineConfig, MusicLibrary};
+use callpark_engine::{Engine, EngineConfig, MusicLibrary};
 use callpark_media::Music;
 use callpark_policy::{Limits, PLUGIN_BUILD_DIR, PluginSource, PolicyRuntime};
 use callpark_sip::codec::parse;
@@ -49,20 +49,9 @@ fn a_custom_recall_plan_is_followed_to_the_letter() {
     };
     let mut engine = Engine::new(
         EngineConfig {
-            sip_addr: "127.0.0.1:5060".parse().unwrap(),
-            media_addr: "127.0.0.1:20000".parse().unwrap(),
-            outbound_proxy: None,
             max_parked_calls: 10,
-            bare_orbit_parks_when_empty: true,
-            access: Access::All,
-            epoch_ms_at_zero: 0,
             entropy: 11,
-            recall_params: vec![],
-            rtp_timeout: Duration::ZERO,
-            max_lifetime: Duration::ZERO,
-            reservation_timeout: Duration::ZERO,
-            security: callpark_engine::Security::default(),
-            tls_port: None,
+            ..callpark_testkit::config()
         },
         ParkLot::new(vec![orbit], vec![]),
         MusicLibrary {

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use callpark_engine::{Access, Engine, EngineConfig, MusicLibrary};
+use callpark_engine::{Engine, EngineConfig, MusicLibrary};
 use callpark_media::Music;
 use callpark_server::config::Config;
 use callpark_server::plugins::PluginSupervisor;
@@ -57,20 +57,8 @@ fn in_process() {
     };
     let mut engine = Engine::new(
         EngineConfig {
-            sip_addr: "127.0.0.1:5060".parse().unwrap(),
-            media_addr: "127.0.0.1:20000".parse().unwrap(),
-            outbound_proxy: None,
-            max_parked_calls: 20_000,
-            bare_orbit_parks_when_empty: true,
-            access: Access::All,
-            epoch_ms_at_zero: 0,
             entropy: 9,
-            recall_params: vec![],
-            rtp_timeout: std::time::Duration::ZERO,
-            max_lifetime: std::time::Duration::ZERO,
-            reservation_timeout: std::time::Duration::ZERO,
-            security: callpark_engine::Security::default(),
-            tls_port: None,
+            ..callpark_testkit::config()
         },
         config.lot(),
         music,
