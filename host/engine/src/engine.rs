@@ -108,6 +108,12 @@ impl Engine {
         );
     }
 
+    /// The host's loop has more SIP queued than it reads in a turn: new
+    /// calls and watchers get 503 with Retry-After until it catches up.
+    pub fn set_overloaded(&mut self, overloaded: bool) {
+        self.tx.set_overloaded(overloaded);
+    }
+
     /// Requests answered 503 because too many transactions were open.
     pub fn shed(&self) -> u64 {
         self.tx.shed()

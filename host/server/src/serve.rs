@@ -52,6 +52,41 @@ const PROMPTS: [(&str, &[u8]); 13] = [
 /// addresses); past it the map starts over.
 const MAX_UDP_PEERS: usize = 65_536;
 
+/// SIP datagrams read in one turn of the loop at most.
+const SIP_DATAGRAMS_PER_TURN: usize = 256;
+
+/// How often the kernel's drop counters of our SIP sockets are read, and
+/// how long after the kernel dropped a datagram of ours new calls get a
+/// cheap 503 (`Engine::set_overloaded`): while requests are being lost,
+/// answering fast what we do read is worth more than parking it.
+const DROPS_CHECKED_EVERY: Duration = Duration::from_millis(100);
+const OVERLOAD_LASTS: Duration = Duration::from_millis(300);
+
+/// Datagrams the kernel dropped on the UDP sockets bound to `ports`
+/// (`/proc/net/udp` and `udp6`, the `drops` column); `None` where the
+/// files cannot be read (then no overload is ever declared).
+fn kernel_drops(ports: &[u16]) -> Option<u64> {
+    let mut total = 0u64;
+    let mut read_any = false;
+    for file in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        read_any = true;
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = fields
+                .get(1)
+                .and_then(|local| local.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if port.is_some_and(|p| ports.contains(&p)) {
+                total += fields.last().and_then(|d| d.parse().ok()).unwrap_or(0);
+            }
+        }
+    }
+    read_any.then_some(total)
+}
+
 /// The receive buffer asked for each SIP UDP socket.
 const SIP_RECV_BUFFER: usize = 4 << 20;
 
@@ -292,6 +327,12 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let mut sip_buf = vec![0u8; 65_535];
     let clock = |started: Instant| started.elapsed();
     let mut shutting_down: Option<Instant> = None;
+    // The kernel's drops on our SIP sockets, when last read, and until
+    // when new calls are turned away because of them.
+    let sip_ports: Vec<u16> = listen.iter().map(SocketAddr::port).collect();
+    let mut drops_seen = kernel_drops(&sip_ports);
+    let mut drops_checked = Instant::now();
+    let mut overloaded_until: Option<Instant> = None;
 
     loop {
         let now = clock(started);
@@ -366,6 +407,20 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 // a bound), in one turn of the loop.
                 let mut next = Some((socket, n, from));
                 let mut taken = 0;
+                if drops_checked.elapsed() >= DROPS_CHECKED_EVERY {
+                    drops_checked = Instant::now();
+                    let drops = kernel_drops(&sip_ports);
+                    if let (Some(now), Some(before)) = (drops, drops_seen)
+                        && now > before
+                    {
+                        if overloaded_until.is_none_or(|u| u < Instant::now()) {
+                            tracing::warn!(dropped = now - before, "the kernel is dropping SIP datagrams: new calls get 503 with Retry-After");
+                        }
+                        overloaded_until = Some(Instant::now() + OVERLOAD_LASTS);
+                    }
+                    drops_seen = drops;
+                }
+                engine.set_overloaded(overloaded_until.is_some_and(|u| Instant::now() < u));
                 while let Some((socket, n, from)) = next.take() {
                     // Which listen socket a peer talks to, so that answers
                     // leave from it: only needed with several, and bounded
@@ -382,7 +437,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                     taken += 1;
                     // Read what is queued, a bounded number per turn so
                     // that timers and the other sockets get their turn.
-                    if taken < 256 {
+                    if taken < SIP_DATAGRAMS_PER_TURN {
                         next = udp_sockets.iter().enumerate().find_map(|(i, s)| {
                             s.try_recv_from(&mut sip_buf).ok().map(|(n, from)| (i, n, from))
                         });

@@ -206,8 +206,10 @@ pub struct Transactions {
     lingering: VecDeque<TxId>,
     /// Server transactions kept at most (see `handle_request`).
     max_server: usize,
-    /// Requests answered 503 because of that bound.
+    /// Requests answered 503 because of that bound or an overload.
     shed: u64,
+    /// The host's loop has more queued than it reads in a turn.
+    overloaded: bool,
 }
 
 /// The default bound on server transactions: a non-INVITE transaction is
@@ -291,12 +293,20 @@ impl Transactions {
             lingering: VecDeque::new(),
             max_server: MAX_SERVER_TRANSACTIONS,
             shed: 0,
+            overloaded: false,
         }
     }
 
     /// Sets the bound on server transactions (at least 1).
     pub fn set_max_server_transactions(&mut self, max: usize) {
         self.max_server = max.max(1);
+    }
+
+    /// Whether the host is behind: while it is, new INVITEs, SUBSCRIBEs
+    /// and REFERs get 503 with Retry-After statelessly; requests in a
+    /// dialog and retransmissions are served as always.
+    pub fn set_overloaded(&mut self, overloaded: bool) {
+        self.overloaded = overloaded;
     }
 
     /// Requests answered 503 by the bound so far.
@@ -578,7 +588,16 @@ impl Transactions {
             self.max_server
         };
         self.make_room(limit);
-        if self.server.len() >= limit {
+        // Work queued faster than it is done (the host says so): a new
+        // call or watcher is turned away at once, before any of the work
+        // a park costs, so that every caller gets an answer instead of a
+        // timeout while the kernel drops what the loop cannot read.
+        let opens_something = !in_dialog
+            && matches!(
+                request.method,
+                Method::Invite | Method::Subscribe | Method::Refer
+            );
+        if self.server.len() >= limit || (self.overloaded && opens_something) {
             self.shed += 1;
             let mut busy = request.response(503, None);
             busy.headers.push("Retry-After", "5");

@@ -619,3 +619,43 @@ fn at_the_bound_transactions_that_only_linger_make_room_for_new_calls() {
     assert!(text.starts_with("SIP/2.0 503"), "{text}");
     assert_eq!(t.shed(), 1);
 }
+
+#[test]
+fn while_overloaded_new_calls_get_503_and_dialogs_and_retransmissions_flow() {
+    let mut t = layer();
+    t.handle_bytes(ms(0), &request("INVITE", "before", ""), phone())
+        .unwrap();
+    let _ = next_request(&mut t);
+    while t.poll_transmit().is_some() {}
+    t.set_overloaded(true);
+    // A new INVITE: 503 with Retry-After, nothing for the transaction user.
+    t.handle_bytes(ms(1), &request("INVITE", "new", ""), phone())
+        .unwrap();
+    assert_eq!(t.poll_event(), None);
+    let busy = String::from_utf8(t.poll_transmit().expect("answered").bytes).unwrap();
+    assert!(busy.starts_with("SIP/2.0 503"), "{busy}");
+    assert!(busy.contains("Retry-After: 5"), "{busy}");
+    // The retransmission of the INVITE taken before gets its 100 again.
+    t.handle_bytes(ms(2), &request("INVITE", "before", ""), phone())
+        .unwrap();
+    let again = String::from_utf8(t.poll_transmit().expect("answered").bytes).unwrap();
+    assert!(again.starts_with("SIP/2.0 100"), "{again}");
+    // A BYE inside a dialog and an OPTIONS are served.
+    let bye = String::from_utf8(request("BYE", "b1", ""))
+        .unwrap()
+        .replace(
+            "To: <sip:701@127.0.0.1>",
+            "To: <sip:701@127.0.0.1>;tag=ours",
+        );
+    t.handle_bytes(ms(3), bye.as_bytes(), phone()).unwrap();
+    assert_eq!(next_request(&mut t).1.method, Method::Bye);
+    t.handle_bytes(ms(3), &request("OPTIONS", "o1", ""), phone())
+        .unwrap();
+    assert_eq!(next_request(&mut t).1.method, Method::Options);
+    // Caught up: new calls are taken again.
+    t.set_overloaded(false);
+    t.handle_bytes(ms(4), &request("INVITE", "after", ""), phone())
+        .unwrap();
+    assert_eq!(next_request(&mut t).1.method, Method::Invite);
+    assert_eq!(t.shed(), 1);
+}
