@@ -11,6 +11,15 @@
 /// Plugin parameters: ordered `(key, value)` pairs with unique keys.
 pub type Params = Vec<(String, String)>;
 
+/// Lays `over` on `base`: each key of `over` replaces the same key of
+/// `base` (which moves to the end), the others are kept in order.
+pub fn lay_params(base: &mut Params, over: impl IntoIterator<Item = (String, String)>) {
+    for (k, v) in over {
+        base.retain(|(b, _)| *b != k);
+        base.push((k, v));
+    }
+}
+
 /// Looks a parameter up by key.
 pub fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
     params

@@ -34,9 +34,8 @@ impl Engine {
                 .map(|g| &g.recall_params),
             self.lot.orbit(&parked.orbit).map(|o| &o.recall_params),
         ];
-        for (k, v) in layers.into_iter().flatten().flatten() {
-            params.retain(|(p, _)| p != k);
-            params.push((k.clone(), v.clone()));
+        for layer in layers.into_iter().flatten() {
+            callpark_core::lay_params(&mut params, layer.iter().cloned());
         }
         let recalls_done = self.recalls.done.get(&call).copied().unwrap_or(0);
         let info = ParkedCall {

@@ -567,10 +567,7 @@ impl Config {
             t.iter().map(|(k, v)| (k.clone(), toml_param(v))).collect()
         };
         let overlay = |mut base: Params, extra: Params| {
-            for (k, v) in extra {
-                base.retain(|(b, _)| *b != k);
-                base.push((k, v));
-            }
+            callpark_core::lay_params(&mut base, extra);
             base
         };
         let f = &self.features;

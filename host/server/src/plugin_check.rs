@@ -19,8 +19,7 @@ pub fn parse_params(args: &[String]) -> anyhow::Result<Params> {
         if k.is_empty() {
             anyhow::bail!("--params `{arg}` has an empty key");
         }
-        params.retain(|(key, _)| key != k);
-        params.push((k.to_string(), v.to_string()));
+        callpark_core::lay_params(&mut params, [(k.to_string(), v.to_string())]);
     }
     Ok(params)
 }
