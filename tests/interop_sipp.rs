@@ -35,6 +35,30 @@ fn sipp_calls(
     calls: usize,
     extra: &[&str],
 ) -> Command {
+    sipp_from(
+        server,
+        "127.0.0.1",
+        name,
+        service,
+        rtp_port,
+        codecs,
+        calls,
+        extra,
+    )
+}
+
+/// A SIPp run of `calls` calls from the local address `ip`.
+#[allow(clippy::too_many_arguments)]
+fn sipp_from(
+    server: &Server,
+    ip: &str,
+    name: &str,
+    service: &str,
+    rtp_port: u16,
+    codecs: &str,
+    calls: usize,
+    extra: &[&str],
+) -> Command {
     let mut cmd = Command::new("/usr/bin/sipp");
     cmd.args([
         "-sf",
@@ -43,7 +67,7 @@ fn sipp_calls(
         "-s",
         service,
         "-i",
-        "127.0.0.1",
+        ip,
         "-p",
         &free_port().to_string(),
         "-m",
@@ -893,33 +917,17 @@ fn sipp_authenticates_with_digest_from_an_untrusted_address() {
         // SIPp's digest uri is the server's address unless told; the
         // server holds it to the Request-URI (RFC 3261 §22.4).
         let auth_uri = format!("701@{}", server.addr());
-        let cmd = sipp(
+        // SIPp binds the address -i names: the untrusted one.
+        sipp_from(
             &server,
+            "127.0.0.77",
             "park_with_auth",
             "701",
             free_port(),
             "0",
+            1,
             &["-au", "alice", "-ap", password, "-auth_uri", &auth_uri],
-        );
-        // SIPp binds the address -i names: the untrusted one.
-        let args: Vec<String> = cmd
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let mut fixed = Command::new("/usr/bin/sipp");
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            fixed.arg(a);
-            if a == "-i" {
-                it.next();
-                fixed.arg("127.0.0.77");
-            }
-        }
-        fixed
-            .current_dir(server.dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        fixed
+        )
     };
     must_pass(&server, "park with digest", untrusted("wonderland"));
     let (ok, _) = run(untrusted("guess"));

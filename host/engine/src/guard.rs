@@ -231,7 +231,7 @@ pub(crate) struct Guard {
     parked: HashMap<IpAddr, usize>,
     /// The untrusted address each call was parked from, until the call
     /// ends.
-    pub call_sources: HashMap<callpark_core::lot::CallId, IpAddr>,
+    call_sources: HashMap<callpark_core::lot::CallId, IpAddr>,
     /// Requests answered 503 for their source's rate, and when that was
     /// last logged (one line a second at most).
     slowed: u64,
@@ -371,10 +371,17 @@ impl Guard {
             || self.parked.get(&source).copied().unwrap_or(0) < self.cfg.max_parked_per_source
     }
 
-    pub fn parked_from(&mut self, source: IpAddr) {
+    /// A call parked from `source`: counted against it when untrusted.
+    pub fn call_parked(&mut self, call: callpark_core::lot::CallId, source: IpAddr) {
         if !self.trusted(source) {
             *self.parked.entry(source).or_default() += 1;
+            self.call_sources.insert(call, source);
         }
+    }
+
+    /// Whether `call` was parked from an untrusted source.
+    pub fn untrusted_call(&self, call: callpark_core::lot::CallId) -> bool {
+        self.call_sources.contains_key(&call)
     }
 
     /// A call ended: its source may park one more.
@@ -384,7 +391,7 @@ impl Guard {
         }
     }
 
-    pub fn unparked_from(&mut self, source: IpAddr) {
+    fn unparked_from(&mut self, source: IpAddr) {
         if let Some(n) = self.parked.get_mut(&source) {
             *n = n.saturating_sub(1);
             if *n == 0 {

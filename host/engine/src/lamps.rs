@@ -46,7 +46,7 @@ impl Engine {
             blf::Watched::Orbit(o) => self.group_of_orbit(o).map(str::to_string),
             blf::Watched::Group(g) => Some(g.clone()),
         };
-        let acting = self.acting(&request, &who);
+        let acting = acting_identity(&request, &who);
         if !self.allowed(Action::Subscribe, &acting, group.as_deref()) {
             let why = format!("{acting} may not watch {user}");
             return self.respond(now, tx, &request, 403, Some(&why));
@@ -200,19 +200,13 @@ impl Engine {
         let mut lamps = Vec::new();
         for orbit in &orbits {
             for g in self.lamps.gone.get(orbit).into_iter().flatten() {
-                let ids = self.guard.lamp_ids(g.call.0);
-                let (caller_uri, caller_display) =
-                    self.lamp_caller(&g.caller_uri, &g.caller_display);
-                lamps.push(blf::LampDialog {
-                    id: format!("park-{}", g.call.0),
+                lamps.push(self.lamp_dialog(
+                    g.call,
                     orbit,
-                    call_id: ids.call_id,
-                    local_tag: ids.local_tag,
-                    remote_tag: ids.remote_tag,
-                    caller_uri,
-                    caller_display,
-                    state: blf::LampState::Terminated,
-                });
+                    &g.caller_uri,
+                    &g.caller_display,
+                    blf::LampState::Terminated,
+                ));
             }
             let confirmed = self.lot.orbit(orbit).is_some_and(|o| o.blf_confirmed);
             for p in self.lot.parked_on(orbit) {
@@ -222,23 +216,18 @@ impl Engine {
                 if !self.legs.by_id.contains_key(caller) {
                     continue;
                 }
-                let ids = self.guard.lamp_ids(p.call.0);
-                let (caller_uri, caller_display) =
-                    self.lamp_caller(&p.parked_uri, &p.parked_display);
-                lamps.push(blf::LampDialog {
-                    id: format!("park-{}", p.call.0),
+                let state = if confirmed {
+                    blf::LampState::Confirmed
+                } else {
+                    blf::LampState::Early
+                };
+                lamps.push(self.lamp_dialog(
+                    p.call,
                     orbit,
-                    call_id: ids.call_id,
-                    local_tag: ids.local_tag,
-                    remote_tag: ids.remote_tag,
-                    caller_uri,
-                    caller_display,
-                    state: if confirmed {
-                        blf::LampState::Confirmed
-                    } else {
-                        blf::LampState::Early
-                    },
-                });
+                    &p.parked_uri,
+                    &p.parked_display,
+                    state,
+                ));
             }
         }
         let host = Host::Ip(self.cfg.sip_addr.ip()).to_string();
@@ -272,6 +261,30 @@ impl Engine {
         request.body = body.into_bytes();
         let peer = sub.dialog.peer;
         self.tx.send_request(now, request, peer);
+    }
+
+    /// One parked (or just gone) call as a lamp shows it: its own keyed
+    /// dialog ids, and the caller as `lamp_identity` allows.
+    fn lamp_dialog<'a>(
+        &self,
+        call: CallId,
+        orbit: &'a str,
+        caller_uri: &str,
+        caller_display: &str,
+        state: blf::LampState,
+    ) -> blf::LampDialog<'a> {
+        let ids = self.guard.lamp_ids(call.0);
+        let (caller_uri, caller_display) = self.lamp_caller(caller_uri, caller_display);
+        blf::LampDialog {
+            id: format!("park-{}", call.0),
+            orbit,
+            call_id: ids.call_id,
+            local_tag: ids.local_tag,
+            remote_tag: ids.remote_tag,
+            caller_uri,
+            caller_display,
+            state,
+        }
     }
 
     /// What a lamp shows of a parked caller (`[security] lamp_identity`).

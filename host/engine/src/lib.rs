@@ -476,6 +476,35 @@ struct Parties {
     caller: String,
 }
 
+/// Who is calling: the authenticated user, or what a trusted source
+/// asserted (P-Asserted-Identity, else From).
+fn caller_identity(request: &Request, who: &Who) -> String {
+    match who {
+        Who::User(identity) => identity.clone(),
+        Who::Trusted => asserted_identity(request).unwrap_or_else(|| {
+            request
+                .from()
+                .map(|f| f.uri.to_string())
+                .unwrap_or_default()
+        }),
+    }
+}
+
+/// The party access rules judge: the authenticated user, never a
+/// Referred-By it wrote itself; for a trusted source the referrer it
+/// names, else the caller.
+fn acting_identity(request: &Request, who: &Who) -> String {
+    match who {
+        Who::User(identity) => identity.clone(),
+        Who::Trusted => request
+            .referred_by()
+            .ok()
+            .flatten()
+            .map(|r| r.uri.to_string())
+            .unwrap_or_else(|| caller_identity(request, who)),
+    }
+}
+
 /// The identity a trusted proxy asserted (RFC 3325 P-Asserted-Identity),
 /// the first sip: or sips: one.
 fn asserted_identity(request: &Request) -> Option<String> {

@@ -29,7 +29,7 @@ impl Engine {
                 // A pickup from a busy lamp names the lamp's dialog, whose
                 // Call-ID and both tags are keyed by our secret: retrieve.
                 if let Some(call) = self.guard.lamp_pickup(&replaces).map(CallId) {
-                    let acting = self.acting(&request, &who);
+                    let acting = acting_identity(&request, &who);
                     let orbit = self.lot.get(call).map(|p| p.orbit.clone());
                     if let Some(orbit) = &orbit
                         && !self.allowed(Action::Retrieve, &acting, self.group_of_orbit(orbit))
@@ -68,15 +68,7 @@ impl Engine {
         let dialed = request.uri.user_decoded().unwrap_or_default();
         // Who is calling: the authenticated user, or what a trusted source
         // asserted (P-Asserted-Identity, else From).
-        let caller = match &who {
-            Who::User(identity) => identity.clone(),
-            Who::Trusted => asserted_identity(&request).unwrap_or_else(|| {
-                request
-                    .from()
-                    .map(|f| f.uri.to_string())
-                    .unwrap_or_default()
-            }),
-        };
+        let caller = caller_identity(&request, &who);
         let referred_by = request
             .referred_by()
             .ok()
@@ -100,10 +92,7 @@ impl Engine {
         // referrer it names; for an authenticated user that user, never a
         // Referred-By it wrote itself.
         let parker = referred_by.clone().unwrap_or_default();
-        let acting = match &who {
-            Who::User(identity) => identity.clone(),
-            Who::Trusted => referred_by.unwrap_or_else(|| caller.clone()),
-        };
+        let acting = acting_identity(&request, &who);
         let target = match action {
             DialAction::Retrieve(orbit) => {
                 let parties = Parties {
@@ -237,27 +226,6 @@ impl Engine {
             .map(|g| g.name.as_str())
     }
 
-    /// The party a request acts as, for access rules outside the park
-    /// path (a lamp pickup): the authenticated user, else (trusted) the
-    /// Referred-By or the From.
-    pub(crate) fn acting(&self, request: &Request, who: &Who) -> String {
-        match who {
-            Who::User(identity) => identity.clone(),
-            Who::Trusted => request
-                .referred_by()
-                .ok()
-                .flatten()
-                .map(|r| r.uri.to_string())
-                .or_else(|| asserted_identity(request))
-                .unwrap_or_else(|| {
-                    request
-                        .from()
-                        .map(|f| f.uri.to_string())
-                        .unwrap_or_default()
-                }),
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
     /// Who may park, whether there is room, and which orbit: the allocator
     /// decides. Errors carry the SIP status and the reason.
@@ -362,10 +330,7 @@ impl Engine {
             return self.respond(now, tx, &request, 486, Some(&e.to_string()));
         }
         self.answer_200(now, tx, &request, leg, body, peer);
-        if !self.guard.trusted(source) {
-            self.guard.parked_from(source);
-            self.guard.call_sources.insert(call, source);
-        }
+        self.guard.call_parked(call, source);
         self.settle_parked(now, call, leg, &orbit);
     }
 
@@ -399,7 +364,7 @@ impl Engine {
             .by_id
             .get(&leg)
             .is_some_and(|l| l.invite_tx.is_some());
-        let stream = if unacked && self.guard.call_sources.contains_key(&call) {
+        let stream = if unacked && self.guard.untrusted_call(call) {
             if let Some(l) = self.legs.by_id.get_mut(&leg) {
                 l.deferred_music = Some((music_key.clone(), intro));
             }

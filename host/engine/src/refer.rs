@@ -31,15 +31,7 @@ impl Engine {
             tracing::warn!(target = %refer_to.uri.without_headers(), "REFER to a target that is not allowed; nobody called");
             return self.respond(now, tx, &request, 403, Some("that target is not allowed"));
         }
-        let parker = match &who {
-            Who::User(identity) => identity.clone(),
-            Who::Trusted => asserted_identity(&request).unwrap_or_else(|| {
-                request
-                    .from()
-                    .map(|f| f.uri.to_string())
-                    .unwrap_or_default()
-            }),
-        };
+        let parker = caller_identity(&request, &who);
         let dialed = request.uri.user_decoded().unwrap_or_default();
         let ctx = DialContext {
             dialed: dialed.clone(),

@@ -1,11 +1,12 @@
 //! The SIP loop with a plugin that always times out (`fixture_spin`, a
 //! loop that spends its whole CPU budget), against the built-in policy:
 //! parks a second on `#58` (the allocator decides each) and the OPTIONS
-//! round trip measured meanwhile, p50 and p99. Without the circuit
+//! round trip measured meanwhile, p50 and p99. Before the circuit
 //! breaker each decision of the looping plugin cost its 10 ms budget on
-//! the one SIP loop (parks near 100/s, OPTIONS p99 near 30 ms); with it
-//! the slot answers from its failure policy at once after a run of
-//! failures and retries the plugin now and then.
+//! the one SIP loop (the issue that asked for it measured parks near
+//! 100/s and OPTIONS p99 near 30 ms); with it the slot answers from its
+//! failure policy at once after a run of failures and retries the plugin
+//! now and then.
 //!
 //! Run: `cargo bench -p callpark-server --bench breaker` (about 15 s).
 
