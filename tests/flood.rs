@@ -4,6 +4,8 @@
 //! Every request that reaches the server gets an answer (200, or 503 with
 //! Retry-After once its transactions are at their bound), the server's
 //! memory stays under a stated bound, and a park right after succeeds.
+//! OPTIONS from 70,000 source addresses leave no trace per source: answers
+//! and a parked caller's BYE still leave from the socket each peer used.
 
 mod support;
 
@@ -191,4 +193,119 @@ fn a_large_response_to_an_unverified_source_is_not_repeated_on_and_on() {
     assert_eq!(finals.len(), 3, "sent once and resent twice: {finals:?}");
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
+}
+
+/// With two listen addresses, answers and in-dialog requests leave from
+/// the socket the peer talks to. Nothing is kept per source address for
+/// that (the transaction or dialog that needs the socket holds it), so
+/// OPTIONS from 70,000 source addresses neither grow a table nor make the
+/// server forget where a parked caller talks to: the server once kept a
+/// map of every source it had read, cleared it at 65,536 entries, and
+/// then sent the parked caller's BYE from the other socket.
+#[test]
+fn answers_and_byes_leave_from_the_listen_socket_the_peer_used() {
+    let second = std::net::SocketAddr::from(([127, 0, 0, 2], support::free_port()));
+    let server = Server::start_listening(
+        &[second],
+        "",
+        "[[range]]\nname = \"main\"\nstart = \"701\"\nend = \"705\"\n[defaults]\nrecall_after = \"0s\"\n",
+    );
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let me = caller.local_addr().unwrap();
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\n",
+        me.port() + 2
+    );
+    let invite = format!(
+        "INVITE sip:*68701@{second} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKtwo\r\nFrom: <sip:caller@{me}>;tag=c\r\nTo: <sip:*68701@{second}>\r\nCall-ID: two-sockets\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{me}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    caller.send_to(invite.as_bytes(), second).unwrap();
+    let mut buf = [0u8; 65_535];
+    let to_tag = loop {
+        let (n, from) = caller.recv_from(&mut buf).expect("an answer to the park");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with("SIP/2.0 200 ") {
+            assert_eq!(
+                from, second,
+                "the 200 leaves from the socket the INVITE came to"
+            );
+            break text
+                .lines()
+                .find_map(|l| l.strip_prefix("To: "))
+                .and_then(|t| t.split(";tag=").nth(1))
+                .expect("a To tag")
+                .to_string();
+        }
+    };
+    let ack = format!(
+        "ACK sip:callpark@{second} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKtwoack\r\nFrom: <sip:caller@{me}>;tag=c\r\nTo: <sip:*68701@{second}>;tag={to_tag}\r\nCall-ID: two-sockets\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    caller.send_to(ack.as_bytes(), second).unwrap();
+
+    // OPTIONS from 70,000 source addresses (three loopback hosts), 500 at
+    // a time, each window waited for so that the server reads them all.
+    let rss_before = rss_kib(server.pid());
+    let (mut sent, mut answered, mut elsewhere) = (0usize, 0usize, 0usize);
+    let sources = (3u8..=5).flat_map(|host| (30_000u16..53_334).map(move |port| (host, port)));
+    let mut sources = sources.peekable();
+    let started = Instant::now();
+    while sources.peek().is_some() && started.elapsed() < Duration::from_secs(120) {
+        let window: Vec<UdpSocket> = sources
+            .by_ref()
+            .take(WINDOW)
+            .filter_map(|(host, port)| {
+                UdpSocket::bind(std::net::SocketAddr::from(([127, 0, 0, host], port))).ok()
+            })
+            .collect();
+        for (i, sock) in window.iter().enumerate() {
+            let from = sock.local_addr().unwrap();
+            let options = format!(
+                "OPTIONS sip:park@{second} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKsrc{sent}x{i}\r\nFrom: <sip:s@{from}>;tag=s\r\nTo: <sip:park@{second}>\r\nCall-ID: src{sent}x{i}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            );
+            let _ = sock.send_to(options.as_bytes(), second);
+            sock.set_nonblocking(true).unwrap();
+        }
+        sent += window.len();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut pending: Vec<&UdpSocket> = window.iter().collect();
+        while !pending.is_empty() && Instant::now() < deadline {
+            pending.retain(|sock| match sock.recv_from(&mut buf) {
+                Ok((_, from)) => {
+                    answered += 1;
+                    if from != second {
+                        elsewhere += 1;
+                    }
+                    false
+                }
+                Err(_) => true,
+            });
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let rss_after = rss_kib(server.pid());
+    println!(
+        "OPTIONS from {sent} source addresses: {answered} answered, {elsewhere} from the other socket; RSS {rss_before} -> {rss_after} KiB"
+    );
+    assert!(sent >= 69_000, "sources bound: {sent}");
+    assert!(answered >= sent * 9 / 10, "answered {answered} of {sent}");
+    assert_eq!(elsewhere, 0, "every answer leaves from the socket asked");
+
+    // The parked caller's BYE, at shutdown, still leaves from the socket
+    // the caller parked through.
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+    let bye_from = loop {
+        let (n, from) = caller.recv_from(&mut buf).expect("the BYE of the drain");
+        if buf[..n].starts_with(b"BYE ") {
+            break from;
+        }
+    };
+    assert_eq!(
+        bye_from, second,
+        "the BYE leaves from the socket the caller used"
+    );
 }

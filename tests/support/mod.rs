@@ -78,8 +78,15 @@ destinations = ["704", "705"]
     /// Starts with only the addresses set, `server` lines in `[server]`,
     /// and `rest` (ranges, groups, plugins ...) as the rest of the file.
     pub fn start_lot(server: &str, rest: &str) -> Server {
+        Server::start_listening(&[], server, rest)
+    }
+
+    /// Like `start_lot`, listening for SIP on `more` addresses after the
+    /// first (`addr()`).
+    pub fn start_listening(more: &[SocketAddr], server: &str, rest: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let sip = free_port();
+        let listen: String = more.iter().map(|a| format!(", \"{a}\"")).collect();
         let rtp = free_port_pair();
         // Tests end with calls whose phones are gone: a short drain keeps
         // `stop` quick, unless the test is about the drain.
@@ -91,7 +98,7 @@ destinations = ["704", "705"]
         let config = format!(
             r#"
 [server]
-listen = ["127.0.0.1:{sip}"]
+listen = ["127.0.0.1:{sip}"{listen}]
 {drain}
 {server}
 [media]
@@ -201,6 +208,22 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU time (user + system) a process has used, from /proc.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line, in clock ticks.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 1000 / hz)
 }
 
 /// Waits (bounded) until the server log shows `needle` `count` times.

@@ -69,17 +69,12 @@ impl MusicLibrary {
     /// their audio); empty without them.
     pub(crate) fn announcement(&self, orbit: &str) -> Vec<Music> {
         let mut parts = Vec::with_capacity(orbit.len() + 1);
-        let Some(intro) = self.prompts.get("parked-on") else {
+        let Some(intro) = self.prompts.get(callpark_media::music::PARKED_ON) else {
             return Vec::new();
         };
         parts.push(intro.clone());
         for c in orbit.chars() {
-            let key = match c {
-                '*' => "star".to_string(),
-                '#' => "hash".to_string(),
-                d => d.to_string(),
-            };
-            match self.prompts.get(&key) {
+            match callpark_media::music::prompt_for(c).and_then(|key| self.prompts.get(key)) {
                 Some(p) => parts.push(p.clone()),
                 None => return Vec::new(),
             }

@@ -149,7 +149,7 @@ impl Engine {
             self.log_shed(now);
         }
         if let Err(e) = result {
-            match e.answered {
+            match e.answered() {
                 Some(status) => {
                     tracing::debug!(peer = %peer.addr, reason = %e.reason, status, "malformed SIP message answered");
                 }

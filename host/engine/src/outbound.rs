@@ -42,7 +42,7 @@ impl Engine {
     pub(crate) fn contact(&self, peer: Peer, uri: &Uri) -> String {
         let host = Host::Ip(self.cfg.sip_addr.ip());
         match peer.transport {
-            Transport::Udp => format!("<sip:callpark@{host}:{}>", self.cfg.sip_addr.port()),
+            Transport::Udp(_) => format!("<sip:callpark@{host}:{}>", self.cfg.sip_addr.port()),
             Transport::Tcp(_) => format!(
                 "<sip:callpark@{host}:{};transport=tcp>",
                 self.cfg.sip_addr.port()
@@ -94,14 +94,14 @@ impl Engine {
                 .flatten()
                 .is_some_and(|t| t.eq_ignore_ascii_case("tls"));
         let (addr, transport) = match (self.cfg.outbound_proxy, &uri.host) {
-            (Some(proxy), _) => (proxy, Transport::Udp),
+            (Some(proxy), _) => (proxy, Transport::Udp(0)),
             (None, Some(Host::Ip(ip))) if tls => (
                 SocketAddr::new(*ip, uri.port.unwrap_or(5061)),
                 Transport::Tls(callpark_sip::transaction::NEW_CONNECTION),
             ),
             (None, Some(Host::Ip(ip))) => (
                 SocketAddr::new(*ip, uri.port.unwrap_or(5060)),
-                Transport::Udp,
+                Transport::Udp(0),
             ),
             (None, _) => return None,
         };
@@ -154,7 +154,7 @@ impl Engine {
         // Over UDP unless the route says otherwise (`send_recall_invite`
         // puts the TLS Contact in).
         let udp = Peer {
-            transport: Transport::Udp,
+            transport: Transport::Udp(0),
             addr: self.cfg.sip_addr,
         };
         invite.headers.push("Contact", self.contact(udp, target));
@@ -212,11 +212,11 @@ impl Engine {
         };
         let peer = ringing_peer.unwrap_or_else(|| match invite.uri.host {
             Some(Host::Ip(ip)) => Peer {
-                transport: Transport::Udp,
+                transport: Transport::Udp(0),
                 addr: SocketAddr::new(ip, invite.uri.port.unwrap_or(5060)),
             },
             _ => Peer {
-                transport: Transport::Udp,
+                transport: Transport::Udp(0),
                 addr: self.cfg.outbound_proxy.unwrap_or(self.cfg.sip_addr),
             },
         });

@@ -68,7 +68,7 @@ fn a_custom_recall_plan_is_followed_to_the_letter() {
         body.len()
     );
     let phone = Peer {
-        transport: Transport::Udp,
+        transport: Transport::Udp(0),
         addr: "127.0.0.1:6001".parse().unwrap(),
     };
     engine.handle_sip(Duration::ZERO, invite.as_bytes(), phone);

@@ -14,6 +14,25 @@ pub const FRAME_SAMPLES: usize = 160;
 /// The G.711 sample rate.
 pub const RATE: u32 = 8_000;
 
+/// The prompt that opens an orbit announcement ("parked on ...").
+pub const PARKED_ON: &str = "parked-on";
+
+/// Every spoken prompt an orbit announcement is made of, by name: the file
+/// `music/prompts/NAME.wav` and the key of `MusicLibrary::prompts`.
+pub const PROMPT_NAMES: [&str; 13] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "star", "hash", PARKED_ON,
+];
+
+/// The prompt that speaks one character of an orbit number; `None` for a
+/// character no prompt speaks.
+pub fn prompt_for(c: char) -> Option<&'static str> {
+    match c {
+        '*' => Some("star"),
+        '#' => Some("hash"),
+        d => d.to_digit(10).map(|d| PROMPT_NAMES[d as usize]),
+    }
+}
+
 /// The two G.711 payloads a parked call may choose between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
@@ -311,22 +330,7 @@ mod shipped {
 
     #[test]
     fn every_prompt_loads_and_speaks() {
-        for name in [
-            "0",
-            "1",
-            "2",
-            "3",
-            "4",
-            "5",
-            "6",
-            "7",
-            "8",
-            "9",
-            "star",
-            "hash",
-            "parked-on",
-            "nothing-parked",
-        ] {
+        for name in super::PROMPT_NAMES.into_iter().chain(["nothing-parked"]) {
             let m = load(&format!("prompts/{name}.wav"));
             assert!(m.duration_ms() >= 200, "{name}: {} ms", m.duration_ms());
             assert!(loudness(&m) > 300.0, "{name}: {}", loudness(&m));

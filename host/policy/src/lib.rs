@@ -1,8 +1,8 @@
 //! The wasmtime runtime that hosts callpark's policy plugins.
 //!
 //! One `Engine` (pooling allocator, no component-model concurrency, epoch
-//! interruption driven by a ticker thread) serves three plugin slots:
-//! allocator, recall and dialing. Every decision runs on a warm instance with
+//! interruption driven by a ticker thread) serves a plugin slot per world
+//! (`worlds.rs`): allocator, recall and dialing. Every decision runs on a warm instance with
 //! a deadline, a memory cap and a bounded stack; a plugin that traps, times
 //! out or answers against the rules is counted, and the built-in policy
 //! answers instead (or the call is refused, per slot). Loads compile off the
@@ -18,6 +18,7 @@ mod error;
 mod runtime;
 mod slot;
 mod stats;
+mod worlds;
 
 pub use engine::{
     ArtifactStore, CompiledFrom, EPOCH_TICK, Limits, MemoryArtifactStore, PluginEngine, digest,

@@ -7,18 +7,15 @@ use std::time::Instant;
 use callpark_builtin::BuiltinPolicy;
 use callpark_core::{
     Allocation, Decision, DialAction, DialContext, Params, ParkRequest, ParkedCall, Policy,
-    PolicyError, RecallPlan, check_allocation, check_dial_action, check_recall_plan,
+    PolicyError, RecallPlan,
 };
 
-use crate::conformance::{self, Case, CaseOutcome};
-use crate::convert;
+use crate::conformance::{Case, CaseOutcome};
 use crate::engine::{ArtifactStore, CompiledFrom, Limits, PluginEngine, digest};
 use crate::error::{CallFailure, EngineError, LoadError};
-use crate::slot::{
-    AllocatorWorld, Decided, DialingWorld, Generation, OnFailure, PluginInfo, RecallWorld, Slot,
-    World,
-};
+use crate::slot::{Decided, Generation, OnFailure, PluginInfo, Slot};
 use crate::stats::{Counter, StatsSnapshot};
+use crate::worlds::{HasParams, Slots, World};
 
 /// A plugin to load: its bytes and the name logs use for it.
 #[derive(Debug, Clone)]
@@ -76,7 +73,7 @@ impl CheckReport {
             .filter(|w| w.implemented.is_ok())
             .map(|w| w.world)
             .collect();
-        if worlds.len() == 3 {
+        if worlds.len() == Decision::ALL.len() {
             worlds.push("policy-plugin");
         }
         worlds
@@ -99,12 +96,11 @@ impl CheckReport {
     }
 }
 
-/// The plugin host: one engine, three slots, the built-in policy behind them.
+/// The plugin host: one engine, a slot per world, the built-in policy
+/// behind them.
 pub struct PolicyRuntime {
     engine: Arc<PluginEngine>,
-    allocator: Slot<AllocatorWorld>,
-    recall: Slot<RecallWorld>,
-    dialing: Slot<DialingWorld>,
+    slots: Slots,
     builtin: BuiltinPolicy,
 }
 
@@ -119,34 +115,14 @@ fn merged(base: &Params, extra: &Params) -> Params {
     out
 }
 
-fn allocate_on(
-    g: &Generation<AllocatorWorld>,
-    req: &ParkRequest,
+/// One decision of world `W` on generation `g`, with `params` in place of
+/// the input's.
+fn decide_on<W: World>(
+    g: &Generation<W>,
+    input: &W::Input,
     params: &Params,
-) -> Result<Allocation, CallFailure> {
-    let req = convert::park_request(req, params);
-    g.call(|b, store| b.callpark_policy_allocator().call_allocate(store, &req))
-        .map(convert::allocation)
-}
-
-fn parse_on(
-    g: &Generation<DialingWorld>,
-    ctx: &DialContext,
-    params: &Params,
-) -> Result<DialAction, CallFailure> {
-    let ctx = convert::dial_context(ctx, params);
-    g.call(|b, store| b.callpark_policy_dialing().call_parse(store, &ctx))
-        .map(convert::dial_action)
-}
-
-fn plan_on(
-    g: &Generation<RecallWorld>,
-    call: &ParkedCall,
-    params: &Params,
-) -> Result<RecallPlan, CallFailure> {
-    let call = convert::parked_call(call, params);
-    g.call(|b, store| b.callpark_policy_recall().call_plan(store, &call))
-        .map(convert::recall_plan)
+) -> Result<W::Answer, CallFailure> {
+    g.call(|b, store| W::decide(b, store, input, params))
 }
 
 /// Runs cases with the given params; each twice, for purity.
@@ -182,26 +158,6 @@ fn run_cases<I: Clone + HasParams, O: PartialEq + std::fmt::Debug>(
         .collect()
 }
 
-trait HasParams {
-    fn params(&self) -> &Params;
-    fn set_params(&mut self, params: Params);
-}
-
-macro_rules! has_params {
-    ($($t:ty),*) => {$(
-        impl HasParams for $t {
-            fn params(&self) -> &Params {
-                &self.params
-            }
-            fn set_params(&mut self, params: Params) {
-                self.params = params;
-            }
-        }
-    )*};
-}
-
-has_params!(ParkRequest, DialContext, ParkedCall);
-
 /// Type-checks a compiled plugin against world `W` and instantiates it once.
 fn prepare<W: World>(
     engine: &Arc<PluginEngine>,
@@ -233,7 +189,6 @@ fn prepare<W: World>(
 fn exercise<W: World>(
     generation: &Generation<W>,
     canary_only: bool,
-    cases: impl FnOnce(&Generation<W>, &Params, bool) -> Vec<CaseOutcome>,
 ) -> (Result<(), String>, Vec<CaseOutcome>) {
     let params = generation.info.params.clone();
     let checked = match generation.check_params(&params) {
@@ -244,37 +199,157 @@ fn exercise<W: World>(
     if checked.is_err() {
         return (checked, Vec::new());
     }
-    (checked, cases(generation, &params, canary_only))
+    (checked, world_cases(generation, &params, canary_only))
 }
 
-fn allocator_cases(g: &Generation<AllocatorWorld>, p: &Params, canary: bool) -> Vec<CaseOutcome> {
+/// World `W`'s conformance cases (the canaries only, when asked) with
+/// params `p`.
+fn world_cases<W: World>(g: &Generation<W>, p: &Params, canary: bool) -> Vec<CaseOutcome> {
     run_cases(
-        conformance::allocator_cases(),
+        W::cases(),
         p,
         canary,
-        |r| allocate_on(g, r, &r.params),
-        check_allocation,
+        |input| decide_on(g, input, input.params()),
+        W::validate,
     )
 }
 
-fn dialing_cases(g: &Generation<DialingWorld>, p: &Params, canary: bool) -> Vec<CaseOutcome> {
-    run_cases(
-        conformance::dialing_cases(),
-        p,
-        canary,
-        |c| parse_on(g, c, &c.params),
-        |_, a| check_dial_action(a),
-    )
+/// A slot whatever its world, so that the runtime finds a slot by its
+/// `Decision` (`Slots::get`) instead of matching on the decision.
+pub(crate) trait AnySlot: Send + Sync {
+    fn load(
+        &self,
+        engine: &Arc<PluginEngine>,
+        source: &PluginSource,
+        params: Params,
+    ) -> Result<LoadReport, LoadError>;
+    fn unload(&self) -> Option<PluginInfo>;
+    fn set_on_failure(&self, on_failure: OnFailure);
+    fn current(&self) -> Option<PluginInfo>;
+    fn warm_instances(&self) -> usize;
+    fn stats(&self) -> StatsSnapshot;
+    /// Whether `component` implements this slot's world, and how it does.
+    fn check(
+        &self,
+        engine: &Arc<PluginEngine>,
+        component: &wasmtime::component::Component,
+        info: &PluginInfo,
+    ) -> WorldCheck;
 }
 
-fn recall_cases(g: &Generation<RecallWorld>, p: &Params, canary: bool) -> Vec<CaseOutcome> {
-    run_cases(
-        conformance::recall_cases(),
-        p,
-        canary,
-        |c| plan_on(g, c, &c.params),
-        |_, plan| check_recall_plan(plan),
-    )
+impl<W: World> AnySlot for Slot<W> {
+    fn load(
+        &self,
+        engine: &Arc<PluginEngine>,
+        source: &PluginSource,
+        params: Params,
+    ) -> Result<LoadReport, LoadError> {
+        load_into(engine, self, source, params)
+    }
+
+    fn unload(&self) -> Option<PluginInfo> {
+        self.current.swap(None).map(|g| g.info.clone())
+    }
+
+    fn set_on_failure(&self, on_failure: OnFailure) {
+        *self.on_failure.lock().unwrap_or_else(|p| p.into_inner()) = on_failure;
+    }
+
+    fn current(&self) -> Option<PluginInfo> {
+        self.current.load().as_ref().map(|g| g.info.clone())
+    }
+
+    fn warm_instances(&self) -> usize {
+        self.current.load().as_ref().map_or(0, |g| g.warm_count())
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    fn check(
+        &self,
+        engine: &Arc<PluginEngine>,
+        component: &wasmtime::component::Component,
+        info: &PluginInfo,
+    ) -> WorldCheck {
+        check_world::<W>(engine, component, info)
+    }
+}
+
+/// Loads a plugin into a slot of world `W` (see `PolicyRuntime::load`).
+fn load_into<W: World>(
+    engine: &Arc<PluginEngine>,
+    slot: &Slot<W>,
+    source: &PluginSource,
+    params: Params,
+) -> Result<LoadReport, LoadError> {
+    let started = Instant::now();
+    let mut last_generation = slot.load_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let result = (|| {
+        let (component, compiled_from) =
+            engine
+                .compile(&source.wasm)
+                .map_err(|reason| LoadError::Compile {
+                    plugin: source.label.clone(),
+                    reason,
+                })?;
+        let info = PluginInfo {
+            label: source.label.clone(),
+            generation: *last_generation + 1,
+            digest: digest(&source.wasm),
+            params,
+        };
+        let generation = prepare::<W>(engine, &component, info)?;
+        let (checked, outcomes) = exercise(&generation, true);
+        checked.map_err(|reason| LoadError::Params {
+            plugin: source.label.clone(),
+            reason,
+        })?;
+        if let Some(bad) = outcomes.into_iter().find(|o| o.result.is_err()) {
+            return Err(LoadError::Canary {
+                plugin: source.label.clone(),
+                case: bad.name,
+                reason: bad.result.unwrap_err(),
+            });
+        }
+        Ok((generation, compiled_from))
+    })();
+    match result {
+        Ok((generation, compiled_from)) => {
+            let info = generation.info.clone();
+            *last_generation = info.generation;
+            let old = slot.current.swap(Some(Arc::new(generation)));
+            slot.stats.count(Counter::Load);
+            tracing::info!(
+                plugin = %info.label,
+                generation = info.generation,
+                decision = %W::DECISION,
+                digest = %info.digest,
+                replaced = ?old.as_ref().map(|g| g.info.generation),
+                ?compiled_from,
+                "plugin swapped in"
+            );
+            Ok(LoadReport {
+                info,
+                compiled_from,
+                took: started.elapsed(),
+            })
+        }
+        Err(e) => {
+            slot.stats.count(Counter::RefusedLoad);
+            let serving = slot.current.load();
+            tracing::warn!(
+                plugin = %source.label,
+                decision = %W::DECISION,
+                serving = serving.as_ref().map_or("built-in", |g| g.info.label.as_str()),
+                serving_generation = serving.as_ref().map(|g| g.info.generation),
+                error = %e,
+                "plugin refused"
+            );
+            Err(e)
+        }
+    }
 }
 
 impl PolicyRuntime {
@@ -286,9 +361,7 @@ impl PolicyRuntime {
     ) -> Result<PolicyRuntime, EngineError> {
         Ok(PolicyRuntime {
             engine: Arc::new(PluginEngine::new(limits, artifacts)?),
-            allocator: Slot::default(),
-            recall: Slot::default(),
-            dialing: Slot::default(),
+            slots: Slots::default(),
             builtin: BuiltinPolicy,
         })
     }
@@ -307,154 +380,33 @@ impl PolicyRuntime {
         source: &PluginSource,
         params: Params,
     ) -> Result<LoadReport, LoadError> {
-        match decision {
-            Decision::Allocator => self.load_into(&self.allocator, source, params, allocator_cases),
-            Decision::Recall => self.load_into(&self.recall, source, params, recall_cases),
-            Decision::Dialing => self.load_into(&self.dialing, source, params, dialing_cases),
-        }
-    }
-
-    fn load_into<W: World>(
-        &self,
-        slot: &Slot<W>,
-        source: &PluginSource,
-        params: Params,
-        cases: fn(&Generation<W>, &Params, bool) -> Vec<CaseOutcome>,
-    ) -> Result<LoadReport, LoadError> {
-        let started = Instant::now();
-        let mut last_generation = slot.load_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let result = (|| {
-            let (component, compiled_from) =
-                self.engine
-                    .compile(&source.wasm)
-                    .map_err(|reason| LoadError::Compile {
-                        plugin: source.label.clone(),
-                        reason,
-                    })?;
-            let info = PluginInfo {
-                label: source.label.clone(),
-                generation: *last_generation + 1,
-                digest: digest(&source.wasm),
-                params,
-            };
-            let generation = prepare::<W>(&self.engine, &component, info)?;
-            let (checked, outcomes) = exercise(&generation, true, cases);
-            checked.map_err(|reason| LoadError::Params {
-                plugin: source.label.clone(),
-                reason,
-            })?;
-            if let Some(bad) = outcomes.into_iter().find(|o| o.result.is_err()) {
-                return Err(LoadError::Canary {
-                    plugin: source.label.clone(),
-                    case: bad.name,
-                    reason: bad.result.unwrap_err(),
-                });
-            }
-            Ok((generation, compiled_from))
-        })();
-        match result {
-            Ok((generation, compiled_from)) => {
-                let info = generation.info.clone();
-                *last_generation = info.generation;
-                let old = slot.current.swap(Some(Arc::new(generation)));
-                slot.stats.count(Counter::Load);
-                tracing::info!(
-                    plugin = %info.label,
-                    generation = info.generation,
-                    decision = %W::DECISION,
-                    digest = %info.digest,
-                    replaced = ?old.as_ref().map(|g| g.info.generation),
-                    ?compiled_from,
-                    "plugin swapped in"
-                );
-                Ok(LoadReport {
-                    info,
-                    compiled_from,
-                    took: started.elapsed(),
-                })
-            }
-            Err(e) => {
-                slot.stats.count(Counter::RefusedLoad);
-                let serving = slot.current.load();
-                tracing::warn!(
-                    plugin = %source.label,
-                    decision = %W::DECISION,
-                    serving = serving.as_ref().map_or("built-in", |g| g.info.label.as_str()),
-                    serving_generation = serving.as_ref().map(|g| g.info.generation),
-                    error = %e,
-                    "plugin refused"
-                );
-                Err(e)
-            }
-        }
+        self.slots.get(decision).load(&self.engine, source, params)
     }
 
     /// Takes the plugin out of a slot: the built-in policy answers again.
     pub fn unload(&self, decision: Decision) {
-        let old = match decision {
-            Decision::Allocator => self.allocator.current.swap(None).map(|g| g.info.clone()),
-            Decision::Recall => self.recall.current.swap(None).map(|g| g.info.clone()),
-            Decision::Dialing => self.dialing.current.swap(None).map(|g| g.info.clone()),
-        };
-        if let Some(info) = old {
+        if let Some(info) = self.slots.get(decision).unload() {
             tracing::info!(plugin = %info.label, generation = info.generation, %decision, "plugin unloaded; the built-in policy answers");
         }
     }
 
     /// What the slot does when its plugin fails a decision.
     pub fn set_on_failure(&self, decision: Decision, on_failure: OnFailure) {
-        let lock = match decision {
-            Decision::Allocator => &self.allocator.on_failure,
-            Decision::Recall => &self.recall.on_failure,
-            Decision::Dialing => &self.dialing.on_failure,
-        };
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = on_failure;
+        self.slots.get(decision).set_on_failure(on_failure);
     }
 
     /// The plugin serving a slot now; `None` is the built-in policy.
     pub fn current(&self, decision: Decision) -> Option<PluginInfo> {
-        match decision {
-            Decision::Allocator => self
-                .allocator
-                .current
-                .load()
-                .as_ref()
-                .map(|g| g.info.clone()),
-            Decision::Recall => self.recall.current.load().as_ref().map(|g| g.info.clone()),
-            Decision::Dialing => self.dialing.current.load().as_ref().map(|g| g.info.clone()),
-        }
+        self.slots.get(decision).current()
     }
 
     /// Idle warm instances of the plugin serving a slot.
     pub fn warm_instances(&self, decision: Decision) -> usize {
-        match decision {
-            Decision::Allocator => self
-                .allocator
-                .current
-                .load()
-                .as_ref()
-                .map_or(0, |g| g.warm_count()),
-            Decision::Recall => self
-                .recall
-                .current
-                .load()
-                .as_ref()
-                .map_or(0, |g| g.warm_count()),
-            Decision::Dialing => self
-                .dialing
-                .current
-                .load()
-                .as_ref()
-                .map_or(0, |g| g.warm_count()),
-        }
+        self.slots.get(decision).warm_instances()
     }
 
     pub fn stats(&self, decision: Decision) -> StatsSnapshot {
-        match decision {
-            Decision::Allocator => self.allocator.stats.snapshot(),
-            Decision::Recall => self.recall.stats.snapshot(),
-            Decision::Dialing => self.dialing.stats.snapshot(),
-        }
+        self.slots.get(decision).stats()
     }
 
     /// Checks a plugin without loading it: which worlds it implements, and
@@ -495,24 +447,10 @@ impl PolicyRuntime {
             digest: report.digest.clone(),
             params: params.clone(),
         };
-        report.worlds.push(check_world::<AllocatorWorld>(
-            &self.engine,
-            &component,
-            &info,
-            allocator_cases,
-        ));
-        report.worlds.push(check_world::<RecallWorld>(
-            &self.engine,
-            &component,
-            &info,
-            recall_cases,
-        ));
-        report.worlds.push(check_world::<DialingWorld>(
-            &self.engine,
-            &component,
-            &info,
-            dialing_cases,
-        ));
+        report.worlds = Decision::ALL
+            .iter()
+            .map(|&d| self.slots.get(d).check(&self.engine, &component, &info))
+            .collect();
         report
     }
 
@@ -576,7 +514,6 @@ fn check_world<W: World>(
     engine: &Arc<PluginEngine>,
     component: &wasmtime::component::Component,
     info: &PluginInfo,
-    cases: fn(&Generation<W>, &Params, bool) -> Vec<CaseOutcome>,
 ) -> WorldCheck {
     match prepare::<W>(engine, component, info.clone()) {
         Err(e) => WorldCheck {
@@ -586,7 +523,7 @@ fn check_world<W: World>(
             cases: Vec::new(),
         },
         Ok(generation) => {
-            let (params, cases) = exercise(&generation, false, cases);
+            let (params, cases) = exercise(&generation, false);
             WorldCheck {
                 world: W::WORLD,
                 implemented: Ok(()),
@@ -599,47 +536,35 @@ fn check_world<W: World>(
 
 impl Policy for PolicyRuntime {
     fn allocate(&self, req: &ParkRequest) -> Result<Allocation, PolicyError> {
-        decide(
-            &self.allocator,
-            req,
-            allocate_on,
-            |a| check_allocation(req, a),
-            |r| self.builtin.allocate(r),
-        )
+        decide(&self.slots.allocator, req, |r| self.builtin.allocate(r))
     }
 
     fn parse_dial(&self, ctx: &DialContext) -> Result<DialAction, PolicyError> {
-        decide(&self.dialing, ctx, parse_on, check_dial_action, |c| {
-            self.builtin.parse_dial(c)
-        })
+        decide(&self.slots.dialing, ctx, |c| self.builtin.parse_dial(c))
     }
 
     fn plan_recall(&self, call: &ParkedCall) -> Result<RecallPlan, PolicyError> {
-        decide(&self.recall, call, plan_on, check_recall_plan, |c| {
-            self.builtin.plan_recall(c)
-        })
+        decide(&self.slots.recall, call, |c| self.builtin.plan_recall(c))
     }
 }
 
 /// One decision through a slot: the slot's params laid under the input's,
 /// the plugin's answer validated, and on failure the built-in policy (with
 /// the same effective params) or a refusal, per the slot's `on_failure`.
-fn decide<W: World, I: Clone + HasParams, R>(
+fn decide<W: World>(
     slot: &Slot<W>,
-    input: &I,
-    call_on: fn(&Generation<W>, &I, &Params) -> Result<R, CallFailure>,
-    validate: impl FnOnce(&R) -> Result<(), String>,
-    builtin: impl FnOnce(&I) -> Result<R, PolicyError>,
-) -> Result<R, PolicyError> {
+    input: &W::Input,
+    builtin: impl FnOnce(&W::Input) -> Result<W::Answer, PolicyError>,
+) -> Result<W::Answer, PolicyError> {
     let mut effective: Option<Params> = None;
     let outcome = slot.decide(
         |g| {
             let params = merged(&g.info.params, input.params());
-            let answer = call_on(g, input, &params);
+            let answer = decide_on(g, input, &params);
             effective = Some(params);
             answer
         },
-        validate,
+        |answer| W::validate(input, answer),
     );
     // The input is cloned only on the failure path.
     PolicyRuntime::settle(slot, outcome, || match effective {

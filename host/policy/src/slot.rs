@@ -5,110 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
-use callpark_core::{Decision, Params};
+use callpark_core::Params;
 use wasmtime::Store;
-use wasmtime::component::InstancePre;
 
-use crate::bindings::{allocator, dialing, recall};
 use crate::engine::{HostState, PluginEngine};
 use crate::error::CallFailure;
 use crate::stats::{Counter, SlotStats};
-
-/// One of the plugin worlds, as the host drives it.
-pub(crate) trait World: 'static {
-    const DECISION: Decision;
-    const WORLD: &'static str;
-    type Pre: Clone + Send + Sync + 'static;
-    type Bindings: Send + 'static;
-
-    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
-    fn instantiate(
-        pre: &Self::Pre,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Self::Bindings>;
-    fn check_params(
-        bindings: &Self::Bindings,
-        store: &mut Store<HostState>,
-        params: &Params,
-    ) -> wasmtime::Result<Result<(), String>>;
-}
-
-pub(crate) struct AllocatorWorld;
-pub(crate) struct RecallWorld;
-pub(crate) struct DialingWorld;
-
-impl World for AllocatorWorld {
-    const DECISION: Decision = Decision::Allocator;
-    const WORLD: &'static str = "allocator-plugin";
-    type Pre = allocator::AllocatorPluginPre<HostState>;
-    type Bindings = allocator::AllocatorPlugin;
-
-    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        allocator::AllocatorPluginPre::new(ip)
-    }
-    fn instantiate(
-        pre: &Self::Pre,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Self::Bindings> {
-        pre.instantiate(store)
-    }
-    fn check_params(
-        b: &Self::Bindings,
-        store: &mut Store<HostState>,
-        params: &Params,
-    ) -> wasmtime::Result<Result<(), String>> {
-        b.callpark_policy_allocator()
-            .call_check_params(store, params)
-    }
-}
-
-impl World for RecallWorld {
-    const DECISION: Decision = Decision::Recall;
-    const WORLD: &'static str = "recall-plugin";
-    type Pre = recall::RecallPluginPre<HostState>;
-    type Bindings = recall::RecallPlugin;
-
-    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        recall::RecallPluginPre::new(ip)
-    }
-    fn instantiate(
-        pre: &Self::Pre,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Self::Bindings> {
-        pre.instantiate(store)
-    }
-    fn check_params(
-        b: &Self::Bindings,
-        store: &mut Store<HostState>,
-        params: &Params,
-    ) -> wasmtime::Result<Result<(), String>> {
-        b.callpark_policy_recall().call_check_params(store, params)
-    }
-}
-
-impl World for DialingWorld {
-    const DECISION: Decision = Decision::Dialing;
-    const WORLD: &'static str = "dialing-plugin";
-    type Pre = dialing::DialingPluginPre<HostState>;
-    type Bindings = dialing::DialingPlugin;
-
-    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        dialing::DialingPluginPre::new(ip)
-    }
-    fn instantiate(
-        pre: &Self::Pre,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Self::Bindings> {
-        pre.instantiate(store)
-    }
-    fn check_params(
-        b: &Self::Bindings,
-        store: &mut Store<HostState>,
-        params: &Params,
-    ) -> wasmtime::Result<Result<(), String>> {
-        b.callpark_policy_dialing().call_check_params(store, params)
-    }
-}
+use crate::worlds::World;
 
 /// An idle instance, ready for the next decision.
 struct Warm<W: World> {

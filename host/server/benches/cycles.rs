@@ -66,7 +66,7 @@ fn in_process() {
     );
     let origin = Instant::now();
     let peer = |port: u16| Peer {
-        transport: Transport::Udp,
+        transport: Transport::Udp(0),
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
     };
     let cycles = 20_000u32;
@@ -159,22 +159,6 @@ struct Worker {
     since: Instant,
 }
 
-/// Server CPU time (user + system) of process `pid`, from /proc.
-fn process_cpu(pid: u32) -> std::time::Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the line, in clock ticks.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-    std::time::Duration::from_millis(ticks * 1000 / hz)
-}
-
 fn over_udp() {
     use std::net::UdpSocket;
     use std::time::Duration;
@@ -229,7 +213,7 @@ fn over_udp() {
         .unwrap();
     while t0.elapsed() < WARMUP + MEASURE {
         if measured_from.is_none() && t0.elapsed() >= WARMUP {
-            measured_from = Some((Instant::now(), done, process_cpu(pid)));
+            measured_from = Some((Instant::now(), done, support::cpu_time(pid)));
         }
         // A cycle stuck for two seconds is counted failed and started over.
         for w in workers.iter_mut() {
@@ -317,7 +301,7 @@ fn over_udp() {
     }
     let (from, done_before, cpu_before) = measured_from.expect("measured");
     let wall = from.elapsed();
-    let cpu = process_cpu(pid) - cpu_before;
+    let cpu = support::cpu_time(pid) - cpu_before;
     let cycles = done - done_before;
     drop(server);
     println!(

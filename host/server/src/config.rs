@@ -558,10 +558,19 @@ impl Config {
         }
     }
 
-    /// The params each plugin slot is loaded with: the `[plugins.params.*]`
-    /// tables, plus `[features]` for dialing and `[recall]` for recall, so
-    /// that a custom plugin sees the same facts as the default one.
-    pub fn plugin_params(&self) -> [(callpark_core::Decision, Params); 3] {
+    /// The params each plugin slot is loaded with, by decision.
+    pub fn plugin_params(&self) -> Vec<(callpark_core::Decision, Params)> {
+        callpark_core::Decision::ALL
+            .iter()
+            .map(|&d| (d, self.plugin_params_for(d)))
+            .collect()
+    }
+
+    /// The params the plugin making `decision` is loaded with: its
+    /// `[plugins.params.*]` table, laid over `[features]` for dialing and
+    /// `[recall]` for recall, so that a custom plugin sees the same facts as
+    /// the default one.
+    pub fn plugin_params_for(&self, decision: callpark_core::Decision) -> Params {
         use callpark_core::Decision;
         let table = |t: &BTreeMap<String, toml::Value>| -> Params {
             t.iter().map(|(k, v)| (k.clone(), toml_param(v))).collect()
@@ -570,29 +579,33 @@ impl Config {
             callpark_core::lay_params(&mut base, extra);
             base
         };
-        let f = &self.features;
-        let dialing = vec![
-            ("park_direct".to_string(), f.park_direct.clone()),
-            ("park_group".to_string(), f.park_group.clone()),
-            ("retrieve".to_string(), f.retrieve.join(",")),
-        ];
-        let r = &self.recall;
-        let recall = vec![
-            ("option".to_string(), r.option.clone()),
-            ("max_attempts".to_string(), r.max_attempts.to_string()),
-            ("ring_time".to_string(), r.ring_time.clone()),
-            ("fallback".to_string(), r.fallback.clone()),
-            (
-                "ring_pattern".to_string(),
-                self.defaults.ring_pattern.clone(),
-            ),
-        ];
         let p = &self.plugins.params;
-        [
-            (Decision::Allocator, table(&p.allocator)),
-            (Decision::Recall, overlay(recall, table(&p.recall))),
-            (Decision::Dialing, overlay(dialing, table(&p.dialing))),
-        ]
+        match decision {
+            Decision::Allocator => table(&p.allocator),
+            Decision::Recall => {
+                let r = &self.recall;
+                let recall = vec![
+                    ("option".to_string(), r.option.clone()),
+                    ("max_attempts".to_string(), r.max_attempts.to_string()),
+                    ("ring_time".to_string(), r.ring_time.clone()),
+                    ("fallback".to_string(), r.fallback.clone()),
+                    (
+                        "ring_pattern".to_string(),
+                        self.defaults.ring_pattern.clone(),
+                    ),
+                ];
+                overlay(recall, table(&p.recall))
+            }
+            Decision::Dialing => {
+                let f = &self.features;
+                let dialing = vec![
+                    ("park_direct".to_string(), f.park_direct.clone()),
+                    ("park_group".to_string(), f.park_group.clone()),
+                    ("retrieve".to_string(), f.retrieve.join(",")),
+                ];
+                overlay(dialing, table(&p.dialing))
+            }
+        }
     }
 
     /// The park lot this configuration describes: every range expanded in
@@ -1003,7 +1016,7 @@ impl Config {
             )
             .or_else(|m| at(&[K("features"), K("reservation_timeout")], m))?;
         }
-        let dialing_params = self.plugin_params()[2].1.clone();
+        let dialing_params = self.plugin_params_for(callpark_core::Decision::Dialing);
         if let Err(m) = callpark_builtin::dialing::check_params(&dialing_params) {
             return at(&[K("features")], m);
         }
@@ -1590,7 +1603,7 @@ impl Config {
             access: self.park_access(),
             epoch_ms_at_zero: site.epoch_ms_at_zero,
             entropy: site.entropy,
-            recall_params: self.plugin_params()[1].1.clone(),
+            recall_params: self.plugin_params_for(callpark_core::Decision::Recall),
             rtp_timeout: duration(&self.media.rtp_timeout)?,
             max_lifetime: duration(&self.defaults.max_lifetime)?,
             reservation_timeout: duration(&self.features.reservation_timeout)?,
@@ -1793,7 +1806,12 @@ on_failure = "fallback"
     #[test]
     fn plugin_params_carry_features_and_recall_settings() {
         let c = Config::parse("[recall]\nmax_attempts = 3\n[features]\nretrieve = [\"*7\"]\n[plugins.params.recall]\nextra = 5\n", "f").unwrap();
-        let [(_, alloc), (_, recall), (_, dialing)] = c.plugin_params();
+        use callpark_core::Decision;
+        let (alloc, recall, dialing) = (
+            c.plugin_params_for(Decision::Allocator),
+            c.plugin_params_for(Decision::Recall),
+            c.plugin_params_for(Decision::Dialing),
+        );
         assert_eq!(alloc, vec![("strategy".to_string(), "first".to_string())]);
         assert!(recall.contains(&("max_attempts".into(), "3".into())));
         assert!(recall.contains(&("extra".into(), "5".into())));

@@ -28,29 +28,29 @@ use crate::plugins::PluginSupervisor;
 /// The default hold music, made by the project (`music/make_hold_music.py`).
 const DEFAULT_MUSIC: &[u8] = include_bytes!("../../../music/hold.wav");
 
-/// Spoken prompts for announcing an orbit (`music/make_prompts.sh`).
-const PROMPTS: [(&str, &[u8]); 13] = [
-    ("0", include_bytes!("../../../music/prompts/0.wav")),
-    ("1", include_bytes!("../../../music/prompts/1.wav")),
-    ("2", include_bytes!("../../../music/prompts/2.wav")),
-    ("3", include_bytes!("../../../music/prompts/3.wav")),
-    ("4", include_bytes!("../../../music/prompts/4.wav")),
-    ("5", include_bytes!("../../../music/prompts/5.wav")),
-    ("6", include_bytes!("../../../music/prompts/6.wav")),
-    ("7", include_bytes!("../../../music/prompts/7.wav")),
-    ("8", include_bytes!("../../../music/prompts/8.wav")),
-    ("9", include_bytes!("../../../music/prompts/9.wav")),
-    ("star", include_bytes!("../../../music/prompts/star.wav")),
-    ("hash", include_bytes!("../../../music/prompts/hash.wav")),
-    (
-        "parked-on",
-        include_bytes!("../../../music/prompts/parked-on.wav"),
-    ),
-];
-
-/// Peers whose listen socket is remembered (with several listen
-/// addresses); past it the map starts over.
-const MAX_UDP_PEERS: usize = 65_536;
+/// The spoken prompts of `callpark_media::music::PROMPT_NAMES`, embedded
+/// (`music/make_prompts.sh`); `include_bytes!` needs each name written out,
+/// and a test keeps this list the media crate's.
+macro_rules! embedded_prompts {
+    ($($name:literal),* $(,)?) => {
+        [$(($name, include_bytes!(concat!("../../../music/prompts/", $name, ".wav")) as &[u8])),*]
+    };
+}
+const PROMPTS: [(&str, &[u8]); 13] = embedded_prompts!(
+    "0",
+    "1",
+    "2",
+    "3",
+    "4",
+    "5",
+    "6",
+    "7",
+    "8",
+    "9",
+    "star",
+    "hash",
+    "parked-on"
+);
 
 /// SIP datagrams read in one turn of the loop at most.
 const SIP_DATAGRAMS_PER_TURN: usize = 256;
@@ -321,7 +321,6 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         tls_client: tls_client(&config, config_dir.as_deref())?,
         inbound: tcp_tx.clone(),
     };
-    let mut udp_of_peer: HashMap<SocketAddr, usize> = HashMap::new();
     let mut media_buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 2048];
     let mut sip_buf = vec![0u8; 65_535];
@@ -340,7 +339,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         while let Some((shard, command)) = engine.poll_music_command() {
             pacers.send(shard, command);
         }
-        flush(&mut engine, &udp_sockets, &udp_of_peer, &mut conns);
+        flush(&mut engine, &udp_sockets, &mut conns);
         while let Some((dest, packet)) = engine.poll_rtcp() {
             let _ = rtcp.try_send_to(&packet, dest);
         }
@@ -383,7 +382,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                     Some(path) => match Config::load(path) {
                         Ok(new) => match new.security_settings(secret) {
                             Ok(security) => {
-                                engine.reconfigure(clock(started), new.lot(), new.park_access(), new.plugin_params()[1].1.clone(), security);
+                                engine.reconfigure(clock(started), new.lot(), new.park_access(), new.plugin_params_for(callpark_core::Decision::Recall), security);
                                 supervisor.reconfigure(&new, config_dir.as_deref());
                             }
                             Err(e) => tracing::error!(error = %e, "configuration refused; the last good one stays"),
@@ -422,18 +421,12 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 }
                 engine.set_overloaded(overloaded_until.is_some_and(|u| Instant::now() < u));
                 while let Some((socket, n, from)) = next.take() {
-                    // Which listen socket a peer talks to, so that answers
-                    // leave from it: only needed with several, and bounded
-                    // (a stranger's every source port would be kept
-                    // otherwise); a peer forgotten is answered from the
-                    // first socket.
-                    if udp_sockets.len() > 1 {
-                        if udp_of_peer.len() >= MAX_UDP_PEERS && !udp_of_peer.contains_key(&from) {
-                            udp_of_peer.clear();
-                        }
-                        udp_of_peer.insert(from, socket);
-                    }
-                    engine.handle_sip(clock(started), &sip_buf[..n], Peer { transport: Transport::Udp, addr: from });
+                    // The peer names the listen socket, so that answers and
+                    // in-dialog requests leave from it: the transaction or
+                    // the dialog that needs it keeps it, and nothing is
+                    // kept per source address beyond them.
+                    let peer = Peer { transport: Transport::Udp(socket as u16), addr: from };
+                    engine.handle_sip(clock(started), &sip_buf[..n], peer);
                     taken += 1;
                     // Read what is queued, a bounded number per turn so
                     // that timers and the other sockets get their turn.
@@ -477,7 +470,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             _ = tokio::time::sleep(sleep_for) => {}
         }
     }
-    flush(&mut engine, &udp_sockets, &udp_of_peer, &mut conns);
+    flush(&mut engine, &udp_sockets, &mut conns);
     pacers.stop();
     let _ = stop_watch.send(());
     let _ = watcher.await;
@@ -640,17 +633,12 @@ fn tls_client(
     Ok(Some(std::sync::Arc::new(client)))
 }
 
-fn flush(
-    engine: &mut Engine,
-    udp: &[UdpSocket],
-    udp_of_peer: &HashMap<SocketAddr, usize>,
-    conns: &mut Connections,
-) {
+fn flush(engine: &mut Engine, udp: &[UdpSocket], conns: &mut Connections) {
     while let Some(t) = engine.poll_transmit() {
         match t.peer.transport {
-            Transport::Udp => {
-                let socket = udp_of_peer.get(&t.peer.addr).copied().unwrap_or(0);
-                if let Err(e) = udp[socket].try_send_to(&t.bytes, t.peer.addr) {
+            Transport::Udp(socket) => {
+                let socket = udp.get(usize::from(socket)).unwrap_or(&udp[0]);
+                if let Err(e) = socket.try_send_to(&t.bytes, t.peer.addr) {
                     tracing::debug!(peer = %t.peer.addr, "UDP send: {e}");
                 }
             }
@@ -910,4 +898,13 @@ async fn serve_connection<S>(
     }
     let _ = inbound.send(TcpEvent::Closed { conn });
     open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_embedded_prompts_are_the_ones_announcements_use() {
+        let names: Vec<&str> = super::PROMPTS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, callpark_media::music::PROMPT_NAMES);
+    }
 }

@@ -41,6 +41,13 @@ pub struct Malformed {
 }
 
 impl Malformed {
+    /// The status the message was answered with, when it was: a message
+    /// that `Transactions::handle_bytes` could not answer comes back
+    /// without its request.
+    pub fn answered(&self) -> Option<u16> {
+        self.request.is_some().then_some(self.status)
+    }
+
     fn new(reason: impl Into<String>) -> Malformed {
         Malformed {
             reason: reason.into(),

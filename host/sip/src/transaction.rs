@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::codec::{parse, serialize_request, serialize_response};
+use crate::codec::{Malformed, parse, serialize_request, serialize_response};
 use crate::message::{HeaderView, Message, Method, Request, Response, Via};
 use crate::uri::Host;
 
@@ -27,7 +27,11 @@ pub const T4: Duration = Duration::from_secs(5);
 /// Where a message came from or goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
-    Udp,
+    /// Over UDP, through the server's listen socket of this index: a
+    /// message leaves from the socket its transaction or dialog came in
+    /// on. 0 is the first listen address, the one our Via and Contact name,
+    /// and the socket of every request we start.
+    Udp(u16),
     /// A TCP connection, named by the server's connection id.
     Tcp(u64),
     /// A TLS connection (RFC 3261 §26.2), named the same way.
@@ -41,7 +45,7 @@ impl Transport {
 
     fn via_name(self) -> &'static str {
         match self {
-            Transport::Udp => "UDP",
+            Transport::Udp(_) => "UDP",
             Transport::Tcp(_) => "TCP",
             Transport::Tls(_) => "TLS",
         }
@@ -65,14 +69,6 @@ pub struct Peer {
 pub struct Transmit {
     pub peer: Peer,
     pub bytes: Vec<u8>,
-}
-
-/// A message that could not be read: why, and the status it was answered
-/// with (`None`: dropped, nothing to answer to).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unreadable {
-    pub reason: String,
-    pub answered: Option<u16>,
 }
 
 /// A transaction's handle.
@@ -416,19 +412,20 @@ impl Transactions {
 
     /// Parses and takes in bytes; malformed requests that can be answered
     /// get 400 (505, 416) with a Warning, the rest are dropped. Returns the
-    /// parse error, for logging.
+    /// parse error, for logging: it keeps its request exactly when that was
+    /// answered (`Malformed::answered`).
     pub fn handle_bytes(
         &mut self,
         now: Duration,
         bytes: &[u8],
         peer: Peer,
-    ) -> Result<(), Unreadable> {
+    ) -> Result<(), Malformed> {
         match parse(bytes) {
             Ok(m) => {
                 self.handle_message(now, m, peer);
                 Ok(())
             }
-            Err(e) => {
+            Err(mut e) => {
                 // A Via that cannot be read (`SIP/7.0/UDP`) is copied as it
                 // came and the answer goes back to the packet's source.
                 if let Some(request) = e.request.as_deref()
@@ -446,15 +443,10 @@ impl Transactions {
                         peer: response_peer(request, peer),
                         bytes,
                     });
-                    return Err(Unreadable {
-                        reason: e.reason,
-                        answered: Some(e.status),
-                    });
+                    return Err(e);
                 }
-                Err(Unreadable {
-                    reason: e.reason,
-                    answered: None,
-                })
+                e.request = None;
+                Err(e)
             }
         }
     }

@@ -13,7 +13,7 @@ fn ms(v: u64) -> Duration {
 
 fn phone() -> Peer {
     Peer {
-        transport: Transport::Udp,
+        transport: Transport::Udp(0),
         addr: "127.0.0.1:5070".parse::<SocketAddr>().unwrap(),
     }
 }
@@ -305,7 +305,7 @@ fn tcp_never_retransmits() {
 fn via_gets_received_and_rport_and_responses_go_back_there() {
     let mut t = layer();
     let nat = Peer {
-        transport: Transport::Udp,
+        transport: Transport::Udp(0),
         addr: "192.0.2.50:40123".parse().unwrap(),
     };
     t.handle_bytes(ms(0), &request("OPTIONS", "opt1", ""), nat)

@@ -83,29 +83,17 @@ pub fn engine_with(
         .collect(),
         music_on_hold: true,
         // "parked on" is one frame of silence, each digit one loud frame.
-        prompts: [
-            "parked-on",
-            "0",
-            "1",
-            "2",
-            "3",
-            "4",
-            "5",
-            "6",
-            "7",
-            "8",
-            "9",
-        ]
-        .iter()
-        .map(|k| {
-            let m = if *k == "parked-on" {
-                Music::silence()
-            } else {
-                Music::from_linear(k, &[0.9; 160])
-            };
-            (k.to_string(), m)
-        })
-        .collect(),
+        prompts: callpark_media::music::PROMPT_NAMES
+            .iter()
+            .map(|k| {
+                let m = if *k == callpark_media::music::PARKED_ON {
+                    Music::silence()
+                } else {
+                    Music::from_linear(k, &[0.9; 160])
+                };
+                (k.to_string(), m)
+            })
+            .collect(),
     };
     Engine::new(
         EngineConfig {
@@ -144,7 +132,7 @@ impl Phone {
 
     pub fn peer(&self) -> Peer {
         Peer {
-            transport: Transport::Udp,
+            transport: Transport::Udp(0),
             addr: SocketAddr::from(([127, 0, 0, 1], self.port)),
         }
     }
