@@ -20,7 +20,7 @@ impl Engine {
         if let Some((key, intro)) = leg.deferred_music.take() {
             let call = leg.call;
             let started = self.start_music(now, id, key.as_deref(), intro);
-            if let Some(CallState::Parked { stream, .. }) = self.calls.get_mut(&call) {
+            if let Some(CallState::Parked { stream, .. }) = self.legs.calls.get_mut(&call) {
                 *stream = started;
             }
             return;
@@ -36,7 +36,7 @@ impl Engine {
                 let call = leg.call;
                 self.set_sdp_source(id, src);
                 let needs_music = matches!(
-                    self.calls.get(&call),
+                    self.legs.calls.get(&call),
                     Some(CallState::Parked { stream: None, .. })
                 );
                 if needs_music {
@@ -46,7 +46,7 @@ impl Engine {
                         .and_then(|p| self.lot.orbit(&p.orbit))
                         .and_then(|o| o.music.clone());
                     let started = self.start_music(now, id, key.as_deref(), Vec::new());
-                    if let Some(CallState::Parked { stream, .. }) = self.calls.get_mut(&call) {
+                    if let Some(CallState::Parked { stream, .. }) = self.legs.calls.get_mut(&call) {
                         *stream = started;
                     }
                 }
@@ -119,7 +119,7 @@ impl Engine {
             return;
         };
         let call = leg.call;
-        match self.calls.get(&call) {
+        match self.legs.calls.get(&call) {
             Some(CallState::Parked { caller, .. }) if *caller == id => {
                 let call_id = leg.dialog.call_id.clone();
                 self.cancel_recall(now, call);
@@ -134,14 +134,15 @@ impl Engine {
                     .unwrap_or_default();
                 tracing::debug!(call_id = %leg.dialog.call_id, %orbit, "abandoned while parked");
                 self.end_call(now, call);
-                self.events
+                self.reports
+                    .events
                     .push_back(EngineEvent::Abandoned { call, orbit });
             }
             Some(CallState::Bridged { caller, retriever }) => {
                 let other = if *caller == id { *retriever } else { *caller };
                 self.bye(now, other);
                 self.end_call(now, call);
-                self.events.push_back(EngineEvent::Ended { call });
+                self.reports.events.push_back(EngineEvent::Ended { call });
             }
             _ => {}
         }
@@ -161,7 +162,7 @@ impl Engine {
         }
         self.guard.call_ended(call);
         self.timers.forget(call);
-        match self.calls.remove(&call) {
+        match self.legs.calls.remove(&call) {
             Some(CallState::Parked { caller, stream }) => {
                 if let Some(s) = stream {
                     self.media.desk.stop(s);

@@ -28,18 +28,13 @@ impl Engine {
                 rtcp_cname,
             },
             legs: Legs::default(),
-            calls: HashMap::new(),
             recalls: Recalls::default(),
             client_txs: HashMap::new(),
             timers: CallTimers::default(),
             lamps: Lamps::default(),
             guard,
-            drain: Drain::default(),
-            events: VecDeque::new(),
-            logs: LogLimits::default(),
-            next_id: 0,
-            rng,
-            clock: Duration::ZERO,
+            reports: Reports::default(),
+            ids: Ids { last: 0, rng },
         }
     }
 
@@ -50,12 +45,12 @@ impl Engine {
     /// After `shutdown`: every BYE it sent has its final answer, or timed
     /// out. Before `shutdown`: false.
     pub fn drained(&self) -> bool {
-        self.drain.draining && self.drain.byes.is_empty()
+        self.guard.drain.draining && self.guard.drain.byes.is_empty()
     }
 
     /// BYEs of the shutdown still waiting for an answer.
     pub fn byes_pending(&self) -> usize {
-        self.drain.byes.len()
+        self.guard.drain.byes.len()
     }
 
     /// Parked (not yet retrieved) calls.
@@ -65,7 +60,7 @@ impl Engine {
 
     /// Calls of any kind (parked or bridged).
     pub fn calls(&self) -> usize {
-        self.calls.len()
+        self.legs.calls.len()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -73,7 +68,7 @@ impl Engine {
     }
 
     pub fn poll_event(&mut self) -> Option<EngineEvent> {
-        self.events.pop_front()
+        self.reports.events.pop_front()
     }
 
     /// The next time `handle_timeout` or `pace_media` has work.
@@ -92,13 +87,14 @@ impl Engine {
     /// second at most, with the total so far.
     pub(crate) fn log_shed(&mut self, now: Duration) {
         if self
+            .reports
             .logs
             .shed_at
             .is_some_and(|at| now < at + Duration::from_secs(1))
         {
             return;
         }
-        self.logs.shed_at = Some(now);
+        self.reports.logs.shed_at = Some(now);
         let (server, client) = self.tx.len();
         tracing::warn!(
             shed = self.tx.shed(),
@@ -123,16 +119,16 @@ impl Engine {
     /// info line a second at most, with how many more were dropped since,
     /// so that a flood of garbage cannot flood the log.
     pub(crate) fn log_drop(&mut self, now: Duration, peer: Peer, reason: &str) {
-        match self.logs.drops.logged_at {
-            Some(at) if now < at + Duration::from_secs(1) => self.logs.drops.unlogged += 1,
+        match self.reports.logs.drops.logged_at {
+            Some(at) if now < at + Duration::from_secs(1) => self.reports.logs.drops.unlogged += 1,
             _ => {
                 tracing::info!(
                     peer = %peer.addr,
                     reason,
-                    also_dropped = self.logs.drops.unlogged,
+                    also_dropped = self.reports.logs.drops.unlogged,
                     "unreadable SIP message dropped (nothing to answer to)"
                 );
-                self.logs.drops = DropLog {
+                self.reports.logs.drops = DropLog {
                     logged_at: Some(now),
                     unlogged: 0,
                 };
@@ -142,7 +138,7 @@ impl Engine {
 
     /// One SIP datagram or stream frame.
     pub fn handle_sip(&mut self, now: Duration, bytes: &[u8], peer: Peer) {
-        self.clock = self.clock.max(now);
+        self.timers.latest = self.timers.latest.max(now);
         let shed_before = self.tx.shed();
         let result = self.tx.handle_bytes(now, bytes, peer);
         if self.tx.shed() > shed_before {
@@ -211,22 +207,22 @@ impl Engine {
     /// F: keep driving the engine until `drained`, or as long as the host's
     /// drain time allows.
     pub fn shutdown(&mut self, now: Duration) {
-        self.drain.draining = true;
+        self.guard.drain.draining = true;
         let legs: Vec<LegId> = self.legs.by_id.keys().copied().collect();
         for leg in legs {
             if let Some(tx) = self.bye(now, leg) {
-                self.drain.byes.insert(tx);
+                self.guard.drain.byes.insert(tx);
             }
         }
-        let calls: Vec<CallId> = self.calls.keys().copied().collect();
+        let calls: Vec<CallId> = self.legs.calls.keys().copied().collect();
         for call in calls {
             self.end_call(now, call);
         }
     }
 
     pub(crate) fn id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
+        self.ids.last += 1;
+        self.ids.last
     }
 
     pub(crate) fn now_ms(&self, now: Duration) -> u64 {
@@ -255,7 +251,7 @@ impl Engine {
                 }
                 TxEvent::Response { tx, response } => {
                     if response.status >= 200 {
-                        self.drain.byes.remove(&tx);
+                        self.guard.drain.byes.remove(&tx);
                     }
                     if let Some(&TxOwner::Probe(call)) = self.client_txs.get(&tx) {
                         self.client_txs.remove(&tx);
@@ -269,7 +265,7 @@ impl Engine {
                     }
                 }
                 TxEvent::Timeout { tx } => {
-                    self.drain.byes.remove(&tx);
+                    self.guard.drain.byes.remove(&tx);
                     match self.client_txs.remove(&tx) {
                         Some(TxOwner::ReferPark(mut pending)) => self.refer_notify(
                             now,
@@ -299,7 +295,7 @@ impl Engine {
                 .filter(|t| !t.is_empty() && !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
                 .collect();
             if !unsupported.is_empty() {
-                let mut r = request.response(420, Some(&self.rng.hex(8)));
+                let mut r = request.response(420, Some(&self.ids.rng.hex(8)));
                 r.headers.push("Unsupported", unsupported.join(", "));
                 self.tx.send_response(now, tx, r);
                 return;
@@ -313,7 +309,7 @@ impl Engine {
             match self.guard.admit(now, &request, peer.addr.ip(), check) {
                 Admission::Admit(w) => who = w,
                 Admission::Challenge(challenges) => {
-                    let mut r = request.response(401, Some(&self.rng.hex(8)));
+                    let mut r = request.response(401, Some(&self.ids.rng.hex(8)));
                     for c in challenges {
                         r.headers.push("WWW-Authenticate", c);
                     }
@@ -323,7 +319,7 @@ impl Engine {
                 Admission::Slow => {
                     // Answered without an event: a flood from one source
                     // must not become a log line per request.
-                    let mut r = request.response(503, Some(&self.rng.hex(8)));
+                    let mut r = request.response(503, Some(&self.ids.rng.hex(8)));
                     r.headers.push("Retry-After", "5");
                     self.tx.send_response(now, tx, r);
                     if let Some(total) = self.guard.slowed(now) {
@@ -347,7 +343,7 @@ impl Engine {
             (Method::Subscribe, Some(tag)) => self.on_resubscribe(now, tx, request, tag),
             (Method::Options, _) => {
                 // §8.2.6.2: a final response carries a To tag.
-                let mut r = request.response(200, Some(&self.rng.hex(8)));
+                let mut r = request.response(200, Some(&self.ids.rng.hex(8)));
                 r.headers.push("Allow", ALLOW);
                 r.headers.push("Accept", "application/sdp");
                 r.headers.push("Supported", "replaces");

@@ -236,6 +236,9 @@ pub(crate) struct Guard {
     /// last logged (one line a second at most).
     slowed: u64,
     slowed_logged_at: Option<Duration>,
+    /// After a shutdown began, nobody parks or watches a lamp; the BYEs of
+    /// the drain are counted here until they are answered.
+    pub(crate) drain: crate::Drain,
 }
 
 impl Guard {
@@ -250,6 +253,7 @@ impl Guard {
             call_sources: HashMap::new(),
             slowed: 0,
             slowed_logged_at: None,
+            drain: crate::Drain::default(),
         }
     }
 

@@ -11,7 +11,7 @@ impl Engine {
         peer: Peer,
         who: Who,
     ) {
-        if self.drain.draining {
+        if self.guard.drain.draining {
             return self.respond(now, tx, &request, 503, Some("shutting down"));
         }
         let event = request
@@ -62,8 +62,9 @@ impl Engine {
             self.tx.send_response(now, tx, r);
             return;
         }
-        let tag = self.rng.hex(10);
-        let dialog = Dialog::from_invite(&request, tag.clone(), peer, self.rng.next_u64() as u32);
+        let tag = self.ids.rng.hex(10);
+        let dialog =
+            Dialog::from_invite(&request, tag.clone(), peer, self.ids.rng.next_u64() as u32);
         let mut ok = request.dialog_response(200, &tag);
         ok.headers.push("Contact", self.contact(peer, &request.uri));
         ok.headers.push("Expires", expires.to_string());
@@ -139,7 +140,7 @@ impl Engine {
             return;
         }
         let Some(p) = self.lot.get(call) else { return };
-        let Some(CallState::Parked { caller, .. }) = self.calls.get(&call) else {
+        let Some(CallState::Parked { caller, .. }) = self.legs.calls.get(&call) else {
             return;
         };
         if !self.legs.by_id.contains_key(caller) {
@@ -210,7 +211,7 @@ impl Engine {
             }
             let confirmed = self.lot.orbit(orbit).is_some_and(|o| o.blf_confirmed);
             for p in self.lot.parked_on(orbit) {
-                let Some(CallState::Parked { caller, .. }) = self.calls.get(&p.call) else {
+                let Some(CallState::Parked { caller, .. }) = self.legs.calls.get(&p.call) else {
                     continue;
                 };
                 if !self.legs.by_id.contains_key(caller) {

@@ -22,8 +22,8 @@ impl Engine {
         media: Option<AgreedAudio>,
         session: u64,
     ) -> LegId {
-        let local_tag = self.rng.hex(10);
-        let dialog = Dialog::from_invite(request, local_tag, peer, self.rng.next_u64() as u32);
+        let local_tag = self.ids.rng.hex(10);
+        let dialog = Dialog::from_invite(request, local_tag, peer, self.ids.rng.next_u64() as u32);
         self.add_leg(now, call, dialog, Some(tx), media, session)
     }
 
@@ -107,7 +107,7 @@ impl Engine {
         if let Some(CallState::Parked {
             caller,
             stream: Some(stream),
-        }) = self.calls.get(&call)
+        }) = self.legs.calls.get(&call)
             && *caller == id
         {
             self.media.desk.redirect(*stream, src);
@@ -151,7 +151,7 @@ impl Engine {
 
     pub(crate) fn retire(&mut self, src: SocketAddr) {
         if self.legs.retired.len() >= MAX_RETIRED {
-            let now = self.clock;
+            let now = self.timers.latest;
             self.legs
                 .retired
                 .retain(|_, heard| now < *heard + RETIRED_FOR);
@@ -166,7 +166,7 @@ impl Engine {
                 self.legs.retired.remove(&oldest);
             }
         }
-        self.legs.retired.insert(src, self.clock);
+        self.legs.retired.insert(src, self.timers.latest);
     }
 
     /// Symmetric RTP: a phone behind NAT (or one that sends from another

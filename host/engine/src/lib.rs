@@ -163,10 +163,12 @@ enum CallState {
 }
 
 /// Every leg, by id, by dialog, by RTP source, unlatched, by the INVITE
-/// transaction that opened it; and the sources of legs that ended.
+/// transaction that opened it; the calls legs make up (a parked call has
+/// one leg, a bridged call two); and the sources of legs that ended.
 #[derive(Debug, Default)]
 struct Legs {
     by_id: HashMap<LegId, Leg>,
+    calls: HashMap<CallId, CallState>,
     /// (Call-ID, our tag) -> leg.
     by_dialog: HashMap<(String, String), LegId>,
     /// The SDP address and the latched source of each leg.
@@ -194,6 +196,9 @@ struct CallTimers {
     queue: BTreeMap<(Duration, u64), (Option<CallId>, EngineTimer)>,
     by_call: HashMap<CallId, Vec<(Duration, u64)>>,
     seq: u64,
+    /// The latest time any `handle_*` call gave, for bookkeeping in code
+    /// paths that take no `now`.
+    latest: Duration,
 }
 
 /// Recalls in progress, by call, and how many recall plans each call ran
@@ -299,9 +304,8 @@ pub struct Engine {
     lot: ParkLot,
     tx: Transactions,
     media: Media,
-    /// Every leg and its indices.
+    /// Every leg, its indices, and the calls legs make up.
     legs: Legs,
-    calls: HashMap<CallId, CallState>,
     /// Recalls in progress, and how many each call ran through.
     recalls: Recalls,
     /// What each of our client transactions is for.
@@ -311,16 +315,25 @@ pub struct Engine {
     /// Busy-lamp watchers and what they were last told.
     lamps: Lamps,
     /// Who may use the server and where it may send, with the calls
-    /// parked per untrusted source.
+    /// parked per untrusted source and the drain of a shutdown.
     guard: Guard,
-    drain: Drain,
+    /// What the engine tells the server: events, rate-limited log lines.
+    reports: Reports,
+    ids: Ids,
+}
+
+/// Events for the server, and what is logged at most once a second.
+#[derive(Debug, Default)]
+struct Reports {
     events: VecDeque<EngineEvent>,
     logs: LogLimits,
-    next_id: u64,
+}
+
+/// Where the engine's numbers come from: ids count up, the rest is random.
+struct Ids {
+    /// The last id handed out (calls, legs, subscriptions, SDP sessions).
+    last: u64,
     rng: Rng,
-    /// The latest time any `handle_*` call gave, for bookkeeping in code
-    /// paths that take no `now`.
-    clock: Duration,
 }
 
 /// Unreadable messages dropped, for a rate-limited log line.

@@ -14,7 +14,8 @@ impl Engine {
             return;
         }
         tracing::debug!(%orbit, %key, "the parked caller asks for recall");
-        self.events
+        self.reports
+            .events
             .push_back(EngineEvent::EscapeKey { call, orbit, key });
         self.start_recall(now, call, RecallReason::EscapeKey);
     }
@@ -22,7 +23,7 @@ impl Engine {
     /// No RTP from a parked caller for `rtp_timeout`: phones on hold may be
     /// silent, so an in-dialog OPTIONS decides.
     pub(crate) fn check_liveness(&mut self, now: Duration, call: CallId) {
-        let Some(CallState::Parked { caller, .. }) = self.calls.get(&call) else {
+        let Some(CallState::Parked { caller, .. }) = self.legs.calls.get(&call) else {
             return;
         };
         let caller = *caller;
@@ -48,7 +49,7 @@ impl Engine {
     /// Ends a parked call nobody will take: a BYE to the caller (unless it
     /// is already gone), the orbit freed, the lamps told, and the events.
     pub(crate) fn give_up(&mut self, now: Duration, call: CallId, why: GiveUpReason, bye: bool) {
-        let Some(CallState::Parked { caller, .. }) = self.calls.get(&call) else {
+        let Some(CallState::Parked { caller, .. }) = self.legs.calls.get(&call) else {
             return;
         };
         let caller = *caller;
@@ -58,7 +59,7 @@ impl Engine {
             .map(|p| p.orbit.clone())
             .unwrap_or_default();
         tracing::debug!(%orbit, why = why.as_str(), "ending a parked call");
-        self.events.push_back(EngineEvent::GiveUp {
+        self.reports.events.push_back(EngineEvent::GiveUp {
             call,
             orbit: orbit.clone(),
             why,
@@ -68,7 +69,8 @@ impl Engine {
             self.bye(now, caller);
         }
         self.end_call(now, call);
-        self.events
+        self.reports
+            .events
             .push_back(EngineEvent::Abandoned { call, orbit });
     }
 }

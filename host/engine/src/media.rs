@@ -61,7 +61,7 @@ impl Engine {
             return;
         };
         leg.last_rtp = now;
-        if let Some(CallState::Bridged { caller, retriever }) = self.calls.get(&leg.call) {
+        if let Some(CallState::Bridged { caller, retriever }) = self.legs.calls.get(&leg.call) {
             let other = if *caller == id { *retriever } else { *caller };
             if let Some(dest) = self.legs.by_id.get(&other).and_then(|l| l.rtp_source)
                 && let Some(port) = dest.port().checked_add(1)
@@ -75,7 +75,7 @@ impl Engine {
     /// RTP port + 1, then the next one armed.
     pub(crate) fn sender_report(&mut self, now: Duration, call: CallId, leg: LegId) {
         let playing = matches!(
-            self.calls.get(&call),
+            self.legs.calls.get(&call),
             Some(CallState::Parked { caller, stream: Some(_) }) if *caller == leg
         );
         let Some(l) = self.legs.by_id.get(&leg).filter(|_| playing) else {
@@ -126,7 +126,7 @@ impl Engine {
         src: SocketAddr,
         mut send: impl FnMut(SocketAddr, &[u8]),
     ) {
-        self.clock = self.clock.max(now);
+        self.timers.latest = self.timers.latest.max(now);
         let leg_id = match self.legs.by_rtp_source.get(&src) {
             Some(&id) => id,
             None => match self.latch(now, src, packet) {
@@ -155,7 +155,7 @@ impl Engine {
         let Some(leg) = self.legs.by_id.get(&leg_id) else {
             return;
         };
-        let (caller, retriever) = match self.calls.get(&leg.call) {
+        let (caller, retriever) = match self.legs.calls.get(&leg.call) {
             Some(CallState::Bridged { caller, retriever }) => (caller, retriever),
             Some(CallState::Parked { .. }) => {
                 // Parked callers' audio is dropped; only a key press matters.
@@ -247,7 +247,7 @@ impl Engine {
             Law::Pcmu => Codec::Pcmu,
             Law::Pcma => Codec::Pcma,
         };
-        let bits = self.rng.next_u64();
+        let bits = self.ids.rng.next_u64();
         let call = l.call;
         let spec = StreamSpec {
             codec,

@@ -16,7 +16,7 @@ impl Engine {
         status: u16,
         why: Option<&str>,
     ) {
-        let mut r = request.response(status, Some(&self.rng.hex(8)));
+        let mut r = request.response(status, Some(&self.ids.rng.hex(8)));
         if let Some(why) = why {
             r.headers.push("Warning", warning(why));
         }
@@ -27,7 +27,7 @@ impl Engine {
             r.headers.push("Retry-After", "5");
         }
         if status >= 300 {
-            self.events.push_back(EngineEvent::Refused {
+            self.reports.events.push_back(EngineEvent::Refused {
                 method: request.method.to_string(),
                 dialed: request.uri.user_decoded().unwrap_or_default(),
                 status,
@@ -127,13 +127,13 @@ impl Engine {
             params: Vec::new(),
             headers: Vec::new(),
         })
-        .with_param("tag", &self.rng.hex(10));
+        .with_param("tag", &self.ids.rng.hex(10));
         from.display = display;
         let mut headers = callpark_sip::message::Headers::new();
         headers.push("Max-Forwards", "70");
         headers.push("From", from.to_string());
         headers.push("To", NameAddr::new(target.without_headers()).to_string());
-        headers.push("Call-ID", format!("{}@callpark", self.rng.hex(16)));
+        headers.push("Call-ID", format!("{}@callpark", self.ids.rng.hex(16)));
         headers.push("CSeq", format!("1 {method}"));
         Request {
             method,
@@ -249,7 +249,7 @@ impl Engine {
         let Some(parked) = self.lot.remove(call) else {
             return;
         };
-        let Some(CallState::Parked { caller, stream }) = self.calls.remove(&call) else {
+        let Some(CallState::Parked { caller, stream }) = self.legs.calls.remove(&call) else {
             return;
         };
         if let Some(s) = stream {
@@ -257,7 +257,7 @@ impl Engine {
         }
         let by = dialog.remote_uri.clone();
         let id = self.uac_leg(now, call, dialog, media);
-        self.calls.insert(
+        self.legs.calls.insert(
             call,
             CallState::Bridged {
                 caller,
@@ -266,7 +266,7 @@ impl Engine {
         );
         self.notify_watchers(now, &parked.orbit);
         tracing::debug!(orbit = %parked.orbit, %by, "recall answered");
-        self.events.push_back(EngineEvent::RecallAnswered {
+        self.reports.events.push_back(EngineEvent::RecallAnswered {
             call,
             orbit: parked.orbit,
             by,

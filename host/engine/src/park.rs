@@ -11,14 +11,14 @@ impl Engine {
         peer: Peer,
         who: Who,
     ) {
-        if self.drain.draining {
+        if self.guard.drain.draining {
             return self.respond(now, tx, &request, 503, Some("shutting down"));
         }
         // A body we cannot read is refused before anything is decided
         // (RFC 3261 §21.4.13; RFC 4475 `invut`).
         if !request.body.is_empty() && request.content_type().as_deref() != Some("application/sdp")
         {
-            let mut r = request.response(415, Some(&self.rng.hex(8)));
+            let mut r = request.response(415, Some(&self.ids.rng.hex(8)));
             r.headers.push("Accept", "application/sdp");
             return self.tx.send_response(now, tx, r);
         }
@@ -261,7 +261,7 @@ impl Engine {
             candidates,
             last_orbit,
             now_ms: self.now_ms(now),
-            entropy: self.rng.next_u64(),
+            entropy: self.ids.rng.next_u64(),
             params: Vec::new(),
         };
         match self.policy.allocate(&req) {
@@ -372,7 +372,7 @@ impl Engine {
         } else {
             self.start_music(now, leg, music_key.as_deref(), intro)
         };
-        self.calls.insert(
+        self.legs.calls.insert(
             call,
             CallState::Parked {
                 caller: leg,
@@ -394,7 +394,7 @@ impl Engine {
             self.arm(now + self.cfg.max_lifetime, call, EngineTimer::Lifetime);
         }
         self.notify_watchers(now, orbit);
-        self.events.push_back(EngineEvent::Parked {
+        self.reports.events.push_back(EngineEvent::Parked {
             call,
             orbit: orbit.to_string(),
             parker: parker.clone(),
@@ -445,7 +445,7 @@ impl Engine {
         };
         let call = parked.call;
         if !self.lamps.subscriptions.is_empty()
-            && let Some(CallState::Parked { caller, .. }) = self.calls.get(&call)
+            && let Some(CallState::Parked { caller, .. }) = self.legs.calls.get(&call)
             && self.legs.by_id.contains_key(caller)
         {
             let lamp = GoneLamp {
@@ -463,13 +463,14 @@ impl Engine {
         self.cancel_recall(now, call);
         let retriever = self.new_leg(now, call, &request, peer, tx, media, session);
         self.answer_200(now, tx, &request, retriever, body, peer);
-        let Some(CallState::Parked { caller, stream }) = self.calls.remove(&call) else {
+        let Some(CallState::Parked { caller, stream }) = self.legs.calls.remove(&call) else {
             return;
         };
         if let Some(s) = stream {
             self.media.desk.stop(s);
         }
-        self.calls
+        self.legs
+            .calls
             .insert(call, CallState::Bridged { caller, retriever });
         let by = request
             .from()
@@ -477,7 +478,7 @@ impl Engine {
             .unwrap_or_default();
         tracing::debug!(call_id = %self.legs.by_id[&caller].dialog.call_id, orbit = %parked.orbit, %by, "retrieved");
         self.notify_watchers(now, &parked.orbit);
-        self.events.push_back(EngineEvent::Retrieved {
+        self.reports.events.push_back(EngineEvent::Retrieved {
             call,
             orbit: parked.orbit,
             by,
@@ -501,7 +502,7 @@ impl Engine {
         let call = self.legs.by_id[&old].call;
         let new = self.new_leg(now, call, &request, peer, tx, media, session);
         self.answer_200(now, tx, &request, new, body, peer);
-        match self.calls.remove(&call) {
+        match self.legs.calls.remove(&call) {
             Some(CallState::Parked { stream, .. }) => {
                 if let Some(s) = stream {
                     self.media.desk.stop(s);
@@ -512,7 +513,7 @@ impl Engine {
                     .and_then(|p| self.lot.orbit(&p.orbit))
                     .and_then(|o| o.music.clone());
                 let stream = self.start_music(now, new, key.as_deref(), Vec::new());
-                self.calls.insert(
+                self.legs.calls.insert(
                     call,
                     CallState::Parked {
                         caller: new,
@@ -550,13 +551,15 @@ impl Engine {
                     let _ = self.lot.park(&ParkTarget::Orbit(orbit.clone()), updated);
                     self.notify_watchers(now, &orbit);
                     if completes_attended_park {
-                        self.events.push_back(EngineEvent::AttendedParkCompleted {
-                            call,
-                            orbit: orbit.clone(),
-                            parker: parker.clone(),
-                            caller,
-                            call_id: request.call_id().unwrap_or_default().to_string(),
-                        });
+                        self.reports
+                            .events
+                            .push_back(EngineEvent::AttendedParkCompleted {
+                                call,
+                                orbit: orbit.clone(),
+                                parker: parker.clone(),
+                                caller,
+                                call_id: request.call_id().unwrap_or_default().to_string(),
+                            });
                         // The parker heard the orbit; it gets the MESSAGE
                         // too, as every parker does.
                         if !parker.is_empty() {
@@ -571,7 +574,8 @@ impl Engine {
                 } else {
                     (caller, new)
                 };
-                self.calls
+                self.legs
+                    .calls
                     .insert(call, CallState::Bridged { caller, retriever });
             }
             None => {}

@@ -15,7 +15,7 @@ impl Engine {
     }
 
     pub(crate) fn start_recall(&mut self, now: Duration, call: CallId, reason: RecallReason) {
-        if !matches!(self.calls.get(&call), Some(CallState::Parked { .. }))
+        if !matches!(self.legs.calls.get(&call), Some(CallState::Parked { .. }))
             || self.recalls.active.contains_key(&call)
         {
             return;
@@ -84,7 +84,7 @@ impl Engine {
             return;
         }
         tracing::debug!(orbit = %parked.orbit, steps = plan.steps.len(), ?reason, "recall planned");
-        self.events.push_back(EngineEvent::RecallStarted {
+        self.reports.events.push_back(EngineEvent::RecallStarted {
             call,
             orbit: parked.orbit.clone(),
             steps: plan.steps.len(),
@@ -129,7 +129,7 @@ impl Engine {
                         .map(|p| p.orbit.clone())
                         .unwrap_or_default();
                     tracing::debug!(%orbit, step = index + 1, target = %step.target, "recall rings");
-                    self.events.push_back(EngineEvent::RecallStep {
+                    self.reports.events.push_back(EngineEvent::RecallStep {
                         call,
                         orbit,
                         step: index,
@@ -224,7 +224,7 @@ impl Engine {
             .map(|p| p.orbit.clone())
             .unwrap_or_default();
         tracing::debug!(%orbit, end = ?recall.plan.end, "recall plan exhausted");
-        self.events.push_back(EngineEvent::RecallExhausted {
+        self.reports.events.push_back(EngineEvent::RecallExhausted {
             call,
             orbit: orbit.clone(),
             end: recall.plan.end.clone(),

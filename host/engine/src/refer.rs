@@ -15,7 +15,7 @@ impl Engine {
         peer: Peer,
         who: Who,
     ) {
-        if self.drain.draining {
+        if self.guard.drain.draining {
             return self.respond(now, tx, &request, 503, Some("shutting down"));
         }
         let refer_to = match request.refer_to() {
@@ -69,13 +69,13 @@ impl Engine {
                 Some("the Refer-To host needs an outbound proxy"),
             );
         };
-        let tag = self.rng.hex(10);
+        let tag = self.ids.rng.hex(10);
         let mut accepted = request.dialog_response(202, &tag);
         accepted
             .headers
             .push("Contact", self.contact(peer, &request.uri));
         self.tx.send_response(now, tx, accepted);
-        let mut dialog = Dialog::from_invite(&request, tag, peer, self.rng.next_u64() as u32);
+        let mut dialog = Dialog::from_invite(&request, tag, peer, self.ids.rng.next_u64() as u32);
         self.refer_notify(now, &mut dialog, "SIP/2.0 100 Trying", false);
 
         let mut invite = self.new_invite(&orbit, None, &refer_to.uri);

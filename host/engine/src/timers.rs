@@ -6,7 +6,7 @@ use super::*;
 impl Engine {
     /// SIP timers.
     pub fn handle_timeout(&mut self, now: Duration) {
-        self.clock = self.clock.max(now);
+        self.timers.latest = self.timers.latest.max(now);
         self.tx.handle_timeout(now);
         self.drain_tx(now);
         while let Some((&key, &(owner, timer))) = self.timers.queue.iter().next() {
@@ -43,7 +43,7 @@ impl Engine {
             EngineTimer::Liveness => self.check_liveness(now, call),
             EngineTimer::Reservation(leg) => {
                 // Only the leg that reserved: a takeover replaced it.
-                if matches!(self.calls.get(&call), Some(CallState::Parked { caller, .. }) if *caller == leg)
+                if matches!(self.legs.calls.get(&call), Some(CallState::Parked { caller, .. }) if *caller == leg)
                 {
                     self.give_up(now, call, GiveUpReason::ReservationNotCompleted, true);
                 }
