@@ -3,6 +3,9 @@
 //! both phones of every call send 20 ms RTP (50 packets per second each
 //! way) through the server, which relays them to the other leg.
 //!
+//! The phones send out of step with each other (ten groups, each in its
+//! own part of the 20 ms), as phones do.
+//!
 //! Printed per N: packets relayed, the server's CPU per relayed packet
 //! (from /proc, so the kernel's work on the server's sockets is in it) and
 //! its share of one core, and the packets sent that never came back.
@@ -19,6 +22,8 @@ mod support;
 const WARMUP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(5);
 const PTIME: Duration = Duration::from_millis(20);
+/// Groups of phones sending at different times within a packet time.
+const SLICES: usize = 10;
 
 fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     text.lines()
@@ -137,25 +142,28 @@ fn relay(calls: u32) {
                 Instant::now(),
             ));
         }
-        for (k, p) in phones.iter().enumerate() {
-            let _ = p.sock.send_to(&rtp(seq, k as u32), media);
-        }
-        sent += phones.len() as u64;
-        seq = seq.wrapping_add(1);
-        next_tick += PTIME;
-        loop {
-            for p in &phones {
-                while let Ok((n, from)) = p.sock.recv_from(&mut buf) {
-                    if from == media && n == 172 {
-                        relayed += 1;
+        // Phones are not in step: each slice of them sends in its own
+        // part of the 20 ms.
+        let tick = next_tick;
+        for slice in 0..SLICES {
+            let at = tick + PTIME * slice as u32 / SLICES as u32;
+            while Instant::now() < at {
+                for p in &phones {
+                    while let Ok((n, from)) = p.sock.recv_from(&mut buf) {
+                        if from == media && n == 172 {
+                            relayed += 1;
+                        }
                     }
                 }
+                std::thread::sleep(Duration::from_micros(200));
             }
-            if Instant::now() >= next_tick {
-                break;
+            for (k, p) in phones.iter().enumerate().skip(slice).step_by(SLICES) {
+                let _ = p.sock.send_to(&rtp(seq, k as u32), media);
+                sent += 1;
             }
-            std::thread::sleep(Duration::from_micros(500));
         }
+        seq = seq.wrapping_add(1);
+        next_tick += PTIME;
     }
     let (sent_before, relayed_before, cpu_before, from) = measured_from.expect("measured");
     let cpu = support::cpu_time(server.pid()) - cpu_before;

@@ -104,7 +104,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            runtime.block_on(callpark_server::serve::serve(loaded, config))?;
+            // On a worker, not on this thread: a worker waits for sockets
+            // itself, while a future under `block_on` is woken by a worker
+            // through a thread switch, which every RTP packet would pay.
+            runtime.block_on(async {
+                tokio::spawn(callpark_server::serve::serve(loaded, config))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the serve loop panicked: {e}"))?
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin {

@@ -55,6 +55,12 @@ const PROMPTS: [(&str, &[u8]); 13] = embedded_prompts!(
 /// SIP datagrams read in one turn of the loop at most.
 const SIP_DATAGRAMS_PER_TURN: usize = 256;
 
+/// RTP packets relayed in one turn of the loop at most: a turn (timers,
+/// flush, every socket polled again) costs more than relaying a packet, so
+/// what is queued is relayed in one go, bounded so that SIP and timers get
+/// their turn.
+const RTP_PACKETS_PER_TURN: usize = 256;
+
 /// How often the kernel's drop counters of our SIP sockets are read, and
 /// how long after the kernel dropped a datagram of ours new calls get a
 /// cheap 503 (`Engine::set_overloaded`): while requests are being lost,
@@ -314,6 +320,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     // SIGHUP re-reads the configuration file, then reloads the plugins
     // with its plugin settings (the supervisor leaves SIGHUP to us).
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut conns = Connections {
         writers: HashMap::new(),
         outgoing: HashMap::new(),
@@ -332,6 +339,11 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let mut drops_seen = kernel_drops(&sip_ports);
     let mut drops_checked = Instant::now();
     let mut overloaded_until: Option<Instant> = None;
+    // One timer for the loop, moved only when the engine wants to be woken
+    // earlier than it is set for: arming a new one on every turn (every
+    // relayed RTP packet) costs the timer wheel a registration each time.
+    let wake = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(wake);
 
     loop {
         let now = clock(started);
@@ -364,11 +376,15 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             }
             break;
         }
-        let sleep_for = engine
+        // At least once a second (the drain, the kernel's drop counters).
+        let latest = tokio::time::Instant::now() + Duration::from_secs(1);
+        let wanted = engine
             .poll_timeout()
-            .map(|t| t.saturating_sub(clock(started)))
-            .unwrap_or(Duration::from_secs(1))
-            .min(Duration::from_secs(1));
+            .map(|t| tokio::time::Instant::from_std(started + t))
+            .map_or(latest, |at| at.min(latest));
+        if wanted < wake.deadline() || wake.is_elapsed() {
+            wake.as_mut().reset(wanted);
+        }
         tokio::select! {
             biased;
             _ = sigterm.recv() => {
@@ -396,7 +412,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 let plugins = supervisor.clone();
                 tokio::task::spawn_blocking(move || plugins.reload_all());
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = sigint.recv() => {
                 tracing::info!("SIGINT: hanging up every call");
                 engine.shutdown(clock(started));
                 shutting_down = Some(Instant::now());
@@ -438,10 +454,16 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 }
             }
             received = media.recv_from(&mut media_buf) => {
-                if let Ok((n, src)) = received {
+                let mut next = received.ok();
+                let mut relayed = 0;
+                while let Some((n, src)) = next.take() {
                     engine.handle_rtp(clock(started), &mut media_buf[..n], src, |dest, packet| {
                         let _ = media.try_send_to(packet, dest);
                     });
+                    relayed += 1;
+                    if relayed < RTP_PACKETS_PER_TURN {
+                        next = media.try_recv_from(&mut media_buf).ok();
+                    }
                 }
             }
             received = rtcp.recv_from(&mut rtcp_buf) => {
@@ -467,7 +489,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                     }
                 }
             }
-            _ = tokio::time::sleep(sleep_for) => {}
+            _ = &mut wake => {}
         }
     }
     flush(&mut engine, &udp_sockets, &mut conns);
