@@ -237,9 +237,16 @@ impl ParkLot {
             ),
             _ => None,
         };
+        let capacity = o.capacity as usize;
         self.last.insert(key, parked.orbit.clone());
         self.where_is.insert(parked.call, i);
-        self.queues[i].push_back(parked);
+        let queue = &mut self.queues[i];
+        if queue.capacity() == 0 {
+            // Most orbits hold one call: room for what the orbit takes (up
+            // to four), not the four a first push reserves whatever it is.
+            queue.reserve_exact(capacity.clamp(1, 4));
+        }
+        queue.push_back(parked);
         Ok(())
     }
 

@@ -17,7 +17,7 @@ impl Engine {
             self.legs.by_invite_tx.remove(&tx);
         }
         leg.dialog.confirmed = true;
-        if let Some((key, intro)) = leg.deferred_music.take() {
+        if let Some((key, intro)) = leg.deferred_music.take().map(|m| *m) {
             let call = leg.call;
             let started = self.start_music(now, id, key.as_deref(), intro);
             if let Some(CallState::Parked { stream, .. }) = self.legs.calls.get_mut(&call) {

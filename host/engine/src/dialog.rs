@@ -19,12 +19,12 @@ pub struct Dialog {
     pub call_id: String,
     pub local_tag: String,
     pub remote_tag: String,
-    /// Their From (with their tag): our requests' To.
-    pub remote: NameAddr,
-    /// The INVITE's To (our identity): our requests' From, with our tag.
-    pub local: NameAddr,
-    /// The peer's URI, for logs and parker identity.
-    pub remote_uri: String,
+    /// Their From (with their tag), as our requests' To carries it. Kept
+    /// as header text, not parsed: a dialog lives as long as its parked
+    /// call, and a parsed address is several times its text.
+    pub remote: String,
+    /// The INVITE's To (our identity) with our tag: our requests' From.
+    pub local: String,
     /// Their Contact: the Request-URI of our requests.
     pub remote_target: Uri,
     /// Record-Route, in order (RFC 3261 §12.1.1).
@@ -59,10 +59,9 @@ impl Dialog {
         Dialog {
             call_id: invite.call_id().unwrap_or_default().to_string(),
             remote_tag: remote.tag().unwrap_or_default().to_string(),
-            remote_uri: remote.uri.to_string(),
             local_tag,
-            remote,
-            local,
+            remote: remote.to_string(),
+            local: local.to_string(),
             remote_target,
             route_set,
             local_seq,
@@ -92,15 +91,21 @@ impl Dialog {
             call_id: invite.call_id().unwrap_or_default().to_string(),
             local_tag: local.tag().unwrap_or_default().to_string(),
             remote_tag: remote.tag().unwrap_or_default().to_string(),
-            remote_uri: remote.uri.to_string(),
-            remote,
-            local,
+            remote: remote.to_string(),
+            local: local.to_string(),
             remote_target,
             route_set,
             local_seq: invite.cseq().map(|c| c.0).unwrap_or(1),
             peer,
             confirmed: true,
         }
+    }
+
+    /// The peer's URI (of `remote`), for logs and parker identity.
+    pub fn remote_uri(&self) -> String {
+        NameAddr::parse(&self.remote)
+            .map(|n| n.uri.to_string())
+            .unwrap_or_default()
     }
 
     /// The ACK for a 2xx to our INVITE (CSeq number of the INVITE).
@@ -120,8 +125,8 @@ impl Dialog {
             headers.push("Route", route.clone());
         }
         headers.push("Max-Forwards", "70");
-        headers.push("From", self.local.to_string());
-        headers.push("To", self.remote.to_string());
+        headers.push("From", self.local.clone());
+        headers.push("To", self.remote.clone());
         headers.push("Call-ID", self.call_id.clone());
         headers.push("CSeq", format!("{seq} {method}"));
         Request {

@@ -49,7 +49,7 @@ impl Engine {
         }
         self.legs.by_id.insert(
             id,
-            Leg {
+            Box::new(Leg {
                 call,
                 dialog,
                 invite_tx,
@@ -63,7 +63,7 @@ impl Engine {
                 music_clock: None,
                 sdp_source: None,
                 deferred_music: None,
-            },
+            }),
         );
         if let Some(src) = rtp_source {
             self.set_sdp_source(id, src);

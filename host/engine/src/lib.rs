@@ -131,7 +131,7 @@ struct Leg {
     /// Music held back until the ACK (a caller from an untrusted source
     /// must show it hears us before we stream to the address it named):
     /// the orbit's music key and the announcement.
-    deferred_music: Option<(Option<String>, Vec<Music>)>,
+    deferred_music: Option<Box<(Option<String>, Vec<Music>)>>,
 }
 
 /// Enough of a music stream to report on it without asking the pacer: a
@@ -167,7 +167,9 @@ enum CallState {
 /// one leg, a bridged call two); and the sources of legs that ended.
 #[derive(Debug, Default)]
 struct Legs {
-    by_id: HashMap<LegId, Leg>,
+    /// Boxed: a leg is over 500 bytes, and a map of them inline keeps
+    /// that much again in every free slot (and copies it all to grow).
+    by_id: HashMap<LegId, Box<Leg>>,
     calls: HashMap<CallId, CallState>,
     /// (Call-ID, our tag) -> leg.
     by_dialog: HashMap<(String, String), LegId>,

@@ -197,7 +197,7 @@ impl Engine {
             return;
         }
         // A 2xx: ACK it (every retransmission), then bridge or hang up.
-        let Some(invite) = self.tx.client_request(tx).cloned() else {
+        let Some(invite) = self.tx.client_request(tx) else {
             return;
         };
         let ringing_peer = match self.client_txs.get(&tx) {
@@ -255,7 +255,7 @@ impl Engine {
         if let Some(s) = stream {
             self.media.desk.stop(s);
         }
-        let by = dialog.remote_uri.clone();
+        let by = dialog.remote_uri();
         let id = self.uac_leg(now, call, dialog, media);
         self.legs.calls.insert(
             call,

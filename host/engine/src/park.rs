@@ -366,7 +366,7 @@ impl Engine {
             .is_some_and(|l| l.invite_tx.is_some());
         let stream = if unacked && self.guard.untrusted_call(call) {
             if let Some(l) = self.legs.by_id.get_mut(&leg) {
-                l.deferred_music = Some((music_key.clone(), intro));
+                l.deferred_music = Some(Box::new((music_key.clone(), intro)));
             }
             None
         } else {
@@ -524,7 +524,7 @@ impl Engine {
                 // parked party is now the newcomer, and the parker is who
                 // referred it (phones that copy Referred-By from the REFER
                 // name the parker best), else the leg it replaced.
-                let replaced_uri = self.legs.by_id[&old].dialog.remote_uri.clone();
+                let replaced_uri = self.legs.by_id[&old].dialog.remote_uri();
                 let referred_by = request
                     .referred_by()
                     .ok()

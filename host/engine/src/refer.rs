@@ -110,7 +110,7 @@ impl Engine {
             self.refer_notify(now, &mut pending.dialog, &frag, true);
             return;
         }
-        let Some(invite) = self.tx.client_request(tx).cloned() else {
+        let Some(invite) = self.tx.client_request(tx) else {
             return;
         };
         let dialog = Dialog::from_uac(&invite, &response, pending.peer);

@@ -1,8 +1,11 @@
 //! Memory of the real `callpark serve` binary (release build), read from
 //! /proc as VmRSS:
-//! 1. per parked call, for blind parks (Referred-By, music only) and for
-//!    attended parks (the parker dials `*68<orbit>` and hears the orbit
-//!    announced), at 1,000 and 10,000 calls;
+//! 1. per parked call, each call with its own RTP destination, at 1,000
+//!    and 10,000 calls: blind parks (Referred-By, music only) whose parker
+//!    answers the MESSAGE that names the orbit, as a phone does; blind
+//!    parks whose parker never answers (every MESSAGE is resent for 32 s
+//!    and its transaction held that long); attended parks (the parker
+//!    dials `*68<orbit>` and hears the orbit announced);
 //! 2. after a 60-second OPTIONS flood, as fast as the server answers (500
 //!    requests outstanding).
 //!
@@ -22,9 +25,79 @@ fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
 }
 
-/// Parks `count` calls (blind with Referred-By, or attended: `*68<orbit>`
-/// without it) from one socket, 200 outstanding at most, and ACKs each.
-fn park(server: &support::Server, count: u32, first_orbit: u32, attended: bool) {
+/// How the calls are parked.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// Referred-By names a parker that answers its MESSAGE (or not).
+    Blind { parker_answers: bool },
+    /// `*68<orbit>` without Referred-By.
+    Attended,
+}
+
+/// A parker's phone: answers every request 200 until dropped.
+struct Parker {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Parker {
+    fn start() -> Parker {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 65_535];
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if text.starts_with("SIP/2.0") {
+                    continue;
+                }
+                let mut ok = String::from("SIP/2.0 200 OK\r\n");
+                for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+                    if let Some(v) = field(&text, name) {
+                        ok.push_str(&format!("{name}: {v}\r\n"));
+                    }
+                }
+                ok.push_str("Content-Length: 0\r\n\r\n");
+                let _ = sock.send_to(ok.as_bytes(), from);
+            }
+        });
+        Parker {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Parker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Parks `count` calls from one socket, 200 outstanding at most, and ACKs
+/// each.
+fn park(server: &support::Server, count: u32, first_orbit: u32, kind: Kind) {
+    let parker = (kind
+        == Kind::Blind {
+            parker_answers: true,
+        })
+    .then(Parker::start);
+    // Nothing listens on the discard port.
+    let parker_addr = parker
+        .as_ref()
+        .map_or("127.0.0.1:9".parse().unwrap(), |p| p.addr);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_nonblocking(true).unwrap();
     let me = sock.local_addr().unwrap();
@@ -36,12 +109,12 @@ fn park(server: &support::Server, count: u32, first_orbit: u32, attended: bool) 
     while (done.len() as u32) < count && Instant::now() < deadline {
         while sent < count && sent - done.len() as u32 <= 200 {
             let orbit = first_orbit + sent;
-            let (dialed, referred) = if attended {
+            let (dialed, referred) = if kind == Kind::Attended {
                 (format!("*68{orbit}"), String::new())
             } else {
                 (
                     orbit.to_string(),
-                    "Referred-By: <sip:alice@127.0.0.1:9>\r\n".to_string(),
+                    format!("Referred-By: <sip:alice@{parker_addr}>\r\n"),
                 )
             };
             let sdp = format!(
@@ -76,7 +149,7 @@ fn park(server: &support::Server, count: u32, first_orbit: u32, attended: bool) 
     assert_eq!(done.len() as u32, count, "every park answered");
 }
 
-fn per_call(calls: u32, attended: bool) {
+fn per_call(calls: u32, kind: Kind) {
     let first = 100_000;
     let server = support::Server::start_lot(
         "max_parked_calls = 20000",
@@ -87,12 +160,20 @@ fn per_call(calls: u32, attended: bool) {
     );
     std::thread::sleep(Duration::from_millis(500));
     let before = rss_kib(server.pid());
-    park(&server, calls, first, attended);
+    park(&server, calls, first, kind);
     std::thread::sleep(Duration::from_secs(1));
     let after = rss_kib(server.pid());
-    let kind = if attended { "attended" } else { "blind" };
+    let kind = match kind {
+        Kind::Blind {
+            parker_answers: true,
+        } => "blind parks, the parker answers",
+        Kind::Blind {
+            parker_answers: false,
+        } => "blind parks, the parker never answers",
+        Kind::Attended => "attended parks",
+    };
     println!(
-        "{kind:>8} parks, {calls:>6} calls: RSS {before} -> {after} KiB, {:.1} KiB per parked call",
+        "{kind:>38}, {calls:>6} calls: RSS {before} -> {after} KiB, {:.1} KiB per parked call",
         (after.saturating_sub(before)) as f64 / f64::from(calls)
     );
 }
@@ -129,8 +210,17 @@ fn options_flood(seconds: u64) {
 
 fn main() {
     for calls in [1_000, 10_000] {
-        per_call(calls, false);
-        per_call(calls, true);
+        for kind in [
+            Kind::Blind {
+                parker_answers: true,
+            },
+            Kind::Blind {
+                parker_answers: false,
+            },
+            Kind::Attended,
+        ] {
+            per_call(calls, kind);
+        }
     }
     options_flood(60);
 }

@@ -15,7 +15,9 @@
 //! - gaps: packets the pacer skipped after falling behind (sender side),
 //! - loss: packets the receivers never saw (kernel drops on loopback,
 //!   usually the receiver not keeping up on the same two cores),
-//! - the share of packets that went out in segmented runs.
+//! - the share of packets that went out in segmented runs,
+//! - the memory each playing stream takes (RSS growth of this process:
+//!   the desk's and the shards' share of a parked call).
 //!
 //! Options: `--gro` receivers take segmented runs whole (see `Inbox`);
 //! `--no-segmentation` sends one datagram per message, which is what
@@ -277,6 +279,7 @@ fn run(n: usize, music: &Music, options: Options) {
     };
     // The engine's side, as in `callpark serve`: a sharded desk says what
     // plays where. Calls arrive over the first second, as they would.
+    let rss_before = rss_kib();
     let mut desk = MusicDesk::sharded(SHARDS);
     let now = origin.elapsed();
     for i in 0..n {
@@ -314,6 +317,9 @@ fn run(n: usize, music: &Music, options: Options) {
             })
         })
         .collect();
+    // The memory of the streams while they all play (desk and shards).
+    std::thread::sleep((origin + measure_from).saturating_duration_since(Instant::now()));
+    let rss_streaming = rss_kib();
     let results: Vec<ShardResult> = shards.into_iter().map(|h| h.join().unwrap()).collect();
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
@@ -335,7 +341,7 @@ fn run(n: usize, music: &Music, options: Options) {
     let got = received.load(Ordering::Relaxed);
     let sent_in_all: u64 = results_sent_in_all;
     println!(
-        "{n:>6} streams | shards' CPU {:>6.1} µs per stream-second (receivers {:>5.1}) | lateness p50 {:>5} µs p99 {:>6} µs max {:>6} µs | sent {sent} of {expected} expected, gaps (skipped by the pacer) {skipped} | loss at receivers {} | coalesced {:.0} %",
+        "{n:>6} streams | shards' CPU {:>6.1} µs per stream-second (receivers {:>5.1}) | lateness p50 {:>5} µs p99 {:>6} µs max {:>6} µs | sent {sent} of {expected} expected, gaps (skipped by the pacer) {skipped} | loss at receivers {} | coalesced {:.0} % | RSS {} B per stream",
         cpu.as_secs_f64() * 1e6 / (n as f64 * MEASURE.as_secs_f64()),
         receiver_cpu.load(Ordering::Relaxed) as f64 / 1e3 / (n as f64 * MEASURE.as_secs_f64()),
         pct(0.5),
@@ -343,7 +349,18 @@ fn run(n: usize, music: &Music, options: Options) {
         late.last().copied().unwrap_or(0),
         sent_in_all.saturating_sub(got),
         100.0 * coalesced as f64 / sent_in_all.max(1) as f64,
+        rss_streaming.saturating_sub(rss_before) * 1024 / n as u64,
     );
+}
+
+/// This process's resident memory, KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 #[derive(Clone, Copy)]

@@ -17,6 +17,10 @@ use callpark_media::{MusicCommand, MusicShard};
 
 use crate::batch::BatchSender;
 
+/// Datagrams a pacer queues before it sends them (`sendmmsg` takes 1,024
+/// at most anyway).
+const MAX_BATCH: usize = 1_024;
+
 /// The running pacer threads.
 pub struct Pacers {
     commands: Vec<mpsc::Sender<MusicCommand>>,
@@ -89,8 +93,16 @@ fn run(index: usize, commands: mpsc::Receiver<MusicCommand>, socket: UdpSocket, 
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        let report =
-            shard.handle_timeout(origin.elapsed(), |dest, packet, _| batch.push(dest, packet));
+        // Sent in batches of at most MAX_BATCH: a tick of 10,000 streams
+        // would otherwise queue 10,000 packets, and the buffer keeps that
+        // size for good.
+        let mut dropped = 0;
+        let report = shard.handle_timeout(origin.elapsed(), |dest, packet, _| {
+            batch.push(dest, packet);
+            if batch.len() >= MAX_BATCH {
+                dropped += batch.flush(&socket).dropped;
+            }
+        });
         if report.skipped > 0 {
             tracing::warn!(
                 pacer = index,
@@ -100,14 +112,10 @@ fn run(index: usize, commands: mpsc::Receiver<MusicCommand>, socket: UdpSocket, 
             );
         }
         if !batch.is_empty() {
-            let flushed = batch.flush(&socket);
-            if flushed.dropped > 0 {
-                tracing::debug!(
-                    pacer = index,
-                    dropped = flushed.dropped,
-                    "media socket full: packets dropped"
-                );
-            }
+            dropped += batch.flush(&socket).dropped;
+        }
+        if dropped > 0 {
+            tracing::debug!(pacer = index, dropped, "media socket full: packets dropped");
         }
     }
 }

@@ -139,17 +139,22 @@ struct ServerTx {
     peer: Peer,
     /// The opening request cut to what a response needs
     /// (`Request::response_base`): a transaction holds no body and no
-    /// headers beyond those, whatever the peer sent.
-    request: Request,
+    /// headers beyond those, whatever the peer sent. `None` once an
+    /// accepted INVITE is ACKed (see `acknowledged`). Boxed, as the
+    /// transaction is: tables of transactions inline keep their size
+    /// again in every free slot.
+    request: Option<Box<Request>>,
     last_response: Option<Vec<u8>>,
     interval: Duration,
     /// Timer retransmissions of the last response so far (see
     /// `LARGE_RESPONSE`).
     resent: u32,
-    /// For matching the ACK of a 2xx: Call-ID and CSeq number.
-    dialog_key: (String, u32),
+    /// For matching the ACK of a 2xx: Call-ID and CSeq number, until the
+    /// ACK came.
+    dialog_key: Option<(String, u32)>,
     /// The To tag of our responses, which a CANCEL's 200 repeats (§9.2).
     to_tag: Option<String>,
+    armed: Armed,
 }
 
 #[derive(Debug)]
@@ -158,9 +163,12 @@ struct ClientTx {
     is_invite: bool,
     state: ClientState,
     peer: Peer,
-    request: Request,
+    /// An INVITE, kept for its ACK and its CANCEL; a non-INVITE
+    /// transaction needs only its bytes.
+    request: Option<Box<Request>>,
     bytes: Vec<u8>,
     interval: Duration,
+    armed: Armed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -183,15 +191,14 @@ pub struct Transactions {
     sent_by: String,
     entropy: u64,
     next_id: u64,
-    server: HashMap<TxId, ServerTx>,
+    server: HashMap<TxId, Box<ServerTx>>,
     server_keys: HashMap<ServerKey, TxId>,
     accepted_by_dialog: HashMap<(String, u32), TxId>,
-    client: HashMap<TxId, ClientTx>,
+    client: HashMap<TxId, Box<ClientTx>>,
     client_keys: HashMap<ClientKey, TxId>,
-    /// Deadlines. Entries of finished transactions or replaced timers are
-    /// skipped when they come due.
+    /// Every armed deadline of the live transactions, each of which keeps
+    /// its own keys (`Armed`) and takes them along when it goes.
     timers: BTreeMap<(Duration, u64), (TxId, Timer)>,
-    armed: HashMap<(TxId, u8), (Duration, u64)>,
     timer_seq: u64,
     events: VecDeque<TxEvent>,
     transmits: VecDeque<Transmit>,
@@ -224,7 +231,11 @@ pub const LARGE_RESPONSE: usize = 1300;
 /// Timer retransmissions of a large response.
 pub const LARGE_RESPONSE_RESENDS: u32 = 2;
 
-fn timer_slot(t: Timer) -> u8 {
+/// A transaction's armed deadlines (keys of `Transactions::timers`), by
+/// `timer_slot`: kept in the transaction, so that they go with it.
+type Armed = [Option<(Duration, u64)>; 3];
+
+fn timer_slot(t: Timer) -> usize {
     match t {
         Timer::Retransmit => 0,
         Timer::Finish => 1,
@@ -282,7 +293,6 @@ impl Transactions {
             client: HashMap::new(),
             client_keys: HashMap::new(),
             timers: BTreeMap::new(),
-            armed: HashMap::new(),
             timer_seq: 0,
             events: VecDeque::new(),
             transmits: VecDeque::new(),
@@ -330,16 +340,26 @@ impl Transactions {
         TxId(self.next_id)
     }
 
+    /// The deadlines a transaction has armed, one slot per kind of timer.
+    fn armed(&mut self, tx: TxId) -> Option<&mut Armed> {
+        if let Some(t) = self.server.get_mut(&tx) {
+            return Some(&mut t.armed);
+        }
+        self.client.get_mut(&tx).map(|t| &mut t.armed)
+    }
+
     fn arm(&mut self, now: Duration, tx: TxId, timer: Timer, after: Duration) {
         self.disarm(tx, timer);
         self.timer_seq += 1;
         let at = (now + after, self.timer_seq);
+        // A transaction that is gone arms nothing.
+        let Some(armed) = self.armed(tx) else { return };
+        armed[timer_slot(timer)] = Some(at);
         self.timers.insert(at, (tx, timer));
-        self.armed.insert((tx, timer_slot(timer)), at);
     }
 
     fn disarm(&mut self, tx: TxId, timer: Timer) {
-        if let Some(at) = self.armed.remove(&(tx, timer_slot(timer))) {
+        if let Some(at) = self.armed(tx).and_then(|a| a[timer_slot(timer)].take()) {
             self.timers.remove(&at);
         }
     }
@@ -347,12 +367,28 @@ impl Transactions {
     fn forget_server(&mut self, id: TxId) {
         if let Some(tx) = self.server.remove(&id) {
             self.server_keys.remove(&tx.key);
-            if self.accepted_by_dialog.get(&tx.dialog_key) == Some(&id) {
-                self.accepted_by_dialog.remove(&tx.dialog_key);
+            if let Some(dialog) = &tx.dialog_key
+                && self.accepted_by_dialog.get(dialog) == Some(&id)
+            {
+                self.accepted_by_dialog.remove(dialog);
+            }
+            for at in tx.armed.iter().flatten() {
+                self.timers.remove(at);
             }
         }
-        for t in [Timer::Retransmit, Timer::Finish, Timer::Linger] {
-            self.disarm(id, t);
+    }
+
+    /// Our 2xx to an INVITE was ACKed. RFC 6026: the Accepted transaction
+    /// now only absorbs retransmitted INVITEs until timer L, and sends
+    /// nothing more, so it keeps only its key (a parked call's INVITE would
+    /// otherwise hold the request and our 2xx for 32 s).
+    fn acknowledged(&mut self, id: TxId) {
+        self.disarm(id, Timer::Retransmit);
+        self.linger(id);
+        if let Some(t) = self.server.get_mut(&id) {
+            t.request = None;
+            t.last_response = None;
+            t.dialog_key = None;
         }
     }
 
@@ -384,9 +420,9 @@ impl Transactions {
     fn forget_client(&mut self, id: TxId) {
         if let Some(tx) = self.client.remove(&id) {
             self.client_keys.remove(&tx.key);
-        }
-        for t in [Timer::Retransmit, Timer::Finish, Timer::Linger] {
-            self.disarm(id, t);
+            for at in tx.armed.iter().flatten() {
+                self.timers.remove(at);
+            }
         }
     }
 
@@ -474,10 +510,10 @@ impl Transactions {
             if request.method == Method::Ack {
                 if tx.state == ServerState::Accepted {
                     // A peer that ACKs our 2xx with the INVITE's branch.
-                    let dialog = tx.dialog_key.clone();
-                    self.accepted_by_dialog.remove(&dialog);
-                    self.disarm(id, Timer::Retransmit);
-                    self.linger(id);
+                    if let Some(dialog) = tx.dialog_key.clone() {
+                        self.accepted_by_dialog.remove(&dialog);
+                    }
+                    self.acknowledged(id);
                     self.events.push_back(TxEvent::Ack { request, peer });
                     return;
                 }
@@ -510,8 +546,7 @@ impl Transactions {
                 request.cseq().map(|c| c.0).unwrap_or_default(),
             );
             if let Some(id) = self.accepted_by_dialog.remove(&dialog) {
-                self.disarm(id, Timer::Retransmit);
-                self.linger(id);
+                self.acknowledged(id);
             }
             self.events.push_back(TxEvent::Ack { request, peer });
             return;
@@ -638,25 +673,28 @@ impl Transactions {
         request: &Request,
         last_response: Option<Vec<u8>>,
     ) {
-        let dialog_key = (
-            request.call_id().unwrap_or_default().to_string(),
-            request.cseq().map(|c| c.0).unwrap_or_default(),
-        );
+        let dialog_key = is_invite.then(|| {
+            (
+                request.call_id().unwrap_or_default().to_string(),
+                request.cseq().map(|c| c.0).unwrap_or_default(),
+            )
+        });
         self.server_keys.insert(key.clone(), id);
         self.server.insert(
             id,
-            ServerTx {
+            Box::new(ServerTx {
                 key,
                 is_invite,
                 state,
                 peer,
-                request: request.response_base(),
+                request: Some(Box::new(request.response_base())),
                 last_response,
                 interval: T1,
                 resent: 0,
                 dialog_key,
                 to_tag: None,
-            },
+                armed: Armed::default(),
+            }),
         );
         if state == ServerState::Completed {
             // A CANCEL's own transaction: absorb retransmissions (timer J).
@@ -707,8 +745,9 @@ impl Transactions {
             // RFC 6026: Accepted. Our 2xx is resent until the ACK (§13.3.1.4).
             t.state = ServerState::Accepted;
             t.interval = T1;
-            let key = t.dialog_key.clone();
-            self.accepted_by_dialog.insert(key, tx);
+            if let Some(key) = t.dialog_key.clone() {
+                self.accepted_by_dialog.insert(key, tx);
+            }
             if !reliable {
                 self.arm(now, tx, Timer::Retransmit, T1);
             }
@@ -770,15 +809,16 @@ impl Transactions {
         self.client_keys.insert(key.clone(), id);
         self.client.insert(
             id,
-            ClientTx {
+            Box::new(ClientTx {
                 key,
                 is_invite: request.method == Method::Invite,
                 state: ClientState::Calling,
                 peer,
-                request,
+                request: (request.method == Method::Invite).then(|| Box::new(request)),
                 bytes,
                 interval: T1,
-            },
+                armed: Armed::default(),
+            }),
         );
         if !peer.transport.reliable() {
             self.arm(now, id, Timer::Retransmit, T1);
@@ -795,7 +835,7 @@ impl Transactions {
         if !t.is_invite || !matches!(t.state, ClientState::Calling | ClientState::Proceeding) {
             return None;
         }
-        let inv = &t.request;
+        let inv = t.request.as_ref()?;
         let mut headers = crate::message::Headers::new();
         for name in ["Via", "From", "To", "Call-ID"] {
             if let Some(v) = inv.headers.get(name) {
@@ -843,15 +883,24 @@ impl Transactions {
         });
     }
 
-    /// The request a client transaction sent (with our Via).
-    pub fn client_request(&self, tx: TxId) -> Option<&Request> {
-        self.client.get(&tx).map(|t| &t.request)
+    /// The request a client transaction sent (with our Via); a
+    /// non-INVITE's only until its final response.
+    pub fn client_request(&self, tx: TxId) -> Option<Request> {
+        let t = self.client.get(&tx)?;
+        match &t.request {
+            Some(invite) => Some(Request::clone(invite)),
+            // A non-INVITE keeps only its bytes, which we wrote.
+            None => match parse(&t.bytes) {
+                Ok(Message::Request(request)) => Some(request),
+                _ => None,
+            },
+        }
     }
 
     /// The request that opened a server transaction, cut to what a
     /// response to it needs (`Request::response_base`).
     pub fn server_request(&self, tx: TxId) -> Option<&Request> {
-        self.server.get(&tx).map(|t| &t.request)
+        self.server.get(&tx).and_then(|t| t.request.as_deref())
     }
 
     fn handle_response(&mut self, now: Duration, response: Response) {
@@ -900,12 +949,14 @@ impl Transactions {
             }
             (true, ClientState::Calling | ClientState::Proceeding, _) => {
                 t.state = ClientState::Completed;
-                let ack = ack_for_error(&t.request, &response);
-                let peer = t.peer;
-                self.transmits.push_back(Transmit {
-                    peer,
-                    bytes: serialize_request(&ack),
-                });
+                if let Some(invite) = &t.request {
+                    let ack = ack_for_error(invite, &response);
+                    let peer = t.peer;
+                    self.transmits.push_back(Transmit {
+                        peer,
+                        bytes: serialize_request(&ack),
+                    });
+                }
                 self.disarm(id, Timer::Retransmit);
                 // Timer D: absorb retransmissions of the final response.
                 let wait = if reliable {
@@ -919,15 +970,20 @@ impl Transactions {
             }
             (true, ClientState::Completed, 300..) => {
                 // A retransmitted error: ACK again.
-                let ack = ack_for_error(&t.request, &response);
-                let peer = t.peer;
-                self.transmits.push_back(Transmit {
-                    peer,
-                    bytes: serialize_request(&ack),
-                });
+                if let Some(invite) = &t.request {
+                    let ack = ack_for_error(invite, &response);
+                    let peer = t.peer;
+                    self.transmits.push_back(Transmit {
+                        peer,
+                        bytes: serialize_request(&ack),
+                    });
+                }
             }
             (false, ClientState::Calling | ClientState::Proceeding, 200..) => {
                 t.state = ClientState::Completed;
+                // Only response retransmissions are absorbed from here on:
+                // the request is never sent again.
+                t.bytes = Vec::new();
                 self.disarm(id, Timer::Retransmit);
                 // Timer K.
                 let wait = if reliable { Duration::ZERO } else { T4 };
@@ -946,7 +1002,9 @@ impl Transactions {
                 break;
             }
             self.timers.remove(&(at, seq));
-            self.armed.remove(&(id, timer_slot(timer)));
+            if let Some(armed) = self.armed(id) {
+                armed[timer_slot(timer)] = None;
+            }
             if self.server.contains_key(&id) {
                 self.server_timer(at, id, timer);
             } else if self.client.contains_key(&id) {
@@ -977,7 +1035,9 @@ impl Transactions {
             }
             Timer::Finish => {
                 if t.state == ServerState::Accepted
-                    && self.accepted_by_dialog.contains_key(&t.dialog_key)
+                    && t.dialog_key
+                        .as_ref()
+                        .is_some_and(|d| self.accepted_by_dialog.contains_key(d))
                 {
                     self.events.push_back(TxEvent::AckTimeout { tx: id });
                 }

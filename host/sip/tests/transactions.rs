@@ -659,3 +659,31 @@ fn while_overloaded_new_calls_get_503_and_dialogs_and_retransmissions_flow() {
     assert_eq!(next_request(&mut t).1.method, Method::Invite);
     assert_eq!(t.shed(), 1);
 }
+
+/// RFC 6026: once our 2xx is ACKed, a retransmitted INVITE is absorbed
+/// (no 2xx again, no new request for the TU) until timer L, and the
+/// transaction keeps nothing of the request: a parked call's INVITE once
+/// held the request and our 2xx for 32 s after its ACK.
+#[test]
+fn after_the_ack_a_retransmitted_invite_is_absorbed_and_the_request_dropped() {
+    let mut t = layer();
+    t.handle_bytes(ms(0), &request("INVITE", "inv20", ""), phone())
+        .unwrap();
+    let (tx, invite) = next_request(&mut t);
+    t.send_response(ms(0), tx, invite.response(200, Some("srv")));
+    run_until(&mut t, ms(0), ms(0));
+    let ack = String::from_utf8(request("ACK", "ack20", ""))
+        .unwrap()
+        .replace("To: <sip:701@127.0.0.1>", "To: <sip:701@127.0.0.1>;tag=srv");
+    t.handle_bytes(ms(100), ack.as_bytes(), phone()).unwrap();
+    assert!(matches!(t.poll_event(), Some(TxEvent::Ack { .. })));
+    assert!(t.server_request(tx).is_none(), "the request is dropped");
+    t.handle_bytes(ms(200), &request("INVITE", "inv20", ""), phone())
+        .unwrap();
+    assert_eq!(t.poll_event(), None, "a retransmission, not a new call");
+    let sent = run_until(&mut t, ms(200), ms(31_000));
+    assert!(sent.is_empty(), "nothing is sent again: {sent:?}");
+    assert_eq!(t.len(), (1, 0), "it lingers until timer L");
+    run_until(&mut t, ms(31_000), ms(40_000));
+    assert_eq!(t.len(), (0, 0));
+}
