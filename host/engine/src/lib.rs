@@ -49,14 +49,17 @@
 //!   under its SDP address's IP; until its ACK, in `by_invite_tx`.
 //!   `drop_leg` removes it from all of them and retires its source
 //!   (`retired`), which is never latched again while it keeps sending.
-//! - A call is in `calls` while any of its legs lives; a parked call is
-//!   also on the lot. `end_call` tears it down with one call per owner:
+//! - A call is in `Legs::calls` while any of its legs lives; a parked
+//!   call is also on the lot. `end_call` tears it down with one call per owner:
 //!   `Recalls::forget`, the lamps, the lot, `Guard::call_ended`,
 //!   `CallTimers::forget`, then its legs.
 //! - Every client transaction whose answer matters has one `TxOwner` in
 //!   `client_txs`; the owner is removed when the answer or timeout is
 //!   handled.
-//! - Nothing goes out towards a target `guard` does not allow.
+//! - Nothing goes out towards a target `guard` does not allow; after
+//!   `shutdown` (`Guard::drain`) nothing new is parked or watched.
+//! - `CallTimers` holds every timer armed for a call under the call too,
+//!   so that it leaves with the call; `latest` is the latest time given.
 
 mod blf;
 mod call;
