@@ -37,6 +37,8 @@ pub fn scenario(name: &str) -> String {
 pub struct Server {
     child: Child,
     pub sip: u16,
+    /// The admin API's port (`[admin] listen` on 127.0.0.1).
+    pub admin: u16,
     pub dir: tempfile::TempDir,
 }
 
@@ -88,6 +90,14 @@ destinations = ["704", "705"]
         let sip = free_port();
         let listen: String = more.iter().map(|a| format!(", \"{a}\"")).collect();
         let rtp = free_port_pair();
+        // Every server its own admin port: the default, 8080, is one for all.
+        let admin = free_port();
+        let admin_listen = format!("listen = \"127.0.0.1:{admin}\"");
+        let rest = if rest.contains("[admin]\n") {
+            rest.replacen("[admin]\n", &format!("[admin]\n{admin_listen}\n"), 1)
+        } else {
+            format!("{rest}\n[admin]\n{admin_listen}\n")
+        };
         // Tests end with calls whose phones are gone: a short drain keeps
         // `stop` quick, unless the test is about the drain.
         let drain = if server.contains("drain_time") {
@@ -116,7 +126,12 @@ rtp_ports = "{rtp}-{rtp_hi}"
             .stderr(log)
             .spawn()
             .expect("start callpark");
-        let server = Server { child, sip, dir };
+        let server = Server {
+            child,
+            sip,
+            admin,
+            dir,
+        };
         server.wait_ready();
         server
     }

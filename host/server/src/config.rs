@@ -61,6 +61,7 @@ pub struct Config {
     pub access: AccessConfig,
     pub security: SecurityConfig,
     pub plugins: PluginsConfig,
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -77,6 +78,7 @@ impl Default for Config {
             access: AccessConfig::default(),
             security: SecurityConfig::default(),
             plugins: PluginsConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -339,6 +341,39 @@ impl Default for SecurityConfig {
             user: Vec::new(),
         }
     }
+}
+
+/// `[admin]`: the HTTP admin API (docs/api.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the API listens; empty: no admin API.
+    pub listen: String,
+    /// `[[admin.token]]`: the bearer tokens, as hashes. With none, the
+    /// server makes an admin token at first start (`admin-token` in the
+    /// data folder).
+    pub token: Vec<TokenConfig>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:8080".into(),
+            token: Vec::new(),
+        }
+    }
+}
+
+/// `[[admin.token]]`: one bearer token (`callpark token new` makes one).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it, for the log.
+    pub name: String,
+    /// `admin`, `operator` or `viewer`.
+    pub role: String,
+    /// SHA-256 of the secret, hex.
+    pub sha256: String,
 }
 
 /// `[[security.user]]`: a phone that authenticates with digest. Only the
@@ -724,6 +759,31 @@ impl Config {
         use PathPart::{Index as I, Key as K};
         let at = |parts: &[PathPart], msg: String| Err((parts.to_vec(), msg));
 
+        if !self.admin.listen.is_empty()
+            && self.admin.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return at(
+                &[K("admin"), K("listen")],
+                format!(
+                    "`{}` is not an address like \"127.0.0.1:8080\" (empty: no admin API)",
+                    self.admin.listen
+                ),
+            );
+        }
+        for (i, t) in self.admin.token.iter().enumerate() {
+            if crate::admin::Role::parse(&t.role).is_none() {
+                return at(
+                    &[K("admin"), K("token"), I(i), K("role")],
+                    format!("`{}` is not one of admin, operator, viewer", t.role),
+                );
+            }
+            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return at(
+                    &[K("admin"), K("token"), I(i), K("sha256")],
+                    "must be 64 hex digits, the SHA-256 of the secret (`callpark token new` prints it)".into(),
+                );
+            }
+        }
         if self.server.listen.is_empty() {
             return at(
                 &[K("server"), K("listen")],
@@ -1686,6 +1746,17 @@ on_failure = "fallback"
         let c = Config::parse(text, "example.toml").unwrap();
         assert_eq!(c.orbit[0].capacity, Some(5));
         assert_eq!(c.group[0].destinations.len(), 3);
+    }
+
+    #[test]
+    fn admin_settings_are_checked() {
+        let e = err("[admin]\nlisten = \"localhost\"\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "admin.listen"), "{e}");
+        let e = err("[[admin.token]]\nrole = \"root\"\nsha256 = \"00\"\n");
+        assert_eq!(e.field, "admin.token[1].role", "{e}");
+        let e = err("[[admin.token]]\nrole = \"viewer\"\nsha256 = \"00\"\n");
+        assert_eq!(e.field, "admin.token[1].sha256", "{e}");
+        assert_eq!(Config::embedded().admin.listen, "127.0.0.1:8080");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The callpark server: configuration, plugin supervision and (with the SIP
 //! stack) the sockets and the clock. The only crate that does IO.
 
+pub mod admin;
 pub mod batch;
 pub mod clock;
 pub mod config;

@@ -59,6 +59,26 @@ enum Command {
         #[arg(long, default_value = "callpark")]
         realm: String,
     },
+    /// Admin API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a bearer token: prints its secret (once: only its hash is
+    /// kept) and the `[[admin.token]]` lines to put in the configuration.
+    New {
+        /// admin (everything), operator (read, and parked-call actions) or
+        /// viewer (read).
+        #[arg(long)]
+        role: String,
+        /// Who holds it, for the log.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -163,6 +183,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 "ha1_md5 = \"{}\"",
                 ha1(Algorithm::Md5, &name, &realm, password)
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            command: TokenCommand::New { role, name },
+        } => {
+            use callpark_server::admin;
+            if admin::Role::parse(&role).is_none() {
+                anyhow::bail!("--role `{role}` is not one of admin, operator, viewer");
+            }
+            let secret = admin::new_secret()?;
+            println!("# The secret, shown this once: send it as `Authorization: Bearer <secret>`.");
+            println!("# {secret}");
+            println!("[[admin.token]]");
+            println!("name = \"{name}\"");
+            println!("role = \"{role}\"");
+            println!("sha256 = \"{}\"", admin::hex(&admin::token_hash(&secret)));
             Ok(ExitCode::SUCCESS)
         }
     }

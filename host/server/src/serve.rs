@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
+use crate::admin::AdminRequest;
 use crate::config::{Config, EngineSite, parse_port_range};
 use crate::plugins::PluginSupervisor;
 
@@ -344,6 +345,8 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     // relayed RTP packet) costs the timer wheel a registration each time.
     let wake = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(wake);
+    let (admin_tx, mut admin_requests) = mpsc::channel::<AdminRequest>(64);
+    start_admin(&config, config_dir.as_deref(), admin_tx).await?;
 
     loop {
         let now = clock(started);
@@ -473,6 +476,11 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                     });
                 }
             }
+            Some(request) = admin_requests.recv() => match request {
+                AdminRequest::Orbits(reply) => {
+                    let _ = reply.send(crate::admin::orbit_views(engine.lot()));
+                }
+            },
             Some(msg) = tcp_events.recv() => {
                 let now = clock(started);
                 match msg {
@@ -497,6 +505,35 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let _ = stop_watch.send(());
     let _ = watcher.await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The admin API, when `[admin] listen` is set: its listener, and its
+/// tokens (with none configured, the first-start admin token in the data
+/// folder: the configuration file's, else the working directory).
+async fn start_admin(
+    config: &Config,
+    config_dir: Option<&Path>,
+    requests: mpsc::Sender<AdminRequest>,
+) -> anyhow::Result<()> {
+    if config.admin.listen.is_empty() {
+        tracing::info!("no admin API (admin.listen is empty)");
+        return Ok(());
+    }
+    let addr: SocketAddr = config.admin.listen.parse().context("admin.listen")?;
+    let mut tokens = crate::admin::Tokens::from_config(&config.admin.token);
+    if tokens.is_empty() {
+        let dir = config_dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let (file, token) = crate::admin::first_start_token(&dir)?;
+        tracing::warn!(file = %file.display(), "no [[admin.token]] configured: the admin token is in this file, readable by its owner only");
+        tokens = crate::admin::Tokens::from_config(&[token]);
+    }
+    let listener = crate::admin::bind(addr).await?;
+    tracing::info!(%addr, "admin API listening");
+    crate::admin::spawn(
+        listener,
+        crate::admin::router(std::sync::Arc::new(tokens), requests),
+    );
     Ok(())
 }
 

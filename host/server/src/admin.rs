@@ -1,0 +1,324 @@
+//! The HTTP admin API (DESIGN §5): bearer tokens with roles, errors as
+//! RFC 9457 problem details, and the resources under `/api/v1`.
+//!
+//! Handlers never touch engine state: they send an `AdminRequest` to the
+//! serve loop, which owns the engine, and await its reply.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::TokenConfig;
+
+/// What a token may do; each role may do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Read.
+    Viewer,
+    /// Read, and act on parked calls.
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// SHA-256 of a token's secret, as kept in the configuration.
+pub fn token_hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A new secret: 32 random bytes, hex, with a prefix that says what it is.
+pub fn new_secret() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    Ok(format!("cpk_{}", hex(&bytes)))
+}
+
+/// The configured tokens, by hash.
+#[derive(Debug, Default)]
+pub struct Tokens {
+    entries: Vec<(String, Role, [u8; 32])>,
+}
+
+impl Tokens {
+    /// From validated `[[admin.token]]` tables.
+    pub fn from_config(tokens: &[TokenConfig]) -> Tokens {
+        Tokens {
+            entries: tokens
+                .iter()
+                .filter_map(|t| Some((t.name.clone(), Role::parse(&t.role)?, unhex(&t.sha256)?)))
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The token a presented secret is, if any: every hash is compared, in
+    /// constant time, so that the answer's timing says nothing about how
+    /// close a guess came or which token it was near.
+    pub fn check(&self, secret: &str) -> Option<(&str, Role)> {
+        let presented = token_hash(secret);
+        let mut found = None;
+        for (name, role, hash) in &self.entries {
+            if bool::from(hash.ct_eq(&presented)) {
+                found = Some((name.as_str(), *role));
+            }
+        }
+        found
+    }
+}
+
+/// With no token configured: the admin token kept in `dir/admin-token`,
+/// made at the first start (readable by the owner only) and read again at
+/// the next. Returns the file and the token's table.
+pub fn first_start_token(dir: &Path) -> anyhow::Result<(PathBuf, TokenConfig)> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("admin-token");
+    let secret = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = new_secret()?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            writeln!(file, "{secret}").map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            secret
+        }
+        Err(e) => anyhow::bail!("{}: {e}", path.display()),
+    };
+    if secret.is_empty() {
+        anyhow::bail!(
+            "{}: empty; delete it and a new token is made",
+            path.display()
+        );
+    }
+    Ok((
+        path,
+        TokenConfig {
+            name: "first-start".into(),
+            role: "admin".into(),
+            sha256: hex(&token_hash(&secret)),
+        },
+    ))
+}
+
+/// One orbit as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrbitView {
+    pub number: String,
+    pub name: Option<String>,
+    pub enabled: bool,
+    pub capacity: u32,
+    /// Calls parked on it now.
+    pub parked: usize,
+}
+
+/// What a handler asks the serve loop.
+#[derive(Debug)]
+pub enum AdminRequest {
+    Orbits(oneshot::Sender<Vec<OrbitView>>),
+}
+
+/// The orbits of the engine's lot, with what is parked on each.
+pub fn orbit_views(lot: &callpark_core::lot::ParkLot) -> Vec<OrbitView> {
+    lot.orbits()
+        .iter()
+        .map(|o| OrbitView {
+            number: o.number.clone(),
+            name: o.name.clone(),
+            enabled: o.enabled,
+            capacity: o.capacity,
+            parked: lot.parked_on(&o.number).count(),
+        })
+        .collect()
+}
+
+#[derive(Clone)]
+struct Api {
+    tokens: Arc<Tokens>,
+    engine: mpsc::Sender<AdminRequest>,
+}
+
+/// An RFC 9457 problem: the status, and what to do about it.
+#[derive(Debug)]
+struct Problem {
+    status: StatusCode,
+    detail: String,
+}
+
+fn problem(status: StatusCode, detail: impl Into<String>) -> Problem {
+    Problem {
+        status,
+        detail: detail.into(),
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or(""),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// The caller's role when it is at least `needed`; else the 401 (no or no
+/// valid token) or 403 (a role too weak) to answer.
+fn authorize(api: &Api, headers: &HeaderMap, needed: Role) -> Result<Role, Problem> {
+    let secret = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(secret) = secret else {
+        return Err(problem(
+            StatusCode::UNAUTHORIZED,
+            "send a token: Authorization: Bearer <secret>",
+        ));
+    };
+    match api.tokens.check(secret) {
+        None => Err(problem(StatusCode::UNAUTHORIZED, "the token is not valid")),
+        Some((_, role)) if role < needed => Err(problem(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this needs the {} role; the token has {}",
+                needed.name(),
+                role.name()
+            ),
+        )),
+        Some((_, role)) => Ok(role),
+    }
+}
+
+async fn ask<T>(
+    api: &Api,
+    request: impl FnOnce(oneshot::Sender<T>) -> AdminRequest,
+) -> Result<T, Problem> {
+    let (reply, answer) = oneshot::channel();
+    let gone = || problem(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
+    api.engine.send(request(reply)).await.map_err(|_| gone())?;
+    answer.await.map_err(|_| gone())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn list_orbits(
+    State(api): State<Api>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Vec<OrbitView>>, Problem> {
+    authorize(&api, &headers, Role::Viewer)?;
+    Ok(axum::Json(ask(&api, AdminRequest::Orbits).await?))
+}
+
+async fn not_found() -> Problem {
+    problem(StatusCode::NOT_FOUND, "no such resource")
+}
+
+pub fn router(tokens: Arc<Tokens>, engine: mpsc::Sender<AdminRequest>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/orbits", get(list_orbits))
+        .fallback(not_found)
+        .with_state(Api { tokens, engine })
+}
+
+/// Serves the API on `listener` until the runtime stops.
+pub fn spawn(listener: tokio::net::TcpListener, router: Router) {
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+}
+
+/// Binds the admin listener, with the address in the error.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the admin API {addr} (admin.listen): {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_secret_matches_and_roles_are_ordered() {
+        let secret = "cpk_0123";
+        let tokens = Tokens::from_config(&[TokenConfig {
+            name: "ops".into(),
+            role: "operator".into(),
+            sha256: hex(&token_hash(secret)),
+        }]);
+        assert_eq!(tokens.check(secret), Some(("ops", Role::Operator)));
+        assert_eq!(tokens.check("cpk_012"), None, "truncated");
+        assert_eq!(tokens.check("cpk_01234"), None, "extended");
+        assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
+    }
+}
