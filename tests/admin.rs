@@ -12,13 +12,24 @@ use support::{Server, wait_log};
 
 /// One HTTP/1.1 request; returns (status, headers, body).
 fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
+    http_with(port, method, path, token, "")
+}
+
+fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String, String) {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("the admin API listens");
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         conn,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut raw = String::new();
@@ -155,4 +166,50 @@ fn token_new_prints_the_secret_once_and_its_hash() {
         String::from_utf8_lossy(&bad.stderr).contains("not one of admin, operator, viewer"),
         "{bad:?}"
     );
+}
+
+const ADMIN: &str = "cpk_admin-secret-for-the-test";
+
+/// `config:validate` judges a configuration as `callpark check` does, for
+/// admins only, and applies nothing.
+#[test]
+fn config_validate_is_for_admins_and_names_line_and_field() {
+    let server = Server::start_with(&format!(
+        "[admin]\n[[admin.token]]\nrole = \"viewer\"\nsha256 = \"{}\"\n[[admin.token]]\nrole = \"admin\"\nsha256 = \"{}\"\n",
+        hash(VIEWER),
+        hash(ADMIN)
+    ));
+    wait_log(&server, "admin API listening", 1);
+    let port = server.admin;
+    let validate = |token: &str, body: &str| {
+        http_with(port, "POST", "/api/v1/config:validate", Some(token), body)
+    };
+    let good = "[[range]]\nname = \"more\"\nstart = \"800\"\nend = \"809\"\n";
+    let (status, _, body) = validate(VIEWER, good);
+    assert_eq!(status, 403, "a viewer may not: {body}");
+    assert!(body.contains("needs the admin role"), "{body}");
+    let (status, _, body) = validate(ADMIN, good);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["valid"],
+        true
+    );
+    let (status, head, body) = validate(ADMIN, "# from the wiki\n\n[recall]\nmax_attempts = 11\n");
+    assert_eq!(status, 422, "{body}");
+    assert!(head.contains("application/problem+json"), "{head}");
+    let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(problem["errors"][0]["line"], 4, "{body}");
+    assert_eq!(
+        problem["errors"][0]["field"], "recall.max_attempts",
+        "{body}"
+    );
+    // What `check` loads is loaded: a plugin file that is not there.
+    let (status, _, body) = validate(ADMIN, "[plugins]\nallocator = \"nowhere.wasm\"\n");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("plugins.allocator"), "{body}");
+    // Nothing was applied: no orbit 800.
+    let (_, _, orbits) = http(port, "GET", "/api/v1/orbits", Some(VIEWER));
+    assert!(!orbits.contains("\"800\""), "{orbits}");
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
 }

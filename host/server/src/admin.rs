@@ -12,7 +12,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -186,19 +186,25 @@ pub fn orbit_views(lot: &callpark_core::lot::ParkLot) -> Vec<OrbitView> {
 struct Api {
     tokens: Arc<Tokens>,
     engine: mpsc::Sender<AdminRequest>,
+    /// The running configuration's folder: relative paths in a validated
+    /// body resolve against it, as they would if the file were there.
+    config_dir: PathBuf,
 }
 
-/// An RFC 9457 problem: the status, and what to do about it.
+/// An RFC 9457 problem: the status, and what to do about it; `errors`
+/// locates what was refused (line and field of a configuration).
 #[derive(Debug)]
 struct Problem {
     status: StatusCode,
     detail: String,
+    errors: Vec<serde_json::Value>,
 }
 
 fn problem(status: StatusCode, detail: impl Into<String>) -> Problem {
     Problem {
         status,
         detail: detail.into(),
+        errors: Vec::new(),
     }
 }
 
@@ -210,6 +216,10 @@ impl IntoResponse for Problem {
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
+        let mut body = body;
+        if !self.errors.is_empty() {
+            body["errors"] = serde_json::Value::Array(self.errors);
+        }
         let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
@@ -276,16 +286,61 @@ async fn list_orbits(
     Ok(axum::Json(ask(&api, AdminRequest::Orbits).await?))
 }
 
+/// The name a validated body goes by in its errors.
+const BODY_FILE: &str = "request.toml";
+
+/// `POST /api/v1/config:validate`: a TOML configuration in the body,
+/// judged as `callpark check` judges a file (plugins, music and
+/// certificates included, relative to the running configuration's folder).
+/// Nothing is applied.
+async fn validate_config(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<axum::Json<serde_json::Value>, Problem> {
+    authorize(&api, &headers, Role::Admin)?;
+    let config = crate::config::Config::parse(&body, BODY_FILE).map_err(|e| Problem {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        detail: e.to_string(),
+        errors: vec![serde_json::json!({
+            "line": e.line,
+            "field": e.field,
+            "reason": e.message,
+        })],
+    })?;
+    // Loading plugins compiles them: off the async workers.
+    let path = api.config_dir.join(BODY_FILE);
+    let checked =
+        tokio::task::spawn_blocking(move || crate::serve::preflight(&config, &path)).await;
+    match checked {
+        Ok(Ok(())) => Ok(axum::Json(serde_json::json!({ "valid": true }))),
+        Ok(Err(e)) => Err(problem(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}"))),
+        Err(e) => Err(problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the check failed: {e}"),
+        )),
+    }
+}
+
 async fn not_found() -> Problem {
     problem(StatusCode::NOT_FOUND, "no such resource")
 }
 
-pub fn router(tokens: Arc<Tokens>, engine: mpsc::Sender<AdminRequest>) -> Router {
+pub fn router(
+    tokens: Arc<Tokens>,
+    engine: mpsc::Sender<AdminRequest>,
+    config_dir: PathBuf,
+) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/orbits", get(list_orbits))
+        .route("/api/v1/config:validate", post(validate_config))
         .fallback(not_found)
-        .with_state(Api { tokens, engine })
+        .with_state(Api {
+            tokens,
+            engine,
+            config_dir,
+        })
 }
 
 /// Serves the API on `listener` until the runtime stops.

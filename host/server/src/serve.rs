@@ -522,8 +522,8 @@ async fn start_admin(
     }
     let addr: SocketAddr = config.admin.listen.parse().context("admin.listen")?;
     let mut tokens = crate::admin::Tokens::from_config(&config.admin.token);
+    let dir = config_dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     if tokens.is_empty() {
-        let dir = config_dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let (file, token) = crate::admin::first_start_token(&dir)?;
         tracing::warn!(file = %file.display(), "no [[admin.token]] configured: the admin token is in this file, readable by its owner only");
         tokens = crate::admin::Tokens::from_config(&[token]);
@@ -532,7 +532,7 @@ async fn start_admin(
     tracing::info!(%addr, "admin API listening");
     crate::admin::spawn(
         listener,
-        crate::admin::router(std::sync::Arc::new(tokens), requests),
+        crate::admin::router(std::sync::Arc::new(tokens), requests, dir),
     );
     Ok(())
 }
