@@ -213,3 +213,47 @@ fn config_validate_is_for_admins_and_names_line_and_field() {
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }
+
+/// `config:reload` does what SIGHUP does: a file with a new range is
+/// applied, a refused one leaves the last good configuration serving.
+#[test]
+fn config_reload_applies_the_file_or_keeps_the_last_good_one() {
+    let server = Server::start_with(&format!(
+        "[admin]\n[[admin.token]]\nrole = \"viewer\"\nsha256 = \"{}\"\n[[admin.token]]\nrole = \"admin\"\nsha256 = \"{}\"\n",
+        hash(VIEWER),
+        hash(ADMIN)
+    ));
+    wait_log(&server, "admin API listening", 1);
+    let port = server.admin;
+    let file = server.config_path();
+    let original = std::fs::read_to_string(&file).unwrap();
+    let orbits = || http(port, "GET", "/api/v1/orbits", Some(VIEWER)).2;
+    let reload = |token: &str| http(port, "POST", "/api/v1/config:reload", Some(token));
+
+    let (status, _, body) = reload(VIEWER);
+    assert_eq!(status, 403, "{body}");
+    std::fs::write(
+        &file,
+        format!("{original}\n[[range]]\nname = \"more\"\nstart = \"800\"\nend = \"801\"\n"),
+    )
+    .unwrap();
+    let (status, _, body) = reload(ADMIN);
+    assert_eq!(status, 200, "{body}");
+    assert!(orbits().contains("\"800\""), "the new range serves");
+
+    std::fs::write(&file, format!("{original}\n[recall]\nmax_attempts = 11\n")).unwrap();
+    let (status, head, body) = reload(ADMIN);
+    assert_eq!(status, 422, "{body}");
+    assert!(head.contains("application/problem+json"), "{head}");
+    assert!(body.contains("recall.max_attempts"), "{body}");
+    assert!(
+        body.contains("last good configuration keeps serving"),
+        "{body}"
+    );
+    assert!(
+        orbits().contains("\"800\""),
+        "the last good configuration stays"
+    );
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}

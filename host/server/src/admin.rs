@@ -166,6 +166,19 @@ pub struct OrbitView {
 #[derive(Debug)]
 pub enum AdminRequest {
     Orbits(oneshot::Sender<Vec<OrbitView>>),
+    /// What SIGHUP does.
+    Reload(oneshot::Sender<ReloadOutcome>),
+}
+
+/// What re-reading the configuration file did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// Applied, from this file.
+    Applied(String),
+    /// The server runs the embedded configuration: nothing to re-read.
+    NoFile,
+    /// Refused (file, line, field and reason); the last good one serves.
+    Refused(String),
 }
 
 /// The orbits of the engine's lot, with what is parked on each.
@@ -322,6 +335,27 @@ async fn validate_config(
     }
 }
 
+/// `POST /api/v1/config:reload`: what SIGHUP does.
+async fn reload_config(
+    State(api): State<Api>,
+    headers: HeaderMap,
+) -> Result<axum::Json<serde_json::Value>, Problem> {
+    authorize(&api, &headers, Role::Admin)?;
+    match ask(&api, AdminRequest::Reload).await? {
+        ReloadOutcome::Applied(file) => Ok(axum::Json(
+            serde_json::json!({ "reloaded": true, "file": file }),
+        )),
+        ReloadOutcome::NoFile => Err(problem(
+            StatusCode::CONFLICT,
+            "the server runs the embedded configuration: there is no file to re-read",
+        )),
+        ReloadOutcome::Refused(why) => Err(problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{why}; the last good configuration keeps serving"),
+        )),
+    }
+}
+
 async fn not_found() -> Problem {
     problem(StatusCode::NOT_FOUND, "no such resource")
 }
@@ -335,6 +369,7 @@ pub fn router(
         .route("/healthz", get(healthz))
         .route("/api/v1/orbits", get(list_orbits))
         .route("/api/v1/config:validate", post(validate_config))
+        .route("/api/v1/config:reload", post(reload_config))
         .fallback(not_found)
         .with_state(Api {
             tokens,

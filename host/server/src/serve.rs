@@ -396,24 +396,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 shutting_down = Some(Instant::now());
             }
             _ = sighup.recv() => {
-                match &config_path {
-                    None => tracing::info!("SIGHUP: no configuration file to re-read (embedded default)"),
-                    Some(path) => match Config::load(path) {
-                        Ok(new) => match new.security_settings(secret) {
-                            Ok(security) => {
-                                engine.reconfigure(clock(started), new.lot(), new.park_access(), new.plugin_params_for(callpark_core::Decision::Recall), security);
-                                supervisor.reconfigure(&new, config_dir.as_deref());
-                            }
-                            Err(e) => tracing::error!(error = %e, "configuration refused; the last good one stays"),
-                        },
-                        Err(e) => tracing::error!(error = %e, "configuration refused; the last good one stays"),
-                    },
-                }
-                // Plugin files may have changed either way. Loads run off
-                // this loop; a refused plugin leaves the old one serving.
-                tracing::info!("SIGHUP: reloading plugins");
-                let plugins = supervisor.clone();
-                tokio::task::spawn_blocking(move || plugins.reload_all());
+                reload(&mut engine, &supervisor, config_path.as_deref(), config_dir.as_deref(), secret, clock(started), "SIGHUP");
             }
             _ = sigint.recv() => {
                 tracing::info!("SIGINT: hanging up every call");
@@ -480,6 +463,10 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 AdminRequest::Orbits(reply) => {
                     let _ = reply.send(crate::admin::orbit_views(engine.lot()));
                 }
+                AdminRequest::Reload(reply) => {
+                    let outcome = reload(&mut engine, &supervisor, config_path.as_deref(), config_dir.as_deref(), secret, clock(started), "config:reload");
+                    let _ = reply.send(outcome);
+                }
             },
             Some(msg) = tcp_events.recv() => {
                 let now = clock(started);
@@ -506,6 +493,59 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let _ = watcher.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What SIGHUP and `config:reload` do: re-read the configuration file and
+/// apply it with parked calls, bridges and busy-lamp watchers kept (a
+/// refused file leaves the last good configuration serving), then reload
+/// the plugins off this loop, whose files may have changed either way.
+fn reload(
+    engine: &mut Engine,
+    supervisor: &std::sync::Arc<PluginSupervisor>,
+    config_path: Option<&Path>,
+    config_dir: Option<&Path>,
+    secret: [u8; 32],
+    now: Duration,
+    trigger: &'static str,
+) -> crate::admin::ReloadOutcome {
+    use crate::admin::ReloadOutcome;
+    let outcome = match config_path {
+        None => ReloadOutcome::NoFile,
+        Some(path) => match Config::load(path)
+            .map_err(|e| e.to_string())
+            .and_then(|new| new.security_settings(secret).map(|s| (new, s)))
+        {
+            Ok((new, security)) => {
+                engine.reconfigure(
+                    now,
+                    new.lot(),
+                    new.park_access(),
+                    new.plugin_params_for(callpark_core::Decision::Recall),
+                    security,
+                );
+                supervisor.reconfigure(&new, config_dir);
+                ReloadOutcome::Applied(path.display().to_string())
+            }
+            Err(e) => ReloadOutcome::Refused(e),
+        },
+    };
+    match &outcome {
+        ReloadOutcome::NoFile => {
+            tracing::info!(
+                trigger,
+                "no configuration file to re-read (embedded default)"
+            )
+        }
+        ReloadOutcome::Applied(file) => tracing::info!(trigger, %file, "configuration applied"),
+        ReloadOutcome::Refused(e) => {
+            tracing::error!(trigger, error = %e, "configuration refused; the last good one stays")
+        }
+    }
+    // A refused plugin leaves the old one serving.
+    tracing::info!(trigger, "reloading plugins");
+    let plugins = supervisor.clone();
+    tokio::task::spawn_blocking(move || plugins.reload_all());
+    outcome
 }
 
 /// The admin API, when `[admin] listen` is set: its listener, and its
