@@ -170,16 +170,23 @@ fn token_new_prints_the_secret_once_and_its_hash() {
 
 const ADMIN: &str = "cpk_admin-secret-for-the-test";
 
-/// `config:validate` judges a configuration as `callpark check` does, for
-/// admins only, and applies nothing.
-#[test]
-fn config_validate_is_for_admins_and_names_line_and_field() {
+/// A server with a viewer token (`VIEWER`) and an admin token (`ADMIN`),
+/// once its API listens.
+fn with_viewer_and_admin() -> Server {
     let server = Server::start_with(&format!(
         "[admin]\n[[admin.token]]\nrole = \"viewer\"\nsha256 = \"{}\"\n[[admin.token]]\nrole = \"admin\"\nsha256 = \"{}\"\n",
         hash(VIEWER),
         hash(ADMIN)
     ));
     wait_log(&server, "admin API listening", 1);
+    server
+}
+
+/// `config:validate` judges a configuration as `callpark check` does, for
+/// admins only, and applies nothing.
+#[test]
+fn config_validate_is_for_admins_and_names_line_and_field() {
+    let server = with_viewer_and_admin();
     let port = server.admin;
     let validate = |token: &str, body: &str| {
         http_with(port, "POST", "/api/v1/config:validate", Some(token), body)
@@ -218,12 +225,7 @@ fn config_validate_is_for_admins_and_names_line_and_field() {
 /// applied, a refused one leaves the last good configuration serving.
 #[test]
 fn config_reload_applies_the_file_or_keeps_the_last_good_one() {
-    let server = Server::start_with(&format!(
-        "[admin]\n[[admin.token]]\nrole = \"viewer\"\nsha256 = \"{}\"\n[[admin.token]]\nrole = \"admin\"\nsha256 = \"{}\"\n",
-        hash(VIEWER),
-        hash(ADMIN)
-    ));
-    wait_log(&server, "admin API listening", 1);
+    let server = with_viewer_and_admin();
     let port = server.admin;
     let file = server.config_path();
     let original = std::fs::read_to_string(&file).unwrap();
