@@ -231,6 +231,16 @@ pub const LARGE_RESPONSE: usize = 1300;
 /// Timer retransmissions of a large response.
 pub const LARGE_RESPONSE_RESENDS: u32 = 2;
 
+/// The ACK of an error to our INVITE, to its peer (RFC 3261 §17.1.1.3);
+/// `None` for a non-INVITE, which keeps no request.
+fn error_ack(t: &ClientTx, response: &Response) -> Option<Transmit> {
+    let invite = t.request.as_ref()?;
+    Some(Transmit {
+        peer: t.peer,
+        bytes: serialize_request(&ack_for_error(invite, response)),
+    })
+}
+
 /// A transaction's armed deadlines (keys of `Transactions::timers`), by
 /// `timer_slot`: kept in the transaction, so that they go with it.
 type Armed = [Option<(Duration, u64)>; 3];
@@ -949,14 +959,7 @@ impl Transactions {
             }
             (true, ClientState::Calling | ClientState::Proceeding, _) => {
                 t.state = ClientState::Completed;
-                if let Some(invite) = &t.request {
-                    let ack = ack_for_error(invite, &response);
-                    let peer = t.peer;
-                    self.transmits.push_back(Transmit {
-                        peer,
-                        bytes: serialize_request(&ack),
-                    });
-                }
+                self.transmits.extend(error_ack(t, &response));
                 self.disarm(id, Timer::Retransmit);
                 // Timer D: absorb retransmissions of the final response.
                 let wait = if reliable {
@@ -970,14 +973,7 @@ impl Transactions {
             }
             (true, ClientState::Completed, 300..) => {
                 // A retransmitted error: ACK again.
-                if let Some(invite) = &t.request {
-                    let ack = ack_for_error(invite, &response);
-                    let peer = t.peer;
-                    self.transmits.push_back(Transmit {
-                        peer,
-                        bytes: serialize_request(&ack),
-                    });
-                }
+                self.transmits.extend(error_ack(t, &response));
             }
             (false, ClientState::Calling | ClientState::Proceeding, 200..) => {
                 t.state = ClientState::Completed;
