@@ -13,7 +13,7 @@ use std::time::Duration;
 use callpark_builtin::recall::{RecallOption, RingPattern};
 use callpark_core::{Params, is_routable_uri, parse_duration};
 use callpark_engine::{Access, EngineConfig, LampIdentity, Security};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The embedded default configuration.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
@@ -62,6 +62,7 @@ pub struct Config {
     pub security: SecurityConfig,
     pub plugins: PluginsConfig,
     pub admin: AdminConfig,
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -79,6 +80,7 @@ impl Default for Config {
             security: SecurityConfig::default(),
             plugins: PluginsConfig::default(),
             admin: AdminConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -160,7 +162,7 @@ impl Default for MediaConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OrbitDefaults {
     pub recall_after: String,
@@ -184,7 +186,7 @@ impl Default for OrbitDefaults {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecallConfig {
     pub option: String,
@@ -204,7 +206,7 @@ impl Default for RecallConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RangeConfig {
     pub name: String,
@@ -212,7 +214,7 @@ pub struct RangeConfig {
     pub end: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OrbitConfig {
     pub number: String,
@@ -226,7 +228,7 @@ pub struct OrbitConfig {
     pub blf_state: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GroupConfig {
     pub name: String,
@@ -245,7 +247,7 @@ pub struct GroupConfig {
     pub subscribe: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FeaturesConfig {
     pub park_direct: String,
@@ -268,7 +270,7 @@ impl Default for FeaturesConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccessConfig {
     pub park: String,
@@ -362,6 +364,15 @@ impl Default for AdminConfig {
             token: Vec::new(),
         }
     }
+}
+
+/// `[store]`: the SQLite file that keeps what the admin API made.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Relative to the configuration file's folder; empty: `callpark.db`
+    /// there (the working directory with the embedded configuration).
+    pub path: String,
 }
 
 /// `[[admin.token]]`: one bearer token (`callpark token new` makes one).

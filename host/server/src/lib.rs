@@ -10,3 +10,4 @@ pub mod pacers;
 pub mod plugin_check;
 pub mod plugins;
 pub mod serve;
+pub mod store;
