@@ -53,6 +53,19 @@ pub struct EngineConfig {
     pub tls_port: Option<u16>,
 }
 
+/// A new configuration for `Engine::reconfigure`: the lot, the park
+/// access rule, the recall plugin's params, the security settings and,
+/// when the music changed, the new library.
+#[derive(Debug)]
+pub struct Reconfiguration {
+    pub lot: ParkLot,
+    pub access: Access,
+    pub recall_params: Params,
+    pub security: Security,
+    /// `None`: keep the library the engine has.
+    pub music: Option<MusicLibrary>,
+}
+
 /// Hold music: a default, per-orbit overrides, or silence when music is off.
 #[derive(Debug, Clone)]
 pub struct MusicLibrary {

@@ -160,14 +160,23 @@ impl Engine {
     /// watchers are untouched. A call on an orbit the new configuration
     /// removed stays retrievable on a disabled stand-in orbit and is
     /// recalled at once with reason `orbit-removed`.
-    pub fn reconfigure(
-        &mut self,
-        now: Duration,
-        mut lot: ParkLot,
-        access: Access,
-        recall_params: Params,
-        security: Security,
-    ) {
+    pub fn reconfigure(&mut self, now: Duration, new: Reconfiguration) {
+        let Reconfiguration {
+            mut lot,
+            access,
+            recall_params,
+            security,
+            music,
+        } = new;
+        // What each parked call hears now, to tell whom new music reaches.
+        let before: Vec<(CallId, Music)> = match &music {
+            Some(_) => self
+                .lot
+                .all_parked()
+                .map(|p| (p.call, self.music_of(&p.orbit)))
+                .collect(),
+            None => Vec::new(),
+        };
         self.guard.reconfigure(security);
         let mut orphans = Vec::new();
         for parked in self.lot.all_parked() {
@@ -186,6 +195,28 @@ impl Engine {
         self.lot = lot;
         self.cfg.access = access;
         self.cfg.recall_params = recall_params;
+        if let Some(library) = music {
+            self.media.library = library;
+            // A parked caller whose orbit's music changed hears the new one
+            // from the next packet on, in the same stream (its SSRC,
+            // sequence and timestamps carry on): no gap, no new stream.
+            for (call, old) in before {
+                let Some(CallState::Parked {
+                    stream: Some(stream),
+                    ..
+                }) = self.legs.calls.get(&call)
+                else {
+                    continue;
+                };
+                let Some(orbit) = self.lot.get(call).map(|p| p.orbit.clone()) else {
+                    continue;
+                };
+                let new = self.music_of(&orbit);
+                if !new.same_audio(&old) {
+                    self.media.desk.set_music(*stream, new);
+                }
+            }
+        }
         tracing::info!(
             orbits = self.lot.orbits().len(),
             parked = self.lot.parked_count(),
@@ -200,6 +231,14 @@ impl Engine {
         for id in ids {
             self.notify(now, id, None);
         }
+    }
+
+    /// What a call parked on `orbit` hears under the current lot and
+    /// library.
+    fn music_of(&self, orbit: &str) -> Music {
+        self.media
+            .library
+            .for_orbit(self.lot.orbit(orbit).and_then(|o| o.music.as_deref()))
     }
 
     /// Stops taking new parks (503) and hangs up every call (SIGTERM).

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use slab::Slab;
 
+use crate::Music;
 use crate::pacer::{PaceReport, Pacer, StreamId, StreamSpec};
 
 /// The engine's handle for one parked call's music.
@@ -42,6 +43,11 @@ pub enum MusicCommand {
         stream: MusicStream,
         dest: SocketAddr,
     },
+    /// Play other music from the next packet on, in the same stream.
+    SetMusic {
+        stream: MusicStream,
+        music: Music,
+    },
 }
 
 impl MusicCommand {
@@ -49,7 +55,8 @@ impl MusicCommand {
         match self {
             MusicCommand::Play { stream, .. }
             | MusicCommand::Stop { stream }
-            | MusicCommand::Redirect { stream, .. } => *stream,
+            | MusicCommand::Redirect { stream, .. }
+            | MusicCommand::SetMusic { stream, .. } => *stream,
         }
     }
 }
@@ -105,6 +112,11 @@ impl MusicShard {
             MusicCommand::Redirect { stream, dest } => {
                 if let Some((_, slot)) = self.streams.get(&stream) {
                     self.dests[*slot] = Some(dest);
+                }
+            }
+            MusicCommand::SetMusic { stream, music } => {
+                if let Some((id, _)) = self.streams.get(&stream) {
+                    self.pacer.set_music(*id, music);
                 }
             }
         }
@@ -228,6 +240,13 @@ impl MusicDesk {
     pub fn redirect(&mut self, stream: MusicStream, dest: SocketAddr) {
         if self.live.contains(&stream) {
             self.send(MusicCommand::Redirect { stream, dest });
+        }
+    }
+
+    /// Changes what a stream plays, keeping its timing, sequence and SSRC.
+    pub fn set_music(&mut self, stream: MusicStream, music: Music) {
+        if self.live.contains(&stream) {
+            self.send(MusicCommand::SetMusic { stream, music });
         }
     }
 

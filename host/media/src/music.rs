@@ -67,6 +67,13 @@ pub struct Music {
 }
 
 impl Music {
+    /// Whether two handles share their audio (a clone of the same decoded
+    /// file): what a configuration change compares to tell whether a
+    /// parked caller's music changed.
+    pub fn same_audio(&self, other: &Music) -> bool {
+        Arc::ptr_eq(&self.pcmu, &other.pcmu)
+    }
+
     /// Decodes a WAV file (8-, 16-, 24- or 32-bit integer, or 32-bit float
     /// PCM; any rate; any number of channels).
     pub fn from_wav(name: &str, wav: &[u8]) -> Result<Music, MediaError> {

@@ -18,7 +18,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::TokenConfig;
+use crate::config::{Config, TokenConfig};
+use crate::plugins::PluginSupervisor;
+use crate::provision::Provisioning;
 
 /// What a token may do; each role may do what the ones before it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -151,23 +153,39 @@ pub fn first_start_token(dir: &Path) -> anyhow::Result<(PathBuf, TokenConfig)> {
     ))
 }
 
-/// One orbit as the API shows it.
+/// One orbit as the engine has it, with what is parked on it now.
 #[derive(Debug, Clone, Serialize)]
 pub struct OrbitView {
     pub number: String,
     pub name: Option<String>,
     pub enabled: bool,
     pub capacity: u32,
+    /// The stored music or file it plays; `None`: the default music.
+    pub music: Option<String>,
+    /// `"0s"`: never recalls.
+    pub recall_after: String,
+    pub escape_key: Option<String>,
+    pub blf_state: &'static str,
+    /// The group that lists it as a destination.
+    pub group: Option<String>,
     /// Calls parked on it now.
     pub parked: usize,
 }
 
-/// What a handler asks the serve loop.
+/// What a handler (or SIGHUP) asks the serve loop, which owns the engine.
 #[derive(Debug)]
 pub enum AdminRequest {
     Orbits(oneshot::Sender<Vec<OrbitView>>),
-    /// What SIGHUP does.
-    Reload(oneshot::Sender<ReloadOutcome>),
+    /// Take a composed configuration (an API write, SIGHUP,
+    /// `config:reload`) with parked calls, bridges and watchers kept.
+    Apply(Box<Applying>, oneshot::Sender<Result<(), String>>),
+}
+
+/// A validated configuration and its decoded music, for the engine.
+#[derive(Debug)]
+pub struct Applying {
+    pub config: Config,
+    pub music: callpark_engine::MusicLibrary,
 }
 
 /// What re-reading the configuration file did.
@@ -181,6 +199,110 @@ pub enum ReloadOutcome {
     Refused(String),
 }
 
+/// The admin side of a running server: the provisioning state (file and
+/// store; one writer at a time), the way to the engine, the plugins.
+#[derive(Clone)]
+pub struct Live {
+    pub(crate) prov: Arc<tokio::sync::Mutex<Provisioning>>,
+    pub(crate) engine: mpsc::Sender<AdminRequest>,
+    pub(crate) supervisor: Arc<PluginSupervisor>,
+}
+
+impl Live {
+    pub fn new(
+        prov: Provisioning,
+        engine: mpsc::Sender<AdminRequest>,
+        supervisor: Arc<PluginSupervisor>,
+    ) -> Live {
+        Live {
+            prov: Arc::new(tokio::sync::Mutex::new(prov)),
+            engine,
+            supervisor,
+        }
+    }
+
+    /// Hands `config` to the engine, then gives the plugins their new
+    /// settings (off the async workers: a changed plugin compiles).
+    pub(crate) async fn apply(
+        &self,
+        prov: &Provisioning,
+        config: Config,
+        music: callpark_engine::MusicLibrary,
+    ) -> Result<(), Problem> {
+        let applying = Applying {
+            config: config.clone(),
+            music,
+        };
+        ask(&self.engine, |reply| {
+            AdminRequest::Apply(Box::new(applying), reply)
+        })
+        .await?
+        .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        self.supervisor.reconfigure(&config, prov.file.dir());
+        let plugins = self.supervisor.clone();
+        tokio::task::spawn_blocking(move || plugins.reload_all());
+        Ok(())
+    }
+}
+
+/// What SIGHUP and `config:reload` do: re-read the configuration file,
+/// compose it with the store and apply it (a refused file leaves the last
+/// good configuration serving), then reload the plugins, whose files may
+/// have changed either way.
+pub async fn reload(live: Live, trigger: &'static str) -> ReloadOutcome {
+    let mut prov = live.prov.lock().await;
+    let outcome = match prov.reread_file() {
+        Ok(None) => ReloadOutcome::NoFile,
+        Err(refusal) => ReloadOutcome::Refused(refusal.to_string()),
+        Ok(Some((file, config))) => {
+            // Decoding changed music reads files: not on an async worker.
+            // (The new file is at the old one's path: music paths resolve
+            // as before.)
+            let music = tokio::task::block_in_place(|| prov.music_library(&config));
+            match music {
+                Err(e) => ReloadOutcome::Refused(format!("{e:#}")),
+                Ok(music) => match live.apply(&prov, config.clone(), music).await {
+                    Ok(()) => {
+                        let name = file.name.clone();
+                        prov.file = file;
+                        prov.config = config;
+                        ReloadOutcome::Applied(name)
+                    }
+                    Err(e) => ReloadOutcome::Refused(e.detail),
+                },
+            }
+        }
+    };
+    match &outcome {
+        ReloadOutcome::NoFile => {
+            tracing::info!(
+                trigger,
+                "no configuration file to re-read (embedded default)"
+            )
+        }
+        ReloadOutcome::Applied(file) => tracing::info!(trigger, %file, "configuration applied"),
+        ReloadOutcome::Refused(e) => {
+            tracing::error!(trigger, error = %e, "configuration refused; the last good one stays")
+        }
+    }
+    if !matches!(outcome, ReloadOutcome::Applied(_)) {
+        // A refused plugin leaves the old one serving.
+        tracing::info!(trigger, "reloading plugins");
+        let plugins = live.supervisor.clone();
+        tokio::task::spawn_blocking(move || plugins.reload_all());
+    }
+    outcome
+}
+
+/// Renders milliseconds as the configuration writes durations.
+pub(crate) fn duration_text(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 /// The orbits of the engine's lot, with what is parked on each.
 pub fn orbit_views(lot: &callpark_core::lot::ParkLot) -> Vec<OrbitView> {
     lot.orbits()
@@ -190,15 +312,24 @@ pub fn orbit_views(lot: &callpark_core::lot::ParkLot) -> Vec<OrbitView> {
             name: o.name.clone(),
             enabled: o.enabled,
             capacity: o.capacity,
+            music: o.music.clone(),
+            recall_after: duration_text(o.recall_after_ms),
+            escape_key: o.escape_key.map(String::from),
+            blf_state: if o.blf_confirmed {
+                "confirmed"
+            } else {
+                "early"
+            },
+            group: o.group.clone(),
             parked: lot.parked_on(&o.number).count(),
         })
         .collect()
 }
 
 #[derive(Clone)]
-struct Api {
+pub(crate) struct Api {
     tokens: Arc<Tokens>,
-    engine: mpsc::Sender<AdminRequest>,
+    pub(crate) live: Live,
     /// The running configuration's folder: relative paths in a validated
     /// body resolve against it, as they would if the file were there.
     config_dir: PathBuf,
@@ -207,13 +338,13 @@ struct Api {
 /// An RFC 9457 problem: the status, and what to do about it; `errors`
 /// locates what was refused (line and field of a configuration).
 #[derive(Debug)]
-struct Problem {
-    status: StatusCode,
-    detail: String,
-    errors: Vec<serde_json::Value>,
+pub(crate) struct Problem {
+    pub(crate) status: StatusCode,
+    pub(crate) detail: String,
+    pub(crate) errors: Vec<serde_json::Value>,
 }
 
-fn problem(status: StatusCode, detail: impl Into<String>) -> Problem {
+pub(crate) fn problem(status: StatusCode, detail: impl Into<String>) -> Problem {
     Problem {
         status,
         detail: detail.into(),
@@ -251,7 +382,7 @@ impl IntoResponse for Problem {
 
 /// The caller's role when it is at least `needed`; else the 401 (no or no
 /// valid token) or 403 (a role too weak) to answer.
-fn authorize(api: &Api, headers: &HeaderMap, needed: Role) -> Result<Role, Problem> {
+pub(crate) fn authorize(api: &Api, headers: &HeaderMap, needed: Role) -> Result<Role, Problem> {
     let secret = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -277,26 +408,18 @@ fn authorize(api: &Api, headers: &HeaderMap, needed: Role) -> Result<Role, Probl
     }
 }
 
-async fn ask<T>(
-    api: &Api,
+pub(crate) async fn ask<T>(
+    engine: &mpsc::Sender<AdminRequest>,
     request: impl FnOnce(oneshot::Sender<T>) -> AdminRequest,
 ) -> Result<T, Problem> {
     let (reply, answer) = oneshot::channel();
     let gone = || problem(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
-    api.engine.send(request(reply)).await.map_err(|_| gone())?;
+    engine.send(request(reply)).await.map_err(|_| gone())?;
     answer.await.map_err(|_| gone())
 }
 
 async fn healthz() -> &'static str {
     "ok\n"
-}
-
-async fn list_orbits(
-    State(api): State<Api>,
-    headers: HeaderMap,
-) -> Result<axum::Json<Vec<OrbitView>>, Problem> {
-    authorize(&api, &headers, Role::Viewer)?;
-    Ok(axum::Json(ask(&api, AdminRequest::Orbits).await?))
 }
 
 /// The name a validated body goes by in its errors.
@@ -341,7 +464,7 @@ async fn reload_config(
     headers: HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, Problem> {
     authorize(&api, &headers, Role::Admin)?;
-    match ask(&api, AdminRequest::Reload).await? {
+    match reload(api.live.clone(), "config:reload").await {
         ReloadOutcome::Applied(file) => Ok(axum::Json(
             serde_json::json!({ "reloaded": true, "file": file }),
         )),
@@ -360,22 +483,19 @@ async fn not_found() -> Problem {
     problem(StatusCode::NOT_FOUND, "no such resource")
 }
 
-pub fn router(
-    tokens: Arc<Tokens>,
-    engine: mpsc::Sender<AdminRequest>,
-    config_dir: PathBuf,
-) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/api/v1/orbits", get(list_orbits))
-        .route("/api/v1/config:validate", post(validate_config))
-        .route("/api/v1/config:reload", post(reload_config))
-        .fallback(not_found)
-        .with_state(Api {
-            tokens,
-            engine,
-            config_dir,
-        })
+pub fn router(tokens: Arc<Tokens>, live: Live, config_dir: PathBuf) -> Router {
+    crate::api::routes(
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/api/v1/config:validate", post(validate_config))
+            .route("/api/v1/config:reload", post(reload_config)),
+    )
+    .fallback(not_found)
+    .with_state(Api {
+        tokens,
+        live,
+        config_dir,
+    })
 }
 
 /// Serves the API on `listener` until the runtime stops.

@@ -766,7 +766,7 @@ impl Config {
         callpark_core::lot::ParkLot::new(orbits, groups)
     }
 
-    fn validate(&self) -> Result<(), (Vec<PathPart>, String)> {
+    pub(crate) fn validate(&self) -> Result<(), (Vec<PathPart>, String)> {
         use PathPart::{Index as I, Key as K};
         let at = |parts: &[PathPart], msg: String| Err((parts.to_vec(), msg));
 
@@ -1359,7 +1359,7 @@ pub fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
 
 /// Splits `"*701"` into (`"*"`, 701). Orbit numbers are digits with an
 /// optional `*` or `#` prefix (Lync allows both).
-fn split_orbit(text: &str) -> Result<(&'static str, u64), String> {
+pub(crate) fn split_orbit(text: &str) -> Result<(&'static str, u64), String> {
     let (prefix, digits) = match text.as_bytes().first() {
         Some(b'*') => ("*", &text[1..]),
         Some(b'#') => ("#", &text[1..]),
@@ -1379,12 +1379,12 @@ fn split_orbit(text: &str) -> Result<(&'static str, u64), String> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum PathPart {
+pub(crate) enum PathPart {
     Key(&'static str),
     Index(usize),
 }
 
-fn render_path(path: &[PathPart]) -> String {
+pub(crate) fn render_path(path: &[PathPart]) -> String {
     let mut out = String::new();
     for part in path {
         match part {
@@ -1406,7 +1406,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 /// The line of a field, found through toml_edit's spans; the nearest
 /// enclosing table when the field itself is absent (a default).
-fn locate(text: &str, path: &[PathPart]) -> usize {
+pub(crate) fn locate(text: &str, path: &[PathPart]) -> usize {
     let Ok(doc) = toml_edit::Document::parse(text) else {
         return 0;
     };

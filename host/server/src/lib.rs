@@ -2,6 +2,7 @@
 //! stack) the sockets and the clock. The only crate that does IO.
 
 pub mod admin;
+pub mod api;
 pub mod batch;
 pub mod clock;
 pub mod config;
@@ -9,5 +10,6 @@ pub mod logging;
 pub mod pacers;
 pub mod plugin_check;
 pub mod plugins;
+pub mod provision;
 pub mod serve;
 pub mod store;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use callpark_server::config::{Config, DEFAULT_CONFIG};
 use callpark_server::logging::{self, LogFormat};
 use callpark_server::plugin_check;
+use callpark_server::provision::FileSource;
 
 /// callpark: a SIP Call Park server whose policy lives in WebAssembly plugins.
 ///
@@ -111,14 +112,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => {
             let loaded = match &config {
-                Some(path) => match Config::load(path) {
+                Some(path) => match FileSource::load(path) {
                     Ok(c) => c,
                     Err(e) => {
                         eprintln!("{e}");
                         return Ok(ExitCode::FAILURE);
                     }
                 },
-                None => Config::embedded(),
+                None => FileSource::embedded(),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -128,7 +129,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             // itself, while a future under `block_on` is woken by a worker
             // through a thread switch, which every RTP packet would pay.
             runtime.block_on(async {
-                tokio::spawn(callpark_server::serve::serve(loaded, config))
+                tokio::spawn(callpark_server::serve::serve(loaded))
                     .await
                     .map_err(|e| anyhow::anyhow!("the serve loop panicked: {e}"))?
             })?;

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -127,35 +127,56 @@ fn local_ip() -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
-fn load_music(path: &Path) -> anyhow::Result<Music> {
+pub(crate) fn load_music(path: &Path) -> anyhow::Result<Music> {
     let bytes = std::fs::read(path).with_context(|| format!("reading music {}", path.display()))?;
     Ok(Music::from_wav(&path.display().to_string(), &bytes)?)
 }
 
-/// The hold music and prompts a configuration names, decoded: the
-/// default (embedded unless `media.music` names a file) and every orbit's
-/// own file.
+/// The hold music and prompts a configuration names, decoded from files
+/// relative to `config_dir`: the default (embedded unless `media.music`
+/// names a file) and every orbit's own.
 pub fn music_library(config: &Config, config_dir: Option<&Path>) -> anyhow::Result<MusicLibrary> {
+    music_library_with(config, |key| load_music(&Config::resolve(config_dir, key)))
+}
+
+/// `music_library` with music got by `load(key)`, the key being what the
+/// configuration names (a path, or a stored music file's name).
+pub fn music_library_with(
+    config: &Config,
+    mut load: impl FnMut(&str) -> anyhow::Result<Music>,
+) -> anyhow::Result<MusicLibrary> {
+    // The embedded audio is decoded once per process: every configuration
+    // write builds a library, and shares these handles.
+    static EMBEDDED: std::sync::OnceLock<(Music, HashMap<String, Music>)> =
+        std::sync::OnceLock::new();
+    let (embedded_default, prompts) = EMBEDDED.get_or_init(|| {
+        let decode = |name: &str, wav: &[u8]| {
+            Music::from_wav(name, wav).expect("the embedded audio decodes (a unit test checks)")
+        };
+        (
+            decode("embedded:hold.wav", DEFAULT_MUSIC),
+            PROMPTS
+                .iter()
+                .map(|(name, wav)| (name.to_string(), decode(name, wav)))
+                .collect(),
+        )
+    });
     let mut music = MusicLibrary {
         default: if config.media.music.is_empty() {
-            Music::from_wav("embedded:hold.wav", DEFAULT_MUSIC)?
+            embedded_default.clone()
         } else {
-            load_music(&Config::resolve(config_dir, &config.media.music)).context("media.music")?
+            load(&config.media.music).context("media.music")?
         },
         by_key: HashMap::new(),
         music_on_hold: config.media.music_on_hold,
-        prompts: PROMPTS
-            .iter()
-            .map(|(name, wav)| Ok((name.to_string(), Music::from_wav(name, wav)?)))
-            .collect::<anyhow::Result<_>>()?,
+        prompts: prompts.clone(),
     };
     for (i, orbit) in config.orbit.iter().enumerate() {
-        if let Some(path) = orbit.music.as_deref().filter(|m| !m.is_empty())
-            && !music.by_key.contains_key(path)
+        if let Some(key) = orbit.music.as_deref().filter(|m| !m.is_empty())
+            && !music.by_key.contains_key(key)
         {
-            let m = load_music(&Config::resolve(config_dir, path))
-                .with_context(|| format!("orbit[{}].music", i + 1))?;
-            music.by_key.insert(path.to_string(), m);
+            let m = load(key).with_context(|| format!("orbit[{}].music", i + 1))?;
+            music.by_key.insert(key.to_string(), m);
         }
     }
     Ok(music)
@@ -189,11 +210,11 @@ pub fn preflight(config: &Config, config_path: &Path) -> anyhow::Result<()> {
 }
 
 /// Runs the server until SIGTERM or SIGINT.
-pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let config_dir = config_path
-        .as_deref()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf);
+pub async fn serve(file: crate::provision::FileSource) -> anyhow::Result<()> {
+    let config_dir = file.dir().map(Path::to_path_buf);
+    // The store, and the configuration the file and it make together.
+    let mut provisioning = crate::provision::Provisioning::open(file)?;
+    let config = provisioning.config.clone();
     let supervisor = PluginSupervisor::start(&config, config_dir.as_deref())?;
 
     let listen: Vec<SocketAddr> = config
@@ -218,7 +239,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         parse_port_range(&config.media.rtp_ports).map_err(anyhow::Error::msg)?;
     let media_addr = SocketAddr::new(media_ip, rtp_lo);
 
-    let music = music_library(&config, config_dir.as_deref())?;
+    let music = provisioning.music_library(&config)?;
     let mut secret = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret))
@@ -346,7 +367,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let wake = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(wake);
     let (admin_tx, mut admin_requests) = mpsc::channel::<AdminRequest>(64);
-    start_admin(&config, config_dir.as_deref(), admin_tx).await?;
+    let data_dir = provisioning.data_dir.clone();
+    let live = crate::admin::Live::new(provisioning, admin_tx, supervisor.clone());
+    start_admin(&config, &data_dir, live.clone()).await?;
 
     loop {
         let now = clock(started);
@@ -396,7 +419,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 shutting_down = Some(Instant::now());
             }
             _ = sighup.recv() => {
-                reload(&mut engine, &supervisor, config_path.as_deref(), config_dir.as_deref(), secret, clock(started), "SIGHUP");
+                // Re-read off this loop; what it makes comes back as an
+                // `AdminRequest::Apply`, as an API write does.
+                tokio::spawn(crate::admin::reload(live.clone(), "SIGHUP"));
             }
             _ = sigint.recv() => {
                 tracing::info!("SIGINT: hanging up every call");
@@ -463,8 +488,8 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 AdminRequest::Orbits(reply) => {
                     let _ = reply.send(crate::admin::orbit_views(engine.lot()));
                 }
-                AdminRequest::Reload(reply) => {
-                    let outcome = reload(&mut engine, &supervisor, config_path.as_deref(), config_dir.as_deref(), secret, clock(started), "config:reload");
+                AdminRequest::Apply(applying, reply) => {
+                    let outcome = apply(&mut engine, *applying, secret, clock(started));
                     let _ = reply.send(outcome);
                 }
             },
@@ -495,76 +520,44 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     Ok(())
 }
 
-/// What SIGHUP and `config:reload` do: re-read the configuration file and
-/// apply it with parked calls, bridges and busy-lamp watchers kept (a
-/// refused file leaves the last good configuration serving), then reload
-/// the plugins off this loop, whose files may have changed either way.
-fn reload(
+/// Applies a configuration the admin side composed (an API write, SIGHUP,
+/// `config:reload`) to the engine: parked calls, bridges and busy-lamp
+/// watchers are kept, and new music reaches the callers it is for.
+/// Refused (nothing changes) only when the security settings do not
+/// build, which validation already checks.
+fn apply(
     engine: &mut Engine,
-    supervisor: &std::sync::Arc<PluginSupervisor>,
-    config_path: Option<&Path>,
-    config_dir: Option<&Path>,
+    applying: crate::admin::Applying,
     secret: [u8; 32],
     now: Duration,
-    trigger: &'static str,
-) -> crate::admin::ReloadOutcome {
-    use crate::admin::ReloadOutcome;
-    let outcome = match config_path {
-        None => ReloadOutcome::NoFile,
-        Some(path) => match Config::load(path)
-            .map_err(|e| e.to_string())
-            .and_then(|new| new.security_settings(secret).map(|s| (new, s)))
-        {
-            Ok((new, security)) => {
-                engine.reconfigure(
-                    now,
-                    new.lot(),
-                    new.park_access(),
-                    new.plugin_params_for(callpark_core::Decision::Recall),
-                    security,
-                );
-                supervisor.reconfigure(&new, config_dir);
-                ReloadOutcome::Applied(path.display().to_string())
-            }
-            Err(e) => ReloadOutcome::Refused(e),
+) -> Result<(), String> {
+    let crate::admin::Applying { config, music } = applying;
+    let security = config.security_settings(secret)?;
+    engine.reconfigure(
+        now,
+        callpark_engine::Reconfiguration {
+            lot: config.lot(),
+            access: config.park_access(),
+            recall_params: config.plugin_params_for(callpark_core::Decision::Recall),
+            security,
+            music: Some(music),
         },
-    };
-    match &outcome {
-        ReloadOutcome::NoFile => {
-            tracing::info!(
-                trigger,
-                "no configuration file to re-read (embedded default)"
-            )
-        }
-        ReloadOutcome::Applied(file) => tracing::info!(trigger, %file, "configuration applied"),
-        ReloadOutcome::Refused(e) => {
-            tracing::error!(trigger, error = %e, "configuration refused; the last good one stays")
-        }
-    }
-    // A refused plugin leaves the old one serving.
-    tracing::info!(trigger, "reloading plugins");
-    let plugins = supervisor.clone();
-    tokio::task::spawn_blocking(move || plugins.reload_all());
-    outcome
+    );
+    Ok(())
 }
 
 /// The admin API, when `[admin] listen` is set: its listener, and its
 /// tokens (with none configured, the first-start admin token in the data
 /// folder: the configuration file's, else the working directory).
-async fn start_admin(
-    config: &Config,
-    config_dir: Option<&Path>,
-    requests: mpsc::Sender<AdminRequest>,
-) -> anyhow::Result<()> {
+async fn start_admin(config: &Config, dir: &Path, live: crate::admin::Live) -> anyhow::Result<()> {
     if config.admin.listen.is_empty() {
         tracing::info!("no admin API (admin.listen is empty)");
         return Ok(());
     }
     let addr: SocketAddr = config.admin.listen.parse().context("admin.listen")?;
     let mut tokens = crate::admin::Tokens::from_config(&config.admin.token);
-    let dir = config_dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     if tokens.is_empty() {
-        let (file, token) = crate::admin::first_start_token(&dir)?;
+        let (file, token) = crate::admin::first_start_token(dir)?;
         tracing::warn!(file = %file.display(), "no [[admin.token]] configured: the admin token is in this file, readable by its owner only");
         tokens = crate::admin::Tokens::from_config(&[token]);
     }
@@ -572,7 +565,7 @@ async fn start_admin(
     tracing::info!(%addr, "admin API listening");
     crate::admin::spawn(
         listener,
-        crate::admin::router(std::sync::Arc::new(tokens), requests, dir),
+        crate::admin::router(std::sync::Arc::new(tokens), live, dir.to_path_buf()),
     );
     Ok(())
 }
@@ -1001,6 +994,13 @@ async fn serve_connection<S>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_embedded_audio_decodes() {
+        let library = super::music_library(&crate::config::Config::default(), None).unwrap();
+        assert!(library.default.frames() > 0);
+        assert_eq!(library.prompts.len(), super::PROMPTS.len());
+    }
+
     #[test]
     fn the_embedded_prompts_are_the_ones_announcements_use() {
         let names: Vec<&str> = super::PROMPTS.iter().map(|(name, _)| *name).collect();

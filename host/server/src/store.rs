@@ -103,7 +103,10 @@ pub struct MusicEntry {
 }
 
 pub struct Store {
-    conn: Connection,
+    /// Behind a mutex only so that the store may be shared with the
+    /// async admin handlers (a connection is `Send`, not `Sync`); one
+    /// writer at a time is the provisioning lock's job.
+    conn: std::sync::Mutex<Connection>,
     path: PathBuf,
 }
 
@@ -130,7 +133,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         migrate(&mut conn, version)?;
         Ok(Store {
-            conn,
+            conn: std::sync::Mutex::new(conn),
             path: path.to_path_buf(),
         })
     }
@@ -168,9 +171,13 @@ impl Store {
             );
         }
         Ok(Store {
-            conn,
+            conn: std::sync::Mutex::new(conn),
             path: path.to_path_buf(),
         })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn path(&self) -> &Path {
@@ -179,15 +186,15 @@ impl Store {
 
     pub fn schema_version(&self) -> anyhow::Result<u32> {
         Ok(self
-            .conn
+            .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
     /// Every configuration object, in the order each was first made.
     pub fn objects(&self) -> anyhow::Result<Vec<StoredObject>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT kind, key, body FROM config_object ORDER BY seq")?;
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT kind, key, body FROM config_object ORDER BY seq")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -208,7 +215,8 @@ impl Store {
 
     /// Applies `changes` in one transaction: all of them or none.
     pub fn apply(&mut self, changes: &[Change]) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
         let now = now_ms();
         for change in changes {
             match change {
@@ -239,13 +247,13 @@ impl Store {
 
     pub fn meta(&self, key: &str) -> anyhow::Result<Option<String>> {
         Ok(self
-            .conn
+            .conn()
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()?)
     }
 
     pub fn set_meta(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
-        self.conn.execute(
+        self.conn().execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             params![key, value],
@@ -254,9 +262,9 @@ impl Store {
     }
 
     pub fn music_list(&self) -> anyhow::Result<Vec<MusicEntry>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT name, bytes, sha256, updated_ms FROM music ORDER BY name")?;
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT name, bytes, sha256, updated_ms FROM music ORDER BY name")?;
         let rows = stmt.query_map([], |r| {
             Ok(MusicEntry {
                 name: r.get(0)?,
@@ -270,13 +278,15 @@ impl Store {
 
     pub fn music(&self, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
         Ok(self
-            .conn
-            .query_row("SELECT wav FROM music WHERE name = ?1", [name], |r| r.get(0))
+            .conn()
+            .query_row("SELECT wav FROM music WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 
     pub fn put_music(&mut self, name: &str, wav: &[u8], sha256: &str) -> anyhow::Result<()> {
-        self.conn.execute(
+        self.conn().execute(
             "INSERT INTO music (name, wav, sha256, updated_ms, bytes) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (name) DO UPDATE SET wav = excluded.wav, sha256 = excluded.sha256,
                  updated_ms = excluded.updated_ms, bytes = excluded.bytes",
@@ -288,7 +298,7 @@ impl Store {
     /// Whether it was there.
     pub fn delete_music(&mut self, name: &str) -> anyhow::Result<bool> {
         Ok(self
-            .conn
+            .conn()
             .execute("DELETE FROM music WHERE name = ?1", [name])?
             > 0)
     }
@@ -356,7 +366,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("callpark.db");
         let old = Store::create_at_version(&path, 1).unwrap();
-        old.conn
+        old.conn()
             .execute(
                 "INSERT INTO music (name, wav, sha256, updated_ms) VALUES ('m', x'0102030405', 'h', 1)",
                 [],

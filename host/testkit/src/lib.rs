@@ -5,7 +5,9 @@
 
 pub use callpark_builtin::BuiltinPolicy;
 pub use callpark_core::lot::{GroupConfig, OrbitConfig, ParkLot};
-pub use callpark_engine::{Access, Engine, EngineConfig, EngineEvent, MusicLibrary};
+pub use callpark_engine::{
+    Access, Engine, EngineConfig, EngineEvent, MusicLibrary, Reconfiguration,
+};
 pub use callpark_media::Music;
 pub use callpark_sip::codec::parse;
 pub use callpark_sip::message::{HeaderView, Message, Request, Response};
@@ -68,7 +70,25 @@ pub fn engine_with(
     orbits[4].music = Some("sales.wav".into());
     orbits.push(orbit("799", 2));
     let lot = ParkLot::new(orbits, groups);
-    let music = MusicLibrary {
+    let music = music();
+    Engine::new(
+        EngineConfig {
+            access,
+            epoch_ms_at_zero: 1_767_225_600_000,
+            entropy: 42,
+            security,
+            ..config()
+        },
+        lot,
+        music,
+        Arc::new(BuiltinPolicy),
+    )
+}
+
+/// The test library: a default tone, `sales.wav` (a constant loud
+/// signal) for orbit 705, and the prompts.
+pub fn music() -> MusicLibrary {
+    MusicLibrary {
         default: Music::from_linear(
             "tone",
             &(0..8000)
@@ -94,19 +114,7 @@ pub fn engine_with(
                 (k.to_string(), m)
             })
             .collect(),
-    };
-    Engine::new(
-        EngineConfig {
-            access,
-            epoch_ms_at_zero: 1_767_225_600_000,
-            entropy: 42,
-            security,
-            ..config()
-        },
-        lot,
-        music,
-        Arc::new(BuiltinPolicy),
-    )
+    }
 }
 
 /// A scripted phone at 127.0.0.1:<port>, RTP at <port>+1000.

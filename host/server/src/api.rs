@@ -1,0 +1,1117 @@
+//! The configuration resources under `/api/v1` (docs/api.md): orbit
+//! ranges, orbits, groups, settings sections, the effective configuration
+//! with each object's source, and music.
+//!
+//! Every write goes through `write`: the change is planned on the store's
+//! objects, the whole configuration is validated by the validator
+//! `callpark check` uses, music is decoded, and only then is the change
+//! committed to the store and handed to the engine (the path SIGHUP takes),
+//! so a refused write changes nothing anywhere. `?dry_run=true` stops
+//! before the commit and answers with what would change.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::admin::{AdminRequest, Api, OrbitView, Problem, Role, ask, authorize, problem};
+use crate::config::{
+    AccessConfig, Config, FeaturesConfig, GroupConfig, OrbitConfig, OrbitDefaults, RangeConfig,
+    RecallConfig,
+};
+use crate::provision::{
+    MAX_MUSIC_BYTES, Provisioning, Refusal, SECTIONS, Source, Stored, check_music_name, put,
+};
+use crate::store::{Change, ObjectKind};
+
+type Answer = Result<Response, Problem>;
+type Query_ = Query<HashMap<String, String>>;
+
+fn answer(status: StatusCode, value: Value) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+/// `?dry_run=` and `?force=` of a write.
+#[derive(Debug, Default, Clone, Copy)]
+struct Flags {
+    dry_run: bool,
+    force: bool,
+}
+
+fn flags(query: &HashMap<String, String>) -> Result<Flags, Problem> {
+    let mut f = Flags::default();
+    for (key, value) in query {
+        let on = match value.as_str() {
+            "true" | "1" | "" => true,
+            "false" | "0" => false,
+            _ => {
+                return Err(invalid(
+                    key,
+                    format!("`{value}` is not true or false"),
+                    StatusCode::BAD_REQUEST,
+                ));
+            }
+        };
+        match key.as_str() {
+            "dry_run" => f.dry_run = on,
+            "force" => f.force = on,
+            _ => {
+                return Err(invalid(
+                    key,
+                    "unknown query parameter (a write takes dry_run and force)".into(),
+                    StatusCode::BAD_REQUEST,
+                ));
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// A problem about one field of the request.
+fn invalid(field: &str, reason: String, status: StatusCode) -> Problem {
+    Problem {
+        status,
+        detail: if field.is_empty() {
+            reason.clone()
+        } else {
+            format!("{field}: {reason}")
+        },
+        errors: vec![json!({ "field": field, "reason": reason })],
+    }
+}
+
+/// A JSON body as `T`, refused with the path of the field that does not
+/// fit (`capacity: invalid type ...`).
+fn parse_body<T: DeserializeOwned>(value: Value) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        invalid(
+            &field,
+            e.inner().to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+    })
+}
+
+fn json_body(bytes: &[u8]) -> Result<Value, Problem> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(invalid(
+            "",
+            "the body is empty; send a JSON object".into(),
+            StatusCode::BAD_REQUEST,
+        ));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        invalid(
+            "",
+            format!("the body is not JSON: {e}"),
+            StatusCode::BAD_REQUEST,
+        )
+    })?;
+    if !value.is_object() {
+        return Err(invalid(
+            "",
+            "the body must be a JSON object".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ));
+    }
+    Ok(value)
+}
+
+fn refused(r: Refusal) -> Problem {
+    let mut error = json!({ "field": r.field, "reason": r.message });
+    if let Some((kind, key)) = &r.object {
+        error["object"] = json!({ "kind": kind.name(), "key": key });
+    }
+    if let Some(file) = &r.file {
+        error["file"] = json!(file);
+        error["line"] = json!(r.line);
+    }
+    Problem {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        detail: r.to_string(),
+        errors: vec![error],
+    }
+}
+
+/// RFC 7396 JSON merge patch: `patch` laid over `target`; `null` removes.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    let map = target.as_object_mut().expect("an object");
+    for (k, v) in patch {
+        if v.is_null() {
+            map.remove(k);
+        } else {
+            merge_patch(map.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+/// Orbit numbers, at most this many listed in a write's report (a range
+/// may hold 100,000): the counts are always whole.
+const LISTED: usize = 1000;
+
+fn listed(numbers: Vec<&String>) -> Value {
+    json!({
+        "count": numbers.len(),
+        "numbers": numbers.iter().take(LISTED).collect::<Vec<_>>(),
+        "truncated": numbers.len() > LISTED,
+    })
+}
+
+/// What a write changes: orbits added, removed and changed (any of their
+/// settings), groups and settings sections changed, and the parked calls
+/// a forced removal recalls.
+fn report(before: &Config, after: &Config, recalled: &[(String, usize)]) -> Value {
+    let lot_b = before.lot();
+    let lot_a = after.lot();
+    let b: BTreeMap<&String, _> = lot_b.orbits().iter().map(|o| (&o.number, o)).collect();
+    let a: BTreeMap<&String, _> = lot_a.orbits().iter().map(|o| (&o.number, o)).collect();
+    let added = a.keys().filter(|k| !b.contains_key(*k)).copied().collect();
+    let removed = b.keys().filter(|k| !a.contains_key(*k)).copied().collect();
+    let changed = a
+        .iter()
+        .filter(|(k, o)| b.get(*k).is_some_and(|was| was != *o))
+        .map(|(k, _)| *k)
+        .collect();
+    let gb: BTreeMap<&String, &GroupConfig> = before.group.iter().map(|g| (&g.name, g)).collect();
+    let ga: BTreeMap<&String, &GroupConfig> = after.group.iter().map(|g| (&g.name, g)).collect();
+    let groups_changed: Vec<&String> = ga
+        .iter()
+        .filter(|(k, g)| gb.get(*k) != Some(*g))
+        .map(|(k, _)| *k)
+        .chain(gb.keys().filter(|k| !ga.contains_key(*k)).copied())
+        .collect();
+    let settings: Vec<&str> = SECTIONS
+        .into_iter()
+        .filter(|s| section_value(before, s) != section_value(after, s))
+        .collect();
+    json!({
+        "orbits": { "added": listed(added), "removed": listed(removed), "changed": listed(changed) },
+        "groups": groups_changed,
+        "settings": settings,
+        "recalled": recalled.iter().map(|(orbit, calls)| json!({ "orbit": orbit, "calls": calls })).collect::<Vec<_>>(),
+    })
+}
+
+/// Plans, validates, commits and applies the changes `build` makes from
+/// the current state; with `dry_run` it stops before the commit. Answers
+/// the provisioning state after the write and the report.
+async fn write<'a>(
+    api: &'a Api,
+    flags: Flags,
+    build: impl FnOnce(&Provisioning) -> Result<Vec<Change>, Problem>,
+) -> Result<(tokio::sync::MutexGuard<'a, Provisioning>, Value), Problem> {
+    let mut prov = api.live.prov.lock().await;
+    let changes = build(&prov)?;
+    let (stored, config) = prov.plan(&changes).map_err(refused)?;
+    config
+        .security_settings([0; 32])
+        .map_err(|e| problem(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    // Orbits this write takes away that hold calls: refused unless forced.
+    let removed = prov.orbits_removed(&config);
+    let mut holding = Vec::new();
+    if !removed.is_empty() {
+        let views = ask(&api.live.engine, AdminRequest::Orbits).await?;
+        holding = views
+            .into_iter()
+            .filter(|v| v.parked > 0 && removed.contains(&v.number))
+            .map(|v| (v.number, v.parked))
+            .collect();
+        if !holding.is_empty() && !flags.force {
+            let (orbit, calls) = &holding[0];
+            return Err(Problem {
+                status: StatusCode::CONFLICT,
+                detail: format!(
+                    "orbit {orbit} holds {calls} parked call{}: add ?force=true to remove it anyway (its calls are recalled, reason orbit-removed)",
+                    if *calls == 1 { "" } else { "s" }
+                ),
+                errors: holding
+                    .iter()
+                    .map(|(orbit, calls)| json!({ "orbit": orbit, "parked": calls }))
+                    .collect(),
+            });
+        }
+    }
+    let mut summary = report(&prov.config, &config, &holding);
+    let music = tokio::task::block_in_place(|| prov.music_library(&config))
+        .map_err(|e| problem(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
+    summary["dry_run"] = json!(flags.dry_run);
+    if flags.dry_run {
+        return Ok((prov, summary));
+    }
+    prov.commit(&changes, stored, config.clone()).map_err(|e| {
+        problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the store did not keep the change ({e:#}); nothing changed"),
+        )
+    })?;
+    api.live.apply(&prov, config, music).await?;
+    tracing::info!(
+        trigger = "api",
+        changes = changes.len(),
+        recalled = holding.len(),
+        "configuration applied"
+    );
+    Ok((prov, summary))
+}
+
+/// A 409 when the file configures the object: what the file names is
+/// read-only through the API.
+fn not_file_owned(prov: &Provisioning, kind: ObjectKind, key: &str) -> Result<(), Problem> {
+    match prov.file.line_of_object(kind, key) {
+        Some(line) => Err(Problem {
+            status: StatusCode::CONFLICT,
+            detail: format!(
+                "{} `{key}` is configured in {} line {line}: change it there (the API changes what the store holds)",
+                kind.name(),
+                prov.file.name
+            ),
+            errors: vec![json!({ "file": prov.file.name, "line": line })],
+        }),
+        None => Ok(()),
+    }
+}
+
+fn not_found(kind: &str, key: &str) -> Problem {
+    problem(StatusCode::NOT_FOUND, format!("no {kind} `{key}`"))
+}
+
+/// Ranges, orbits and groups: the objects kept as lists, by key.
+trait Listed: Serialize + DeserializeOwned + Clone + PartialEq + Send + 'static {
+    const KIND: ObjectKind;
+    /// The body field that holds the key.
+    const KEY: &'static str;
+    /// What the API calls it in messages.
+    const NOUN: &'static str;
+    fn key(&self) -> &str;
+    fn effective(config: &Config) -> &[Self];
+    fn stored(stored: &Stored) -> &[Self];
+}
+
+impl Listed for RangeConfig {
+    const KIND: ObjectKind = ObjectKind::Range;
+    const KEY: &'static str = "name";
+    const NOUN: &'static str = "orbit range";
+    fn key(&self) -> &str {
+        &self.name
+    }
+    fn effective(config: &Config) -> &[Self] {
+        &config.range
+    }
+    fn stored(stored: &Stored) -> &[Self] {
+        &stored.ranges
+    }
+}
+
+impl Listed for OrbitConfig {
+    const KIND: ObjectKind = ObjectKind::Orbit;
+    const KEY: &'static str = "number";
+    const NOUN: &'static str = "orbit settings";
+    fn key(&self) -> &str {
+        &self.number
+    }
+    fn effective(config: &Config) -> &[Self] {
+        &config.orbit
+    }
+    fn stored(stored: &Stored) -> &[Self] {
+        &stored.orbits
+    }
+}
+
+impl Listed for GroupConfig {
+    const KIND: ObjectKind = ObjectKind::Group;
+    const KEY: &'static str = "name";
+    const NOUN: &'static str = "group";
+    fn key(&self) -> &str {
+        &self.name
+    }
+    fn effective(config: &Config) -> &[Self] {
+        &config.group
+    }
+    fn stored(stored: &Stored) -> &[Self] {
+        &stored.groups
+    }
+}
+
+/// An object with its source.
+fn with_source<T: Listed>(prov: &Provisioning, object: &T) -> Value {
+    let mut v = serde_json::to_value(object).expect("serializes");
+    v["source"] = serde_json::to_value(prov.source_of(T::KIND, object.key())).expect("serializes");
+    v
+}
+
+/// The body as a `T` whose key is `key`: the key may be left out of the
+/// body, and may not differ from the path's.
+fn keyed<T: Listed>(mut body: Value, key: &str) -> Result<T, Problem> {
+    match body.get(T::KEY) {
+        None => {
+            body[T::KEY] = json!(key);
+        }
+        Some(v) if v.as_str() == Some(key) => {}
+        Some(v) => {
+            return Err(invalid(
+                T::KEY,
+                format!("the body says {v}, the path `{key}`: they must agree (PATCH renames)"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ));
+        }
+    }
+    parse_body(body)
+}
+
+fn stored_entry<'p, T: Listed>(prov: &'p Provisioning, key: &str) -> Option<&'p T> {
+    T::stored(&prov.stored).iter().find(|o| o.key() == key)
+}
+
+async fn list<T: Listed>(State(api): State<Api>, headers: HeaderMap) -> Answer {
+    authorize(&api, &headers, Role::Viewer)?;
+    let prov = api.live.prov.lock().await;
+    let all: Vec<Value> = T::effective(&prov.config)
+        .iter()
+        .map(|o| with_source(&prov, o))
+        .collect();
+    Ok(answer(StatusCode::OK, Value::Array(all)))
+}
+
+async fn get_one<T: Listed>(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Answer {
+    authorize(&api, &headers, Role::Viewer)?;
+    let prov = api.live.prov.lock().await;
+    match T::effective(&prov.config).iter().find(|o| o.key() == key) {
+        Some(o) => Ok(answer(StatusCode::OK, with_source(&prov, o))),
+        None => Err(not_found(T::NOUN, &key)),
+    }
+}
+
+/// The answer of a write: the object after it (or `null`), what changed,
+/// whether it was a dry run.
+fn written<T: Listed>(
+    prov: &Provisioning,
+    key: &str,
+    status: StatusCode,
+    report: Value,
+) -> Response {
+    let object = match T::effective(&prov.config).iter().find(|o| o.key() == key) {
+        Some(o) => with_source(prov, o),
+        None => Value::Null,
+    };
+    let status = if report["dry_run"] == json!(true) {
+        StatusCode::OK
+    } else {
+        status
+    };
+    answer(status, json!({ "object": object, "changes": report }))
+}
+
+async fn create<T: Listed>(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(query): Query_,
+    body: Bytes,
+) -> Answer {
+    authorize(&api, &headers, Role::Admin)?;
+    let flags = flags(&query)?;
+    let object: T = parse_body(json_body(&body)?)?;
+    let key = object.key().to_string();
+    if key.is_empty() {
+        return Err(invalid(
+            T::KEY,
+            "required".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ));
+    }
+    let (prov, report) = write(&api, flags, |prov| {
+        not_file_owned(prov, T::KIND, &key)?;
+        if stored_entry::<T>(prov, &key).is_some() {
+            return Err(problem(
+                StatusCode::CONFLICT,
+                format!("{} `{key}` exists: PUT or PATCH it to change it", T::NOUN),
+            ));
+        }
+        Ok(vec![put(T::KIND, &key, &object)])
+    })
+    .await?;
+    Ok(written::<T>(&prov, &key, StatusCode::CREATED, report))
+}
+
+async fn replace<T: Listed>(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    Query(query): Query_,
+    body: Bytes,
+) -> Answer {
+    authorize(&api, &headers, Role::Admin)?;
+    let flags = flags(&query)?;
+    let object: T = keyed(json_body(&body)?, &key)?;
+    let mut created = false;
+    let (prov, report) = write(&api, flags, |prov| {
+        not_file_owned(prov, T::KIND, &key)?;
+        created = stored_entry::<T>(prov, &key).is_none();
+        Ok(vec![put(T::KIND, &key, &object)])
+    })
+    .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(written::<T>(&prov, &key, status, report))
+}
+
+async fn patch<T: Listed>(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    Query(query): Query_,
+    body: Bytes,
+) -> Answer {
+    authorize(&api, &headers, Role::Admin)?;
+    let flags = flags(&query)?;
+    let patch = json_body(&body)?;
+    let mut new_key = key.clone();
+    let (prov, report) = write(&api, flags, |prov| {
+        not_file_owned(prov, T::KIND, &key)?;
+        let mut current = match stored_entry::<T>(prov, &key) {
+            Some(o) => serde_json::to_value(o).expect("serializes"),
+            // An orbit of a range gets settings of its own.
+            None if T::KIND == ObjectKind::Orbit && prov.config.lot().orbit(&key).is_some() => {
+                json!({ "number": key })
+            }
+            None => return Err(not_found(T::NOUN, &key)),
+        };
+        merge_patch(&mut current, &patch);
+        let object: T = parse_body(current)?;
+        new_key = object.key().to_string();
+        let mut changes = Vec::new();
+        if new_key != key {
+            not_file_owned(prov, T::KIND, &new_key)?;
+            if stored_entry::<T>(prov, &new_key).is_some() {
+                return Err(problem(
+                    StatusCode::CONFLICT,
+                    format!("{} `{new_key}` exists", T::NOUN),
+                ));
+            }
+            changes.push(Change::Delete(T::KIND, key.clone()));
+        }
+        changes.push(put(T::KIND, &new_key, &object));
+        Ok(changes)
+    })
+    .await?;
+    Ok(written::<T>(&prov, &new_key, StatusCode::OK, report))
+}
+
+async fn remove<T: Listed>(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    Query(query): Query_,
+) -> Answer {
+    authorize(&api, &headers, Role::Admin)?;
+    let flags = flags(&query)?;
+    let (_prov, report) = write(&api, flags, |prov| {
+        not_file_owned(prov, T::KIND, &key)?;
+        if stored_entry::<T>(prov, &key).is_none() {
+            return Err(if T::KIND == ObjectKind::Orbit && prov.config.lot().orbit(&key).is_some() {
+                problem(
+                    StatusCode::NOT_FOUND,
+                    format!("orbit {key} has no settings of its own: it comes from a range; change or delete the range"),
+                )
+            } else {
+                not_found(T::NOUN, &key)
+            });
+        }
+        Ok(vec![Change::Delete(T::KIND, key.clone())])
+    })
+    .await?;
+    Ok(answer(
+        StatusCode::OK,
+        json!({ "object": Value::Null, "changes": report }),
+    ))
+}
+
+/// An orbit as the API shows it: the engine's view (with what is parked
+/// on it now), its range, its own settings and where they come from.
+fn orbit_json(prov: &Provisioning, view: OrbitView) -> Value {
+    let range = prov.config.range.iter().find(|r| in_range(r, &view.number));
+    let entry = prov.config.orbit.iter().find(|o| o.number == view.number);
+    let source = match (entry, range) {
+        (Some(_), _) => prov.source_of(ObjectKind::Orbit, &view.number),
+        (None, Some(r)) => prov.source_of(ObjectKind::Range, &r.name),
+        (None, None) => Source::Default,
+    };
+    let mut v = serde_json::to_value(view).expect("serializes");
+    v["range"] = json!(range.map(|r| &r.name));
+    v["settings"] = serde_json::to_value(entry).expect("serializes");
+    v["source"] = serde_json::to_value(source).expect("serializes");
+    v
+}
+
+fn in_range(range: &RangeConfig, number: &str) -> bool {
+    let (Ok((prefix, lo)), Ok((_, hi))) = (
+        crate::config::split_orbit(&range.start),
+        crate::config::split_orbit(&range.end),
+    ) else {
+        return false;
+    };
+    number.len() == range.start.len()
+        && crate::config::split_orbit(number)
+            .is_ok_and(|(p, n)| p == prefix && (lo..=hi).contains(&n))
+}
+
+async fn list_orbits(State(api): State<Api>, headers: HeaderMap) -> Answer {
+    authorize(&api, &headers, Role::Viewer)?;
+    let views = ask(&api.live.engine, AdminRequest::Orbits).await?;
+    let prov = api.live.prov.lock().await;
+    let all: Vec<Value> = views.into_iter().map(|v| orbit_json(&prov, v)).collect();
+    Ok(answer(StatusCode::OK, Value::Array(all)))
+}
+
+async fn get_orbit(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(number): Path<String>,
+) -> Answer {
+    authorize(&api, &headers, Role::Viewer)?;
+    let views = ask(&api.live.engine, AdminRequest::Orbits).await?;
+    let prov = api.live.prov.lock().await;
+    match views.into_iter().find(|v| v.number == number) {
+        Some(v) => Ok(answer(StatusCode::OK, orbit_json(&prov, v))),
+        None => Err(not_found("orbit", &number)),
+    }
+}
+
+/// `POST /groups/{name}/members`: adds one member.
+async fn add_member(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(query): Query_,
+    body: Bytes,
+) -> Answer {
+    authorize(&api, &headers, Role::Admin)?;
+    let flags = flags(&query)?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Member {
+        member: String,
+    }
+    let Member { member } = parse_body(json_body(&body)?)?;
+    let (prov, report) = write(&api, flags, |prov| {
+        not_file_owned(prov, ObjectKind::Group, &name)?;
+        let mut group = stored_entry::<GroupConfig>(prov, &name)
+            .cloned()
+            .ok_or_else(|| not_found("group", &name))?;
+        if !group.members.contains(&member) {
+            group.members.push(member.clone());
+        }
+        Ok(vec![put(ObjectKind::Group, &name, &group)])
+    })
+    .await?;
+    Ok(written::<GroupConfig>(&prov, &name, StatusCode::OK, report))
+}
+
+/// `DELETE /groups/{name}/members/{member}`: removes one member.
+async fn remove_member(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((name, member)): Path<(String, String)>,
+    Query(query): Query_,
+) -> Answer {
+    authorize(&api, &headers, Role::Admin)?;
+    let flags = flags(&query)?;
+    let (prov, report) = write(&api, flags, |prov| {
+        not_file_owned(prov, ObjectKind::Group, &name)?;
+        let mut group = stored_entry::<GroupConfig>(prov, &name)
+            .cloned()
+            .ok_or_else(|| not_found("group", &name))?;
+        let before = group.members.len();
+        group.members.retain(|m| *m != member);
+        if group.members.len() == before {
+            return Err(problem(
+                StatusCode::NOT_FOUND,
+                format!("`{member}` is not a member of group `{name}`"),
+            ));
+        }
+        Ok(vec![put(ObjectKind::Group, &name, &group)])
+    })
+    .await?;
+    Ok(written::<GroupConfig>(&prov, &name, StatusCode::OK, report))
+}
+
+/// A settings section of a configuration, as JSON.
+fn section_value(config: &Config, name: &str) -> Option<Value> {
+    let v = match name {
+        "defaults" => serde_json::to_value(&config.defaults),
+        "recall" => serde_json::to_value(&config.recall),
+        "features" => serde_json::to_value(&config.features),
+        "access" => serde_json::to_value(&config.access),
+        _ => return None,
+    };
+    Some(v.expect("serializes"))
+}
+
+/// The change that stores `value` as section `name`, its shape checked.
+fn section_change(name: &str, value: Value) -> Result<Change, Problem> {
+    Ok(match name {
+        "defaults" => put(
+            ObjectKind::Settings,
+            name,
+            &parse_body::<OrbitDefaults>(value)?,
+        ),
+        "recall" => put(
+            ObjectKind::Settings,
+            name,
+            &parse_body::<RecallConfig>(value)?,
+        ),
+        "features" => put(
+            ObjectKind::Settings,
+            name,
+            &parse_body::<FeaturesConfig>(value)?,
+        ),
+        "access" => put(
+            ObjectKind::Settings,
+            name,
+            &parse_body::<AccessConfig>(value)?,
+        ),
+        _ => return Err(no_section(name)),
+    })
+}
+
+fn no_section(name: &str) -> Problem {
+    problem(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no settings section `{name}`: the sections are {}",
+            SECTIONS.join(", ")
+        ),
+    )
+}
+
+fn section_json(prov: &Provisioning, name: &str) -> Value {
+    json!({
+        "source": prov.source_of(ObjectKind::Settings, name),
+        "value": section_value(&prov.config, name),
+    })
+}
+
+async fn get_settings(State(api): State<Api>, headers: HeaderMap) -> Answer {
+    authorize(&api, &headers, Role::Viewer)?;
+    let prov = api.live.prov.lock().await;
+    let all: serde_json::Map<String, Value> = SECTIONS
+        .into_iter()
+        .map(|s| (s.to_string(), section_json(&prov, s)))
+        .collect();
+    Ok(answer(StatusCode::OK, Value::Object(all)))
+}
+
+async fn get_section(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Answer {
+    authorize(&api, &headers, Role::Viewer)?;
+    if !SECTIONS.contains(&name.as_str()) {
+        return Err(no_section(&name));
+    }
+    let prov = api.live.prov.lock().await;
+    Ok(answer(StatusCode::OK, section_json(&prov, &name)))
+}
+
+/// `PUT` (the body is the whole section; keys left out take the built-in
+/// defaults) and `PATCH` (merged over the section in effect).
+async fn write_section(
+    api: Api,
+    headers: HeaderMap,
+    name: String,
+    query: HashMap<String, String>,
+    body: Bytes,
+    merge: bool,
+) -> Answer {
+    authorize(&api, &headers, Role::Admin)?;
+    let flags = flags(&query)?;
+    if !SECTIONS.contains(&name.as_str()) {
+        return Err(no_section(&name));
+    }
+    let body = json_body(&body)?;
+    let (prov, report) = write(&api, flags, |prov| {
+        not_file_owned(prov, ObjectKind::Settings, &name)?;
+        let value = if merge {
+            let mut current = section_value(&prov.config, &name).expect("a section");
+            merge_patch(&mut current, &body);
+            current
+        } else {
+            body
+        };
+        Ok(vec![section_change(&name, value)?])
+    })
+    .await?;
+    Ok(answer(
+        StatusCode::OK,
+        json!({ "object": section_json(&prov, &name), "changes": report }),
+    ))
+}
+
+async fn put_section(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(query): Query_,
+    body: Bytes,
+) -> Answer {
+    write_section(api, headers, name, query, body, false).await
+}
+
+async fn patch_section(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(query): Query_,
+    body: Bytes,
+) -> Answer {
+    write_section(api, headers, name, query, body, true).await
+}
+
+/// `DELETE /settings/{section}`: back to the built-in defaults.
+async fn delete_section(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(query): Query_,
+) -> Answer {
+    authorize(&api, &headers, Role::Admin)?;
+    let flags = flags(&query)?;
+    if !SECTIONS.contains(&name.as_str()) {
+        return Err(no_section(&name));
+    }
+    let (prov, report) = write(&api, flags, |prov| {
+        not_file_owned(prov, ObjectKind::Settings, &name)?;
+        if !prov.stored.has_section(&name) {
+            return Err(problem(
+                StatusCode::NOT_FOUND,
+                format!("the store has no `{name}` section: it is at the built-in defaults"),
+            ));
+        }
+        Ok(vec![Change::Delete(ObjectKind::Settings, name.clone())])
+    })
+    .await?;
+    Ok(answer(
+        StatusCode::OK,
+        json!({ "object": section_json(&prov, &name), "changes": report }),
+    ))
+}
+
+/// `GET /api/v1/config`: the effective configuration, each object with
+/// its source.
+async fn get_config(State(api): State<Api>, headers: HeaderMap) -> Answer {
+    authorize(&api, &headers, Role::Viewer)?;
+    let prov = api.live.prov.lock().await;
+    let c = &prov.config;
+    let settings: serde_json::Map<String, Value> = SECTIONS
+        .into_iter()
+        .map(|s| (s.to_string(), section_json(&prov, s)))
+        .collect();
+    Ok(answer(
+        StatusCode::OK,
+        json!({
+            "file": prov.file.path.as_ref().map(|_| &prov.file.name),
+            "store": prov.store.path().display().to_string(),
+            "schema_version": prov.store.schema_version().ok(),
+            "ranges": c.range.iter().map(|r| with_source(&prov, r)).collect::<Vec<_>>(),
+            "orbits": c.orbit.iter().map(|o| with_source(&prov, o)).collect::<Vec<_>>(),
+            "groups": c.group.iter().map(|g| with_source(&prov, g)).collect::<Vec<_>>(),
+            "settings": settings,
+        }),
+    ))
+}
+
+/// Who uses stored music `name`: `media.music` and orbit numbers.
+fn music_users(config: &Config, name: &str) -> Vec<String> {
+    let mut users: Vec<String> = config
+        .orbit
+        .iter()
+        .filter(|o| o.music.as_deref() == Some(name))
+        .map(|o| o.number.clone())
+        .collect();
+    if config.media.music == name {
+        users.insert(0, "media.music".into());
+    }
+    users
+}
+
+async fn list_music(State(api): State<Api>, headers: HeaderMap) -> Answer {
+    authorize(&api, &headers, Role::Viewer)?;
+    let prov = api.live.prov.lock().await;
+    let list = prov.store.music_list().map_err(store_failed)?;
+    Ok(answer(
+        StatusCode::OK,
+        Value::Array(
+            list.into_iter()
+                .map(|m| {
+                    json!({
+                        "name": m.name,
+                        "bytes": m.bytes,
+                        "sha256": m.sha256,
+                        "updated_ms": m.updated_ms,
+                        "used_by": music_users(&prov.config, &m.name),
+                    })
+                })
+                .collect(),
+        ),
+    ))
+}
+
+fn store_failed(e: anyhow::Error) -> Problem {
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("the store failed: {e:#}"),
+    )
+}
+
+/// `GET /music/{name}`: the WAV as uploaded (sipX's Listen).
+async fn get_music(State(api): State<Api>, headers: HeaderMap, Path(name): Path<String>) -> Answer {
+    authorize(&api, &headers, Role::Viewer)?;
+    let prov = api.live.prov.lock().await;
+    match prov.store.music(&name).map_err(store_failed)? {
+        Some(wav) => Ok(([(header::CONTENT_TYPE, "audio/wav")], wav).into_response()),
+        None => Err(not_found("music", &name)),
+    }
+}
+
+/// `PUT /music/{name}`: a WAV that hound reads, not empty, at most
+/// `MAX_MUSIC_BYTES`. Callers parked on an orbit that plays it hear the
+/// new version at once.
+async fn put_music(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(query): Query_,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    authorize(&api, &headers, Role::Admin)?;
+    let flags = flags(&query)?;
+    check_music_name(&name).map_err(|e| invalid("name", e, StatusCode::UNPROCESSABLE_ENTITY))?;
+    let wav = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the upload is over {} MiB; hold music is played at 8 kHz mono, so a shorter or smaller file sounds the same",
+                    MAX_MUSIC_BYTES >> 20
+                ),
+            )
+        } else {
+            problem(e.status(), e.body_text())
+        }
+    })?;
+    let music = callpark_media::Music::from_wav(&name, &wav).map_err(|e| {
+        invalid(
+            "body",
+            format!("not a WAV file callpark can play: {e}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+    })?;
+    if music.frames() == 0 {
+        return Err(invalid(
+            "body",
+            "the WAV holds no audio".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ));
+    }
+    let sha = crate::admin::hex(&sha2::Digest::finalize(
+        <sha2::Sha256 as sha2::Digest>::new_with_prefix(&wav),
+    ));
+    let mut prov = api.live.prov.lock().await;
+    let existed = prov.store.music(&name).map_err(store_failed)?.is_some();
+    let users = music_users(&prov.config, &name);
+    let summary = json!({
+        "name": name, "bytes": wav.len(), "sha256": sha,
+        "frames": music.frames(), "used_by": users, "dry_run": flags.dry_run,
+    });
+    if flags.dry_run {
+        return Ok(answer(StatusCode::OK, summary));
+    }
+    prov.store
+        .put_music(&name, &wav, &sha)
+        .map_err(store_failed)?;
+    if !users.is_empty() {
+        let config = prov.config.clone();
+        let library = tokio::task::block_in_place(|| prov.music_library(&config))
+            .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+        api.live.apply(&prov, config, library).await?;
+    }
+    tracing::info!(music = %name, bytes = wav.len(), used_by = users.len(), "music stored");
+    Ok(answer(
+        if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        summary,
+    ))
+}
+
+/// `DELETE /music/{name}`: refused while the configuration uses it.
+async fn delete_music(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(query): Query_,
+) -> Answer {
+    authorize(&api, &headers, Role::Admin)?;
+    let flags = flags(&query)?;
+    let mut prov = api.live.prov.lock().await;
+    let users = music_users(&prov.config, &name);
+    if !users.is_empty() {
+        return Err(Problem {
+            status: StatusCode::CONFLICT,
+            detail: format!(
+                "music `{name}` is in use by {}: give them other music first",
+                users.join(", ")
+            ),
+            errors: users.iter().map(|u| json!({ "used_by": u })).collect(),
+        });
+    }
+    if prov.store.music(&name).map_err(store_failed)?.is_none() {
+        return Err(not_found("music", &name));
+    }
+    if !flags.dry_run {
+        prov.store.delete_music(&name).map_err(store_failed)?;
+    }
+    Ok(answer(
+        StatusCode::OK,
+        json!({ "name": name, "deleted": !flags.dry_run, "dry_run": flags.dry_run }),
+    ))
+}
+
+/// The configuration resources, added to the admin router.
+pub(crate) fn routes(router: Router<Api>) -> Router<Api> {
+    router
+        .route("/api/v1/config", get(get_config))
+        .route(
+            "/api/v1/orbit-ranges",
+            get(list::<RangeConfig>).post(create::<RangeConfig>),
+        )
+        .route(
+            "/api/v1/orbit-ranges/{key}",
+            get(get_one::<RangeConfig>)
+                .put(replace::<RangeConfig>)
+                .patch(patch::<RangeConfig>)
+                .delete(remove::<RangeConfig>),
+        )
+        .route(
+            "/api/v1/orbits",
+            get(list_orbits).post(create::<OrbitConfig>),
+        )
+        .route(
+            "/api/v1/orbits/{key}",
+            get(get_orbit)
+                .put(replace::<OrbitConfig>)
+                .patch(patch::<OrbitConfig>)
+                .delete(remove::<OrbitConfig>),
+        )
+        .route(
+            "/api/v1/groups",
+            get(list::<GroupConfig>).post(create::<GroupConfig>),
+        )
+        .route(
+            "/api/v1/groups/{key}",
+            get(get_one::<GroupConfig>)
+                .put(replace::<GroupConfig>)
+                .patch(patch::<GroupConfig>)
+                .delete(remove::<GroupConfig>),
+        )
+        .route("/api/v1/groups/{key}/members", post(add_member))
+        .route(
+            "/api/v1/groups/{key}/members/{member}",
+            delete(remove_member),
+        )
+        .route("/api/v1/settings", get(get_settings))
+        .route(
+            "/api/v1/settings/{key}",
+            get(get_section)
+                .put(put_section)
+                .patch(patch_section)
+                .delete(delete_section),
+        )
+        .route("/api/v1/music", get(list_music))
+        .route(
+            "/api/v1/music/{key}",
+            get(get_music)
+                .put(put_music)
+                .delete(delete_music)
+                .layer(DefaultBodyLimit::max(MAX_MUSIC_BYTES)),
+        )
+}
+
+/// Orbit numbers of a configuration, for tests of the report.
+#[cfg(test)]
+fn numbers(config: &Config) -> std::collections::BTreeSet<String> {
+    config
+        .lot()
+        .orbits()
+        .iter()
+        .map(|o| o.number.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut v = json!({ "a": 1, "b": { "c": 2, "d": 3 } });
+        merge_patch(&mut v, &json!({ "a": null, "b": { "c": 5 }, "e": [1] }));
+        assert_eq!(v, json!({ "b": { "c": 5, "d": 3 }, "e": [1] }));
+    }
+
+    #[test]
+    fn a_report_lists_what_a_change_adds_removes_and_changes() {
+        let before = Config::default();
+        let mut after = before.clone();
+        after.range[0].end = "705".into();
+        after.orbit.push(OrbitConfig {
+            number: "701".into(),
+            capacity: Some(3),
+            ..OrbitConfig::default()
+        });
+        after.range.push(RangeConfig {
+            name: "b".into(),
+            start: "800".into(),
+            end: "801".into(),
+        });
+        let r = report(&before, &after, &[]);
+        assert_eq!(r["orbits"]["removed"]["count"], 45);
+        assert_eq!(r["orbits"]["added"]["numbers"], json!(["800", "801"]));
+        assert_eq!(r["orbits"]["changed"]["numbers"], json!(["701"]));
+        assert_eq!(numbers(&after).len(), 7);
+    }
+
+    #[test]
+    fn field_errors_name_the_field() {
+        let e = parse_body::<OrbitConfig>(json!({ "number": "1", "capacity": "x" })).unwrap_err();
+        assert_eq!(e.errors[0]["field"], "capacity");
+        let e = parse_body::<OrbitConfig>(json!({ "number": "1", "colour": 1 })).unwrap_err();
+        assert!(e.detail.contains("unknown field `colour`"), "{}", e.detail);
+    }
+}
