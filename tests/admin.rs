@@ -259,3 +259,559 @@ fn config_reload_applies_the_file_or_keeps_the_last_good_one() {
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }
+
+/// A JSON request as admin (or another token); returns (status, body as
+/// JSON, or `Null` when the body is not JSON).
+fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (status, _, answer) = http_with(port, method, path, Some(token), &text);
+    (
+        status,
+        serde_json::from_str(&answer).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn get(port: u16, path: &str) -> serde_json::Value {
+    let (status, v) = call(port, "GET", path, VIEWER, serde_json::Value::Null);
+    assert_eq!(status, 200, "GET {path}: {v}");
+    v
+}
+
+/// Every write resource, what the file owns refused with its line, field
+/// errors named as `callpark check` names them, and `dry_run` changing
+/// nothing.
+#[test]
+fn the_api_writes_ranges_orbits_groups_and_settings_and_leaves_the_file_alone() {
+    use serde_json::json;
+    let server = with_viewer_and_admin();
+    let port = server.admin;
+    let admin =
+        |method: &str, path: &str, body: serde_json::Value| call(port, method, path, ADMIN, body);
+    let range = json!({ "name": "sales", "start": "800", "end": "809" });
+
+    let (status, v) = call(port, "POST", "/api/v1/orbit-ranges", VIEWER, range.clone());
+    assert_eq!(status, 403, "a viewer may not write: {v}");
+    // A dry run answers what would change and changes nothing.
+    let (status, v) = admin("POST", "/api/v1/orbit-ranges?dry_run=true", range.clone());
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["changes"]["dry_run"], true);
+    assert_eq!(v["changes"]["orbits"]["added"]["count"], 10, "{v}");
+    let (status, _) = call(port, "GET", "/api/v1/orbits/800", VIEWER, json!(null));
+    assert_eq!(status, 404, "a dry run applies nothing");
+
+    let (status, v) = admin("POST", "/api/v1/orbit-ranges", range.clone());
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["object"]["source"]["kind"], "store");
+    let orbit = get(port, "/api/v1/orbits/800");
+    assert_eq!(orbit["range"], "sales");
+    assert_eq!(orbit["parked"], 0);
+    let (status, v) = admin("POST", "/api/v1/orbit-ranges", range.clone());
+    assert_eq!(status, 409, "made twice: {v}");
+
+    // The same validator and messages as `callpark check`.
+    let (status, v) = admin(
+        "POST",
+        "/api/v1/orbit-ranges",
+        json!({ "name": "x", "start": "805", "end": "820" }),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errors"][0]["field"], "start", "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("overlaps range `sales`"),
+        "{v}"
+    );
+    let (status, v) = admin("PUT", "/api/v1/orbits/801", json!({ "capacity": 0 }));
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errors"][0]["field"], "capacity");
+    assert_eq!(v["errors"][0]["reason"], "0 is not in 1..1000");
+    let (status, v) = admin("PUT", "/api/v1/orbits/801", json!({ "capacity": "two" }));
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errors"][0]["field"], "capacity");
+
+    // An orbit of a range gets settings of its own; PATCH null clears one.
+    let (status, v) = admin(
+        "PUT",
+        "/api/v1/orbits/801",
+        json!({ "capacity": 3, "name": "vip", "recall_after": "120s" }),
+    );
+    assert_eq!(status, 201, "{v}");
+    let orbit = get(port, "/api/v1/orbits/801");
+    assert_eq!(
+        (&orbit["capacity"], &orbit["name"], &orbit["recall_after"]),
+        (&json!(3), &json!("vip"), &json!("120s")),
+        "{orbit}"
+    );
+    assert_eq!(orbit["source"]["kind"], "store");
+    let (status, v) = admin("PATCH", "/api/v1/orbits/801", json!({ "capacity": null }));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(get(port, "/api/v1/orbits/801")["capacity"], 1);
+    assert_eq!(get(port, "/api/v1/orbits/801")["name"], "vip");
+
+    // What the file names is read-only, with its line.
+    let (status, v) = admin(
+        "PATCH",
+        "/api/v1/orbit-ranges/main",
+        json!({ "end": "709" }),
+    );
+    assert_eq!(status, 409, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("park.toml line"),
+        "{v}"
+    );
+    let (status, v) = admin("PATCH", "/api/v1/orbits/799", json!({ "capacity": 1 }));
+    assert_eq!(status, 409, "{v}");
+    let (status, v) = admin("DELETE", "/api/v1/groups/front-desk", json!(null));
+    assert_eq!(status, 409, "{v}");
+
+    // Groups, and one member added and removed without resending all.
+    let (status, v) = admin(
+        "POST",
+        "/api/v1/groups",
+        json!({ "name": "sales-team", "members": ["sip:ann@127.0.0.1"], "destinations": ["802", "803"], "recall": "parker-then-hunt-group", "hunt_group": "sip:desk@127.0.0.1" }),
+    );
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = admin(
+        "POST",
+        "/api/v1/groups/sales-team/members",
+        json!({ "member": "sip:ben@127.0.0.1" }),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"]["members"].as_array().unwrap().len(), 2);
+    assert_eq!(get(port, "/api/v1/orbits/802")["group"], "sales-team");
+    let (status, v) = admin(
+        "DELETE",
+        "/api/v1/groups/sales-team/members/sip%3Aann%40127.0.0.1",
+        json!(null),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"]["members"], json!(["sip:ben@127.0.0.1"]));
+
+    // Settings sections the file does not name belong to the API.
+    let (status, v) = admin(
+        "PATCH",
+        "/api/v1/settings/recall",
+        json!({ "max_attempts": 3 }),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"]["value"]["max_attempts"], 3);
+    assert_eq!(v["object"]["source"]["kind"], "store");
+    let (status, v) = admin(
+        "PATCH",
+        "/api/v1/settings/recall",
+        json!({ "max_attempts": 11 }),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errors"][0]["field"], "max_attempts");
+    let settings = get(port, "/api/v1/settings");
+    assert_eq!(settings["recall"]["value"]["max_attempts"], 3);
+    assert_eq!(settings["defaults"]["source"]["kind"], "default");
+
+    // The effective configuration, each object with its source.
+    let config = get(port, "/api/v1/config");
+    let ranges = config["ranges"].as_array().unwrap();
+    assert_eq!(ranges[0]["name"], "main");
+    assert_eq!(ranges[0]["source"]["kind"], "file");
+    assert!(ranges[0]["source"]["line"].as_u64().unwrap() > 0);
+    assert_eq!(ranges[1]["name"], "sales");
+    assert_eq!(ranges[1]["source"]["kind"], "store");
+
+    // A file edit that clashes with the store is refused like any bad
+    // configuration; the last good one keeps serving.
+    let file = server.config_path();
+    let original = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{original}\n[[range]]\nname = \"sales\"\nstart = \"900\"\nend = \"901\"\n"),
+    )
+    .unwrap();
+    let (status, v) = admin("POST", "/api/v1/config:reload", json!(null));
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("is used twice"),
+        "{v}"
+    );
+    assert_eq!(get(port, "/api/v1/orbits/800")["range"], "sales");
+    let (status, _) = call(port, "GET", "/api/v1/orbits/900", VIEWER, json!(null));
+    assert_eq!(status, 404);
+
+    // Deleting: a range from the store, an orbit's own settings.
+    let (status, v) = admin("DELETE", "/api/v1/orbits/801", json!(null));
+    assert_eq!(status, 200, "{v}");
+    assert!(get(port, "/api/v1/orbits/801")["name"].is_null());
+    let (status, v) = admin("DELETE", "/api/v1/orbits/801", json!(null));
+    assert_eq!(status, 404, "{v}");
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+    assert!(!log.contains(ADMIN), "a secret reached the log");
+}
+
+/// A 16-bit 8 kHz WAV of `seconds` at one constant level.
+fn wav(level: i16, seconds: f32) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
+    for _ in 0..(8000.0 * seconds) as usize {
+        w.write_sample(level).unwrap();
+    }
+    w.finalize().unwrap();
+    out.into_inner()
+}
+
+/// One HTTP request with a binary body; returns (status, body).
+fn http_bytes(port: u16, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    conn.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).unwrap();
+    let at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response");
+    let status = String::from_utf8_lossy(&raw[..at])
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    (status, raw[at + 4..].to_vec())
+}
+
+/// A caller parked on `orbit` by a raw INVITE with Referred-By: its SIP
+/// socket and the socket its RTP (the hold music) arrives on.
+fn park(server: &Server, orbit: &str, call_id: &str) -> (UdpSocket, UdpSocket) {
+    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rtp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let me = sip.local_addr().unwrap();
+    let a = server.addr();
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\n",
+        rtp.local_addr().unwrap().port()
+    );
+    let invite = format!(
+        "INVITE sip:{orbit}@{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}\r\nFrom: <sip:c@{me}>;tag=c\r\nTo: <sip:{orbit}@{a}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nReferred-By: <sip:parker@127.0.0.1>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sip.send_to(invite.as_bytes(), a).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, _) = sip.recv_from(&mut buf).expect("an answer to the park");
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if text.starts_with("SIP/2.0 1") {
+            continue;
+        }
+        assert!(text.starts_with("SIP/2.0 200"), "{text}");
+        let to = text
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+            .unwrap()
+            .to_string();
+        let ack = format!(
+            "ACK sip:{orbit}@{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}ack\r\nFrom: <sip:c@{me}>;tag=c\r\n{to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        sip.send_to(ack.as_bytes(), a).unwrap();
+        return (sip, rtp);
+    }
+}
+
+/// The RTP that arrives on `rtp` for `for_`: (SSRC, sequence, timestamp,
+/// whether the payload is one constant level, arrival).
+fn listen(rtp: &UdpSocket, for_: Duration) -> Vec<(u32, u16, u32, bool, std::time::Instant)> {
+    let until = std::time::Instant::now() + for_;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while std::time::Instant::now() < until {
+        let Ok(n) = rtp.recv(&mut buf) else { break };
+        let p = &buf[..n];
+        let payload = &p[12..];
+        out.push((
+            u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+            u16::from_be_bytes([p[2], p[3]]),
+            u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+            payload.iter().all(|b| *b == payload[0]),
+            std::time::Instant::now(),
+        ));
+    }
+    out
+}
+
+/// A range made through the API holds a parked call; new music for its
+/// orbit reaches the caller in the same stream with no gap; the music may
+/// not be deleted while used; deleting the range needs `force`, which
+/// recalls the call.
+#[test]
+fn a_parked_caller_hears_new_music_at_once_and_removing_its_orbit_needs_force() {
+    use serde_json::json;
+    let server = with_viewer_and_admin();
+    let port = server.admin;
+    let admin =
+        |method: &str, path: &str, body: serde_json::Value| call(port, method, path, ADMIN, body);
+    let (status, v) = admin(
+        "POST",
+        "/api/v1/orbit-ranges",
+        json!({ "name": "lobby", "start": "810", "end": "811" }),
+    );
+    assert_eq!(status, 201, "{v}");
+    let (status, body) = http_bytes(port, "PUT", "/api/v1/music/loud", ADMIN, &wav(12000, 1.0));
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+
+    let (_sip, rtp) = park(&server, "810", "music1");
+    assert_eq!(get(port, "/api/v1/orbits/810")["parked"], 1);
+    let before = listen(&rtp, Duration::from_millis(300));
+    assert!(before.len() > 5, "hold music plays: {}", before.len());
+    assert!(before.iter().all(|p| !p.3), "the default music varies");
+
+    // The switch, while the caller keeps listening.
+    let switch = std::thread::spawn(move || {
+        call(
+            port,
+            "PATCH",
+            "/api/v1/orbits/810",
+            ADMIN,
+            json!({ "music": "loud" }),
+        )
+    });
+    let during = listen(&rtp, Duration::from_millis(600));
+    let (status, v) = switch.join().unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["changes"]["orbits"]["changed"]["numbers"], json!(["810"]));
+    let all: Vec<_> = before.iter().chain(during.iter()).collect();
+    assert!(all.iter().all(|p| p.0 == all[0].0), "one stream (one SSRC)");
+    for pair in all.windows(2) {
+        assert_eq!(pair[1].1, pair[0].1.wrapping_add(1), "no packet missing");
+        assert_eq!(pair[1].2, pair[0].2.wrapping_add(160), "no gap in time");
+    }
+    assert!(during.last().unwrap().3, "the new music plays");
+    let gap = all.windows(2).map(|w| w[1].4 - w[0].4).max().unwrap();
+    eprintln!("largest gap between packets across the switch: {gap:?}");
+
+    // Listen: the stored file comes back as uploaded.
+    let (status, body) = http_bytes(port, "GET", "/api/v1/music/loud", VIEWER, b"");
+    assert_eq!((status, body), (200, wav(12000, 1.0)));
+    let (status, v) = admin("DELETE", "/api/v1/music/loud", json!(null));
+    assert_eq!(status, 409, "in use: {v}");
+    assert!(v["detail"].as_str().unwrap().contains("810"), "{v}");
+
+    // Removing the range that holds the call.
+    let (status, v) = admin("DELETE", "/api/v1/orbit-ranges/lobby", json!(null));
+    assert_eq!(status, 409, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("force=true"), "{v}");
+    assert_eq!(get(port, "/api/v1/orbits/810")["parked"], 1);
+    let (status, v) = admin(
+        "DELETE",
+        "/api/v1/orbit-ranges/lobby?force=true",
+        json!(null),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["changes"]["recalled"],
+        json!([{ "orbit": "810", "calls": 1 }])
+    );
+    wait_log(&server, "event=\"recall-started\"", 1);
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}
+
+/// Music that is not music, or too much of it, is refused with a reason,
+/// and what was stored stays.
+#[test]
+fn bad_music_is_refused_and_nothing_stored_is_lost() {
+    let server = with_viewer_and_admin();
+    let port = server.admin;
+    let good = wav(3000, 0.5);
+    assert_eq!(
+        http_bytes(port, "PUT", "/api/v1/music/hold", ADMIN, &good).0,
+        201
+    );
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0".to_vec();
+    for (what, body, status, reason) in [
+        ("a PNG", png, 422, "not a WAV"),
+        ("an empty WAV", wav(0, 0.0), 422, "no audio"),
+        ("a blank name", good.clone(), 422, "music name"),
+    ] {
+        let path = if what == "a blank name" {
+            "/api/v1/music/..hidden"
+        } else {
+            "/api/v1/music/hold"
+        };
+        let (got, answer) = http_bytes(port, "PUT", path, ADMIN, &body);
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(got, status, "{what}: {answer}");
+        assert!(answer.contains(reason), "{what}: {answer}");
+    }
+    // 200 MB announced: refused from its Content-Length, before it is read.
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "PUT /api/v1/music/hold HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN}\r\nContent-Length: {}\r\n\r\n",
+        200u64 << 20
+    )
+    .unwrap();
+    conn.write_all(&[0u8; 65536]).unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = conn.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("MiB"), "{answer}");
+    let (status, body) = http_bytes(port, "GET", "/api/v1/music/hold", VIEWER, b"");
+    assert_eq!((status, body), (200, good), "the stored music stays");
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}
+
+/// Everything the API made survives a clean restart and kill -9.
+#[test]
+fn what_the_api_made_survives_sigterm_and_kill_9() {
+    use serde_json::json;
+    let server = with_viewer_and_admin();
+    let port = server.admin;
+    let admin = |method: &str, path: &str, body: serde_json::Value| {
+        let (status, v) = call(port, method, path, ADMIN, body);
+        assert!(status < 300, "{method} {path}: {status} {v}");
+    };
+    admin(
+        "POST",
+        "/api/v1/orbit-ranges",
+        json!({ "name": "kept", "start": "*820", "end": "*829" }),
+    );
+    let _ = http_bytes(
+        port,
+        "PUT",
+        "/api/v1/music/kept-music",
+        ADMIN,
+        &wav(5000, 0.2),
+    );
+    admin(
+        "PUT",
+        "/api/v1/orbits/*821",
+        json!({ "name": "kept-vip", "capacity": 2, "music": "kept-music" }),
+    );
+    admin(
+        "POST",
+        "/api/v1/groups",
+        json!({ "name": "kept-group", "members": ["sip:kim@127.0.0.1"], "destinations": ["*822"] }),
+    );
+    admin(
+        "PATCH",
+        "/api/v1/settings/defaults",
+        json!({ "capacity": 4 }),
+    );
+    let check = |server: &Server, when: &str| {
+        let port = server.admin;
+        let orbit = get(port, "/api/v1/orbits/*821");
+        assert_eq!(orbit["name"], "kept-vip", "{when}: {orbit}");
+        assert_eq!(orbit["music"], "kept-music", "{when}");
+        assert_eq!(get(port, "/api/v1/orbits/*823")["capacity"], 4, "{when}");
+        assert_eq!(
+            get(port, "/api/v1/orbits/*822")["group"],
+            "kept-group",
+            "{when}"
+        );
+        let (status, body) = http_bytes(port, "GET", "/api/v1/music/kept-music", VIEWER, b"");
+        assert_eq!((status, body), (200, wav(5000, 0.2)), "{when}");
+    };
+    check(&server, "running");
+    let server = server.restart(libc::SIGTERM);
+    wait_log(&server, "admin API listening", 2);
+    check(&server, "after SIGTERM");
+    let server = server.restart(libc::SIGKILL);
+    wait_log(&server, "admin API listening", 3);
+    check(&server, "after kill -9");
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}
+
+/// A store left by the previous schema is migrated at start, keeping
+/// what it holds; a file that is not SQLite, or a store where nothing can
+/// be written, stops the start with a message that names the file.
+#[test]
+fn the_store_migrates_an_old_schema_and_refuses_what_is_not_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let mut old = callpark_server::store::Store::create_at_version(&path, 1).unwrap();
+    old.apply(&[callpark_server::store::Change::Put(
+        callpark_server::store::StoredObject {
+            kind: callpark_server::store::ObjectKind::Range,
+            key: "old".into(),
+            body: r#"{"name":"old","start":"830","end":"831"}"#.into(),
+        },
+    )])
+    .unwrap();
+    drop(old);
+    let server = Server::start_with(&format!(
+        "[admin]\n[[admin.token]]\nrole = \"viewer\"\nsha256 = \"{}\"\n[store]\npath = \"{}\"\n",
+        hash(VIEWER),
+        path.display()
+    ));
+    wait_log(&server, "admin API listening", 1);
+    assert!(
+        server.log().contains("store schema migrated"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(get(server.admin, "/api/v1/orbits/831")["range"], "old");
+    let config = get(server.admin, "/api/v1/config");
+    assert_eq!(
+        config["schema_version"],
+        callpark_server::store::SCHEMA_VERSION
+    );
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+
+    for (store, says) in [
+        ("junk.db", "not a database"),
+        ("/proc/callpark.db", "/proc/callpark.db"),
+    ] {
+        let file = dir.path().join("park.toml");
+        if store == "junk.db" {
+            std::fs::write(
+                dir.path().join(store),
+                b"GIF89a and then some bytes that are not SQLite".repeat(100),
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            &file,
+            format!("[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"\"\n[store]\npath = \"{store}\"\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_callpark"))
+            .args(["serve", "--config", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{store}: {err}");
+        assert!(err.contains(says), "{store}: {err}");
+        assert!(err.contains("store"), "{store}: {err}");
+    }
+    let junk = std::fs::read(dir.path().join("junk.db")).unwrap();
+    assert!(junk.starts_with(b"GIF89a"), "the file is left as it was");
+}

@@ -208,6 +208,34 @@ rtp_ports = "{rtp}-{rtp_hi}"
     }
 }
 
+impl Server {
+    /// Ends the process with `signal` (SIGTERM: a clean stop; SIGKILL:
+    /// kill -9), waits for it, and starts the binary again on the same
+    /// folder, configuration and ports, as an administrator's restart.
+    pub fn restart(mut self, signal: i32) -> Server {
+        self.signal(signal);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "callpark did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_callpark"))
+            .args(["serve", "--config", self.config_path().to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start callpark");
+        let old = std::mem::replace(&mut self.child, child);
+        drop(old);
+        self.wait_ready();
+        self
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

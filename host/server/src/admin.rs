@@ -296,7 +296,7 @@ pub async fn reload(live: Live, trigger: &'static str) -> ReloadOutcome {
 
 /// Renders milliseconds as the configuration writes durations.
 pub(crate) fn duration_text(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

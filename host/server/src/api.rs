@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -540,13 +539,40 @@ async fn remove<T: Listed>(
                 not_found(T::NOUN, &key)
             });
         }
-        Ok(vec![Change::Delete(T::KIND, key.clone())])
+        let mut changes = vec![Change::Delete(T::KIND, key.clone())];
+        if T::KIND == ObjectKind::Range {
+            changes.extend(overrides_of_range(prov, &key));
+        }
+        Ok(changes)
     })
     .await?;
     Ok(answer(
         StatusCode::OK,
         json!({ "object": Value::Null, "changes": report }),
     ))
+}
+
+/// Deleting a range deletes the settings the store keeps for its orbits
+/// (they were overrides of the range): left behind, each would become an
+/// orbit of its own outside any range. An orbit another range also
+/// covers keeps them.
+fn overrides_of_range(prov: &Provisioning, name: &str) -> Vec<Change> {
+    let Some(range) = prov.config.range.iter().find(|r| r.name == name) else {
+        return Vec::new();
+    };
+    prov.stored
+        .orbits
+        .iter()
+        .filter(|o| in_range(range, &o.number))
+        .filter(|o| {
+            !prov
+                .config
+                .range
+                .iter()
+                .any(|r| r.name != name && in_range(r, &o.number))
+        })
+        .map(|o| Change::Delete(ObjectKind::Orbit, o.number.clone()))
+        .collect()
 }
 
 /// An orbit as the API shows it: the engine's view (with what is parked
@@ -905,24 +931,32 @@ async fn put_music(
     headers: HeaderMap,
     Path(name): Path<String>,
     Query(query): Query_,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Answer {
     authorize(&api, &headers, Role::Admin)?;
     let flags = flags(&query)?;
     check_music_name(&name).map_err(|e| invalid("name", e, StatusCode::UNPROCESSABLE_ENTITY))?;
-    let wav = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the upload is over {} MiB; hold music is played at 8 kHz mono, so a shorter or smaller file sounds the same",
-                    MAX_MUSIC_BYTES >> 20
-                ),
-            )
-        } else {
-            problem(e.status(), e.body_text())
-        }
-    })?;
+    let too_large = || {
+        problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the upload is over {} MiB; hold music is played at 8 kHz mono, so a shorter or smaller file sounds the same",
+                MAX_MUSIC_BYTES >> 20
+            ),
+        )
+    };
+    // Refused from its announced length before a byte of it is read; a
+    // body without one (chunked) is read up to the limit and no further.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_MUSIC_BYTES as u64) {
+        return Err(too_large());
+    }
+    let wav = axum::body::to_bytes(body, MAX_MUSIC_BYTES)
+        .await
+        .map_err(|_| too_large())?;
     let music = callpark_media::Music::from_wav(&name, &wav).map_err(|e| {
         invalid(
             "body",
@@ -1059,7 +1093,7 @@ pub(crate) fn routes(router: Router<Api>) -> Router<Api> {
             get(get_music)
                 .put(put_music)
                 .delete(delete_music)
-                .layer(DefaultBodyLimit::max(MAX_MUSIC_BYTES)),
+                .layer(DefaultBodyLimit::disable()),
         )
 }
 
