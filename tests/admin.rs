@@ -815,3 +815,176 @@ fn the_store_migrates_an_old_schema_and_refuses_what_is_not_a_store() {
     let junk = std::fs::read(dir.path().join("junk.db")).unwrap();
     assert!(junk.starts_with(b"GIF89a"), "the file is left as it was");
 }
+
+/// One request with a CSV body; returns (status, JSON answer).
+fn import(port: u16, query: &str, csv: &str) -> (u16, serde_json::Value) {
+    let (status, body) = http_bytes(
+        port,
+        "POST",
+        &format!("/api/v1/imports{query}"),
+        ADMIN,
+        csv.as_bytes(),
+    );
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// 1,000 rows of every kind of good and bad, each with exactly its
+/// status; the job kept; an export imported again changes nothing;
+/// 1,001 rows, a wrong cell count and bad UTF-8 refused whole.
+#[test]
+fn a_csv_of_1000_rows_gets_a_status_per_row_and_an_export_round_trips() {
+    use serde_json::json;
+    let server = with_viewer_and_admin();
+    let port = server.admin;
+    let (status, v) = call(
+        port,
+        "POST",
+        "/api/v1/orbit-ranges",
+        ADMIN,
+        json!({ "name": "bulk", "start": "2000", "end": "2999" }),
+    );
+    assert_eq!(status, 201, "{v}");
+    let mut csv = String::from(
+        "action,number,name,enabled,capacity,recall_after,escape_key,ring_pattern,music,blf_state\n",
+    );
+    let mut expected = Vec::new();
+    for i in 0..1000u32 {
+        let n = 2000 + i;
+        let (row, status, field) = match i % 10 {
+            0 => (format!("update,{n},,,0,,,,,"), "refused", Some("capacity")),
+            1 => (format!("update,{n},,,x,,,,,"), "refused", Some("capacity")),
+            2 => (format!("update,{n},,,,,,,,"), "unchanged", None),
+            3 => (
+                format!("add,{n},desk-{i},true,2,60s,0,,,confirmed"),
+                "applied",
+                None,
+            ),
+            4 => (format!("update,{n},,,3,,,long-long,,"), "applied", None),
+            5 => (format!("frobnicate,{n},,,,,,,,"), "refused", Some("action")),
+            6 => (format!("add,7{i:03},,,,,,,,"), "applied", None),
+            7 => (format!("update,9{i:03},,,,,,,,"), "refused", Some("number")),
+            8 => (format!("update,{n},,,,,,,nope,"), "refused", Some("music")),
+            // Deletes what the row six before it added.
+            _ => (format!("delete,{},,,,,,,,", n - 6), "applied", None),
+        };
+        csv.push_str(&row);
+        csv.push('\n');
+        expected.push((i as u64 + 2, status, field));
+    }
+    let started = std::time::Instant::now();
+    let (status, job) = import(port, "", &csv);
+    eprintln!("1,000-row import, end to end: {:?}", started.elapsed());
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(
+        (
+            &job["rows"],
+            &job["applied"],
+            &job["unchanged"],
+            &job["refused"]
+        ),
+        (&json!(1000), &json!(400), &json!(100), &json!(500)),
+        "{}",
+        job["results"][0]
+    );
+    let results = job["results"].as_array().unwrap();
+    for (row, (line, status, field)) in results.iter().zip(&expected) {
+        assert_eq!(row["line"], *line, "{row}");
+        assert_eq!(row["status"], *status, "{row}");
+        assert_eq!(row["field"].as_str(), *field, "{row}");
+    }
+    assert_eq!(results[0]["reason"], "0 is not in 1..1000");
+    // What the rows made, seen through the API.
+    assert_eq!(get(port, "/api/v1/orbits/2004")["capacity"], 3);
+    assert_eq!(get(port, "/api/v1/orbits/7006")["parked"], 0);
+    assert!(
+        get(port, "/api/v1/orbits/2003")["settings"].is_null(),
+        "added, then deleted"
+    );
+    let again = get(port, &format!("/api/v1/imports/{}", job["id"]));
+    assert_eq!(again["results"], job["results"]);
+
+    // Export, import: nothing changes.
+    let (status, export) = http_bytes(port, "GET", "/api/v1/exports/orbits.csv", VIEWER, b"");
+    assert_eq!(status, 200);
+    let export = String::from_utf8(export).unwrap();
+    assert_eq!(
+        export.lines().count(),
+        1 + 100 + 100,
+        "a header, the updates, the adds"
+    );
+    let (status, job) = import(port, "", &export);
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(
+        (&job["applied"], &job["unchanged"]),
+        (&json!(0), &json!(200)),
+        "{job}"
+    );
+    let (_, export_again) = http_bytes(port, "GET", "/api/v1/exports/orbits.csv", VIEWER, b"");
+    assert_eq!(String::from_utf8(export_again).unwrap(), export);
+
+    // A dry run reports and applies nothing.
+    let (status, job) = import(
+        port,
+        "?dry_run=true",
+        "action,number,capacity\nupdate,2014,5\n",
+    );
+    assert_eq!(
+        (status, &job["applied"], &job["dry_run"]),
+        (201, &json!(1), &json!(true)),
+        "{job}"
+    );
+    assert_eq!(get(port, "/api/v1/orbits/2014")["capacity"], 3);
+
+    // Refused whole, nothing applied.
+    let mut big = String::from("action,number,capacity\n");
+    for i in 0..1001 {
+        big.push_str(&format!("update,{},9\n", 2000 + i % 1000));
+    }
+    for (what, body, says) in [
+        ("1,001 rows", big.into_bytes(), "at most 1000"),
+        (
+            "a short row",
+            b"action,number,capacity\nupdate,2014,9\nupdate,2024\n".to_vec(),
+            "line 3",
+        ),
+        (
+            "bad UTF-8",
+            b"action,number,name\nupdate,2014,ok\nupdate,2024,caf\xe9\n".to_vec(),
+            "UTF-8",
+        ),
+        (
+            "no number column",
+            b"action,orbit\nupdate,2014\n".to_vec(),
+            "neither",
+        ),
+    ] {
+        let (status, answer) = http_bytes(port, "POST", "/api/v1/imports", ADMIN, &body);
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(status, 422, "{what}: {answer}");
+        assert!(answer.contains(says), "{what}: {answer}");
+    }
+    assert_eq!(
+        get(port, "/api/v1/orbits/2014")["capacity"],
+        3,
+        "nothing applied"
+    );
+
+    // Groups, the same way.
+    let (status, job) = import(
+        port,
+        "",
+        "action,name,members,destinations,recall,hunt_group\nadd,bulk-team,sip:a@127.0.0.1;sip:b@127.0.0.1,2001;2002,parker-then-hunt-group,sip:desk@127.0.0.1\nadd,empty-team,,,,\n",
+    );
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["results"][0]["status"], "applied", "{job}");
+    assert_eq!(job["results"][1]["status"], "refused", "{job}");
+    assert_eq!(get(port, "/api/v1/orbits/2002")["group"], "bulk-team");
+    let (_, groups) = http_bytes(port, "GET", "/api/v1/exports/groups.csv", VIEWER, b"");
+    let (status, job) = import(port, "", &String::from_utf8(groups).unwrap());
+    assert_eq!((status, &job["unchanged"]), (201, &json!(1)), "{job}");
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}

@@ -1037,6 +1037,157 @@ async fn delete_music(
     ))
 }
 
+/// The largest CSV a job reads (1,000 rows of long group member lists).
+const MAX_IMPORT_BYTES: usize = 4 << 20;
+
+/// `POST /api/v1/imports`: a CSV of orbits or groups (`?kind=`, else told
+/// by its header), applied row by row; answers the job with every row's
+/// status, kept for `GET /api/v1/imports/{id}`.
+async fn post_import(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(mut query): Query_,
+    body: axum::body::Body,
+) -> Answer {
+    use crate::import;
+    authorize(&api, &headers, Role::Admin)?;
+    let kind_param = query.remove("kind");
+    let flags = flags(&query)?;
+    let csv = axum::body::to_bytes(body, MAX_IMPORT_BYTES)
+        .await
+        .map_err(|_| {
+            problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the CSV is over {} MiB; a job takes at most {} rows",
+                    MAX_IMPORT_BYTES >> 20,
+                    import::MAX_ROWS
+                ),
+            )
+        })?;
+    let kind = match kind_param {
+        Some(k) => import::Kind::parse(&k).ok_or_else(|| {
+            invalid(
+                "kind",
+                format!("`{k}` is not orbits or groups"),
+                StatusCode::BAD_REQUEST,
+            )
+        })?,
+        None => import::detect(&csv).ok_or_else(|| {
+            invalid(
+                "kind",
+                "the header names neither `number` (orbits) nor `name` (groups); say ?kind=".into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+        })?,
+    };
+    let parked: HashMap<String, usize> = ask(&api.live.engine, AdminRequest::Orbits)
+        .await?
+        .into_iter()
+        .filter(|v| v.parked > 0)
+        .map(|v| (v.number, v.parked))
+        .collect();
+    let mut prov = api.live.prov.lock().await;
+    let plan = tokio::task::block_in_place(|| {
+        import::plan(&prov, &csv, kind, &parked, flags.force, flags.dry_run)
+    })
+    .map_err(|e| Problem {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        detail: if e.line > 0 {
+            format!("line {}: {}; nothing was applied", e.line, e.message)
+        } else {
+            format!("{}; nothing was applied", e.message)
+        },
+        errors: vec![json!({ "line": e.line, "reason": e.message })],
+    })?;
+    if !flags.dry_run && !plan.changes.is_empty() {
+        let music = tokio::task::block_in_place(|| prov.music_library(&plan.config))
+            .map_err(|e| problem(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
+        prov.commit(&plan.changes, plan.stored, plan.config.clone())
+            .map_err(store_failed)?;
+        api.live.apply(&prov, plan.config, music).await?;
+    }
+    let report = serde_json::to_value(&plan.report).expect("serializes");
+    let id = prov
+        .store
+        .add_import(kind.name(), flags.dry_run, &report.to_string())
+        .map_err(store_failed)?;
+    tracing::info!(
+        import = id,
+        kind = kind.name(),
+        rows = plan.report.rows,
+        applied = plan.report.applied,
+        unchanged = plan.report.unchanged,
+        refused = plan.report.refused,
+        dry_run = flags.dry_run,
+        "import done"
+    );
+    let mut report = report;
+    report["id"] = json!(id);
+    let mut response = answer(StatusCode::CREATED, report);
+    if let Ok(location) = header::HeaderValue::from_str(&format!("/api/v1/imports/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+async fn list_imports(State(api): State<Api>, headers: HeaderMap) -> Answer {
+    authorize(&api, &headers, Role::Viewer)?;
+    let prov = api.live.prov.lock().await;
+    let jobs = prov.store.imports(100).map_err(store_failed)?;
+    Ok(answer(
+        StatusCode::OK,
+        Value::Array(
+            jobs.into_iter()
+                .map(|(id, created_ms, kind, dry_run)| {
+                    json!({ "id": id, "created_ms": created_ms, "kind": kind, "dry_run": dry_run })
+                })
+                .collect(),
+        ),
+    ))
+}
+
+async fn get_import(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+    authorize(&api, &headers, Role::Viewer)?;
+    let Ok(n) = id.parse::<i64>() else {
+        return Err(not_found("import", &id));
+    };
+    let prov = api.live.prov.lock().await;
+    let report = prov
+        .store
+        .import(n)
+        .map_err(store_failed)?
+        .ok_or_else(|| not_found("import", &id))?;
+    let mut report: Value = serde_json::from_str(&report).map_err(|e| {
+        problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("a stored report does not read: {e}"),
+        )
+    })?;
+    report["id"] = json!(n);
+    Ok(answer(StatusCode::OK, report))
+}
+
+/// `GET /api/v1/exports/orbits.csv` and `groups.csv`: what the store
+/// holds, in the import's shape.
+async fn get_export(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(file): Path<String>,
+) -> Answer {
+    authorize(&api, &headers, Role::Viewer)?;
+    let kind = file
+        .strip_suffix(".csv")
+        .and_then(crate::import::Kind::parse)
+        .ok_or_else(|| not_found("export", &file))?;
+    let prov = api.live.prov.lock().await;
+    Ok((
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        crate::import::export(&prov.stored, kind),
+    )
+        .into_response())
+}
+
 /// The configuration resources, added to the admin router.
 pub(crate) fn routes(router: Router<Api>) -> Router<Api> {
     router
@@ -1087,6 +1238,14 @@ pub(crate) fn routes(router: Router<Api>) -> Router<Api> {
                 .patch(patch_section)
                 .delete(delete_section),
         )
+        .route(
+            "/api/v1/imports",
+            get(list_imports)
+                .post(post_import)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/imports/{key}", get(get_import))
+        .route("/api/v1/exports/{key}", get(get_export))
         .route("/api/v1/music", get(list_music))
         .route(
             "/api/v1/music/{key}",

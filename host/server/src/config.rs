@@ -5,7 +5,7 @@
 //! (`src/default.toml`, which a test keeps equal to `Config::default()`);
 //! a file without `[[range]]` gets the default range 701-750.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -683,14 +683,16 @@ impl Config {
             let width = range.start.len() - prefix.len();
             orbits.extend((lo..=hi).map(|n| new_orbit(format!("{prefix}{n:0width$}"))));
         }
+        let mut index: HashMap<String, usize> = orbits
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.number.clone(), i))
+            .collect();
         for o in &self.orbit {
-            let i = match orbits.iter().position(|x| x.number == o.number) {
-                Some(i) => i,
-                None => {
-                    orbits.push(new_orbit(o.number.clone()));
-                    orbits.len() - 1
-                }
-            };
+            let i = *index.entry(o.number.clone()).or_insert_with(|| {
+                orbits.push(new_orbit(o.number.clone()));
+                orbits.len() - 1
+            });
             let orbit = &mut orbits[i];
             orbit.name = o.name.clone();
             orbit.enabled = o.enabled.unwrap_or(true);
@@ -708,18 +710,15 @@ impl Config {
         }
         // Recall timing: the orbit's own setting, else its group's, else the
         // defaults (applied above).
-        let overridden: Vec<&str> = self
+        let overridden: std::collections::HashSet<&str> = self
             .orbit
             .iter()
             .filter(|o| o.recall_after.is_some())
             .map(|o| o.number.as_str())
             .collect();
         for o in &self.orbit {
-            if let (Some(v), Some(orbit)) = (
-                &o.recall_after,
-                orbits.iter_mut().find(|x| x.number == o.number),
-            ) {
-                orbit.recall_after_ms = ms(v);
+            if let (Some(v), Some(&i)) = (&o.recall_after, index.get(&o.number)) {
+                orbits[i].recall_after_ms = ms(v);
             }
         }
         let mut groups = Vec::new();
@@ -728,13 +727,13 @@ impl Config {
                 g.members
                     .iter()
                     .filter_map(|m| callpark_sip_user(m))
-                    .filter(|u| orbits.iter().any(|o| &o.number == u))
+                    .filter(|u| index.contains_key(u))
                     .collect()
             } else {
                 g.destinations.clone()
             };
             for d in &destinations {
-                if let Some(o) = orbits.iter_mut().find(|o| &o.number == d) {
+                if let Some(o) = index.get(d).map(|&i| &mut orbits[i]) {
                     o.group.get_or_insert_with(|| g.name.clone());
                     if let Some(v) = &g.recall_after
                         && !overridden.contains(&d.as_str())
@@ -903,7 +902,10 @@ impl Config {
         }
 
         // Orbits: every range expanded, then single orbits, all unique.
-        let mut numbers: Vec<(String, Vec<PathPart>)> = Vec::new();
+        // Sets, not scans: a lot of 100,000 orbits with thousands of
+        // single orbits is validated on every admin write.
+        let mut numbers: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut configured: std::collections::HashSet<&str> = std::collections::HashSet::new();
         let mut spans: Vec<(u64, u64, usize, &str)> = Vec::new();
         for (i, range) in self.range.iter().enumerate() {
             let here = |f: &'static str| vec![K("range"), I(i), K(f)];
@@ -953,21 +955,19 @@ impl Config {
             spans.push((lo, hi, i, prefix));
             let width = range.start.len() - prefix.len();
             for n in lo..=hi {
-                numbers.push((format!("{prefix}{n:0width$}"), here("start")));
+                numbers.insert(format!("{prefix}{n:0width$}"));
             }
         }
         for (i, orbit) in self.orbit.iter().enumerate() {
             let here = |f: &'static str| vec![K("orbit"), I(i), K(f)];
             split_orbit(&orbit.number).map_err(|m| (here("number"), m))?;
-            if self.orbit[..i].iter().any(|o| o.number == orbit.number) {
+            if !configured.insert(orbit.number.as_str()) {
                 return at(
                     &here("number"),
                     format!("orbit {} is configured twice", orbit.number),
                 );
             }
-            if !numbers.iter().any(|(n, _)| *n == orbit.number) {
-                numbers.push((orbit.number.clone(), here("number")));
-            }
+            numbers.insert(orbit.number.clone());
             if let Some(c) = orbit.capacity {
                 check_capacity(c).or_else(|m| at(&here("capacity"), m))?;
             }
@@ -989,7 +989,8 @@ impl Config {
         }
         for (i, orbit) in self.orbit.iter().enumerate() {
             if let Some(name) = &orbit.name
-                && numbers.iter().any(|(n, _)| n == name && *n != orbit.number)
+                && *name != orbit.number
+                && numbers.contains(name)
             {
                 return at(
                     &[K("orbit"), I(i), K("name")],
@@ -1010,7 +1011,7 @@ impl Config {
                 );
             }
             for (j, dest) in group.destinations.iter().enumerate() {
-                if !numbers.iter().any(|(n, _)| n == dest) {
+                if !numbers.contains(dest) {
                     return at(
                         &[K("group"), I(i), K("destinations"), I(j)],
                         format!("`{dest}` is not a configured orbit"),

@@ -38,6 +38,14 @@ pub const MIGRATIONS: &[&str] = &[
     // 2: music lists its size without reading the blob.
     "ALTER TABLE music ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
      UPDATE music SET bytes = length(wav);",
+    // 3: bulk CSV import jobs and their per-row reports.
+    "CREATE TABLE import_job (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         created_ms INTEGER NOT NULL,
+         kind TEXT NOT NULL,
+         dry_run INTEGER NOT NULL,
+         report TEXT NOT NULL
+     );",
 ];
 
 /// The schema version this build writes.
@@ -304,6 +312,39 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Keeps an import job's report; returns its id.
+    pub fn add_import(&mut self, kind: &str, dry_run: bool, report: &str) -> anyhow::Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO import_job (created_ms, kind, dry_run, report) VALUES (?1, ?2, ?3, ?4)",
+            params![now_ms(), kind, dry_run, report],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn import(&self, id: i64) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT report FROM import_job WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// The newest import jobs first: (id, created_ms, kind, dry_run).
+    pub fn imports(&self, limit: u32) -> anyhow::Result<Vec<(i64, u64, String, bool)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, created_ms, kind, dry_run FROM import_job ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
 /// Applies the migrations from the store's version up to `target`.
 fn migrate(conn: &mut Connection, target: u32) -> anyhow::Result<()> {
     loop {
@@ -374,7 +415,7 @@ mod tests {
             .unwrap();
         drop(old);
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         assert_eq!(store.music_list().unwrap()[0].bytes, 5);
         assert_eq!(store.music("m").unwrap().unwrap(), vec![1, 2, 3, 4, 5]);
     }
