@@ -262,6 +262,9 @@ fn orbit_numbers(config: &Config) -> BTreeSet<String> {
         .collect()
 }
 
+/// A CSV's header and its rows, each with its line.
+type Records = (Vec<String>, Vec<(u64, Vec<String>)>);
+
 /// The records of a CSV file with its header, each with its line; a file
 /// that is not UTF-8, has rows of another length than its header, lacks a
 /// required column or names an unknown one, or has more than `MAX_ROWS`
@@ -269,7 +272,7 @@ fn orbit_numbers(config: &Config) -> BTreeSet<String> {
 fn read(
     csv_bytes: &[u8],
     kind: Kind,
-) -> Result<(Vec<String>, Vec<(u64, Vec<String>)>), FileRefused> {
+) -> Result<Records, FileRefused> {
     let whole = |message: String| FileRefused { line: 0, message };
     let mut reader = csv::ReaderBuilder::new()
         .flexible(false)
