@@ -988,3 +988,125 @@ fn a_csv_of_1000_rows_gets_a_status_per_row_and_an_export_round_trips() {
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }
+
+fn plugin(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/{name}.wasm", callpark_policy::PLUGIN_BUILD_DIR)).unwrap()
+}
+
+/// Plugins through the API: params checked by the plugin before they are
+/// kept, a `.wasm` loaded on the file-swap path or refused with the reason
+/// while the previous one serves, counters, and the upload kept across a
+/// restart.
+#[test]
+fn plugins_are_swapped_and_their_params_set_through_the_api() {
+    use serde_json::json;
+    let server = with_viewer_and_admin();
+    let port = server.admin;
+    let slot = |port| get(port, "/api/v1/plugins/allocator");
+    let before = slot(port);
+    assert_eq!(before["source"]["kind"], "default", "{before}");
+    let generation = before["loaded"]["generation"].as_u64().unwrap();
+    assert_eq!(get(port, "/api/v1/plugins").as_array().unwrap().len(), 3);
+
+    // Params: the plugin's own check-params judges them.
+    let (status, v) = call(
+        port,
+        "PUT",
+        "/api/v1/plugins/allocator/params",
+        ADMIN,
+        json!({ "strategy": "sideways" }),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("check-params"),
+        "{v}"
+    );
+    let (status, v) = call(
+        port,
+        "PUT",
+        "/api/v1/plugins/allocator/params",
+        VIEWER,
+        json!({ "strategy": "next" }),
+    );
+    assert_eq!(status, 403, "{v}");
+
+    // A wasm of the wrong world, or not wasm at all: refused, the old
+    // plugin serving still.
+    for (what, wasm, says) in [
+        (
+            "the wrong world",
+            plugin("fixture_wrong_world"),
+            "previous plugin keeps serving",
+        ),
+        (
+            "not wasm",
+            b"\0asm but not really".to_vec(),
+            "previous plugin keeps serving",
+        ),
+        // The VIP allocator needs its params, which the slot lacks yet.
+        ("params missing", plugin("vip_allocator"), "vip"),
+    ] {
+        let (status, answer) = http_bytes(port, "PUT", "/api/v1/plugins/allocator", ADMIN, &wasm);
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(status, 422, "{what}: {answer}");
+        assert!(answer.contains(says), "{what}: {answer}");
+    }
+    assert_eq!(
+        slot(port)["loaded"]["generation"],
+        generation,
+        "nothing swapped"
+    );
+
+    let (status, v) = call(
+        port,
+        "PUT",
+        "/api/v1/plugins/allocator/params",
+        ADMIN,
+        json!({ "vip_domains": "vip.example.com", "vip_orbits": "703" }),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"]["source"]["kind"], "store");
+    wait_log(&server, "plugin swapped in", 4);
+    let (status, answer) = http_bytes(
+        port,
+        "PUT",
+        "/api/v1/plugins/allocator",
+        ADMIN,
+        &plugin("vip_allocator"),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let now = slot(port);
+    assert_eq!(now["source"]["kind"], "store", "{now}");
+    assert_eq!(now["loaded"]["label"], "store:allocator");
+    assert!(now["loaded"]["generation"].as_u64().unwrap() > generation);
+
+    // It decides: a park by group code reaches the allocator.
+    let (_sip, _rtp) = park(&server, "*68", "plugin1");
+    let stats = slot(port)["stats"].clone();
+    assert!(stats["calls"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["decision_p99_us"].is_u64(), "{stats}");
+
+    // Kept across a restart.
+    let server = server.restart(libc::SIGTERM);
+    wait_log(&server, "admin API listening", 2);
+    let port = server.admin;
+    let after = slot(port);
+    assert_eq!(after["loaded"]["label"], "store:allocator", "{after}");
+    assert_eq!(after["loaded"]["digest"], now["loaded"]["digest"]);
+    assert_eq!(
+        get(port, "/api/v1/plugins/allocator/params")["value"]["vip_orbits"],
+        "703"
+    );
+    // Back to the embedded default.
+    let (status, v) = call(
+        port,
+        "DELETE",
+        "/api/v1/plugins/allocator",
+        ADMIN,
+        json!(null),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["source"]["kind"], "default", "{v}");
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}

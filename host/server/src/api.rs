@@ -1188,6 +1188,297 @@ async fn get_export(
         .into_response())
 }
 
+/// The largest plugin the store takes (a Python component is ~18 MB).
+const MAX_PLUGIN_BYTES: usize = 64 << 20;
+
+fn decision_of(slot: &str) -> Result<callpark_core::Decision, Problem> {
+    callpark_core::Decision::ALL
+        .into_iter()
+        .find(|d| d.name() == slot)
+        .ok_or_else(|| {
+            problem(
+                StatusCode::NOT_FOUND,
+                format!("no plugin slot `{slot}`: the slots are allocator, recall, dialing"),
+            )
+        })
+}
+
+/// A plugin slot as the API shows it: where its plugin comes from, what
+/// is loaded (label, generation, digest, params) and its counters.
+fn plugin_json(api: &Api, prov: &Provisioning, decision: callpark_core::Decision) -> Value {
+    use crate::plugins::PluginOrigin;
+    let runtime = api.live.supervisor.runtime();
+    let (origin, _) = api
+        .live
+        .supervisor
+        .slot(decision)
+        .unwrap_or((PluginOrigin::Embedded, Vec::new()));
+    let source = match origin {
+        PluginOrigin::File(path) => json!({ "kind": "file", "file": path.display().to_string() }),
+        PluginOrigin::Stored(_) => json!({ "kind": "store" }),
+        PluginOrigin::Embedded => json!({ "kind": "default" }),
+    };
+    let loaded = runtime.current(decision).map(|info| {
+        json!({
+            "label": info.label,
+            "generation": info.generation,
+            "digest": info.digest,
+            "params": info.params.into_iter().collect::<BTreeMap<_, _>>(),
+        })
+    });
+    let stats = runtime.stats(decision);
+    let us = |q: f64| stats.latency_quantile(q).map(|d| d.as_micros() as u64);
+    json!({
+        "slot": decision.name(),
+        "source": source,
+        "params_source": prov.source_of(ObjectKind::PluginParams, decision.name()),
+        "loaded": loaded,
+        "stats": {
+            "calls": stats.calls,
+            "traps": stats.traps,
+            "timeouts": stats.timeouts,
+            "invalid": stats.invalid,
+            "fallbacks": stats.fallbacks,
+            "rejects": stats.rejects,
+            "loads": stats.loads,
+            "refused_loads": stats.refused_loads,
+            "short_circuits": stats.short_circuits,
+            "decision_p50_us": us(0.5),
+            "decision_p99_us": us(0.99),
+        },
+    })
+}
+
+async fn list_plugins(State(api): State<Api>, headers: HeaderMap) -> Answer {
+    authorize(&api, &headers, Role::Viewer)?;
+    let prov = api.live.prov.lock().await;
+    let all: Vec<Value> = callpark_core::Decision::ALL
+        .into_iter()
+        .map(|d| plugin_json(&api, &prov, d))
+        .collect();
+    Ok(answer(StatusCode::OK, Value::Array(all)))
+}
+
+async fn get_plugin(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(slot): Path<String>,
+) -> Answer {
+    authorize(&api, &headers, Role::Viewer)?;
+    let decision = decision_of(&slot)?;
+    let prov = api.live.prov.lock().await;
+    Ok(answer(StatusCode::OK, plugin_json(&api, &prov, decision)))
+}
+
+/// A 409 when the configuration file names a `.wasm` for the slot.
+fn plugin_not_file_owned(
+    prov: &Provisioning,
+    decision: callpark_core::Decision,
+) -> Result<(), Problem> {
+    let file = prov.config.plugin_file(decision);
+    if file.is_empty() {
+        return Ok(());
+    }
+    Err(problem(
+        StatusCode::CONFLICT,
+        format!(
+            "{} names `{file}` for the {decision} slot (plugins.{decision}): change it there, or clear it to manage the slot through the API",
+            prov.file.name
+        ),
+    ))
+}
+
+/// `PUT /plugins/{slot}`: a `.wasm`, loaded on the path a file swap takes
+/// (type check, `check-params`, canary cases, atomic swap), then kept in
+/// the store; refused with the reason, the previous plugin still serving.
+async fn put_plugin(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(slot): Path<String>,
+    Query(query): Query_,
+    body: axum::body::Body,
+) -> Answer {
+    authorize(&api, &headers, Role::Admin)?;
+    let flags = flags(&query)?;
+    let decision = decision_of(&slot)?;
+    let wasm = axum::body::to_bytes(body, MAX_PLUGIN_BYTES)
+        .await
+        .map_err(|_| {
+            problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the plugin is over {} MiB", MAX_PLUGIN_BYTES >> 20),
+            )
+        })?;
+    let mut prov = api.live.prov.lock().await;
+    plugin_not_file_owned(&prov, decision)?;
+    let wasm: std::sync::Arc<[u8]> = wasm.to_vec().into();
+    let supervisor = api.live.supervisor.clone();
+    let refused = |why: String| {
+        problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{why}; the previous plugin keeps serving"),
+        )
+    };
+    if flags.dry_run {
+        tokio::task::block_in_place(|| supervisor.check_wasm(decision, wasm.clone()))
+            .map_err(refused)?;
+        return Ok(answer(
+            StatusCode::OK,
+            json!({ "dry_run": true, "slot": slot, "digest": callpark_policy::digest(&wasm) }),
+        ));
+    }
+    let report =
+        tokio::task::block_in_place(|| supervisor.swap_stored(decision, Some(wasm.clone())))
+            .map_err(refused)?;
+    let digest = callpark_policy::digest(&wasm);
+    if let Err(e) = prov.store.put_plugin(decision.name(), &wasm, &digest) {
+        // Not kept: not served either.
+        let previous = prov
+            .store
+            .plugins()
+            .ok()
+            .and_then(|all| all.into_iter().find(|(s, _)| s == decision.name()))
+            .map(|(_, w)| std::sync::Arc::<[u8]>::from(w));
+        let _ = tokio::task::block_in_place(|| supervisor.swap_stored(decision, previous));
+        return Err(store_failed(e));
+    }
+    if let Some(r) = &report {
+        tracing::info!(
+            plugin = %r.info.label,
+            %decision,
+            generation = r.info.generation,
+            took_ms = r.took.as_millis() as u64,
+            "plugin loaded from the admin API"
+        );
+    }
+    // The provisioning lock is held to here: a second upload waits.
+    Ok(answer(StatusCode::OK, plugin_json(&api, &prov, decision)))
+}
+
+/// `DELETE /plugins/{slot}`: the stored plugin goes; the slot runs the
+/// embedded default again.
+async fn delete_plugin(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(slot): Path<String>,
+    Query(query): Query_,
+) -> Answer {
+    authorize(&api, &headers, Role::Admin)?;
+    let flags = flags(&query)?;
+    let decision = decision_of(&slot)?;
+    let mut prov = api.live.prov.lock().await;
+    plugin_not_file_owned(&prov, decision)?;
+    let stored = prov.store.plugins().map_err(store_failed)?;
+    if !stored.iter().any(|(s, _)| s == decision.name()) {
+        return Err(problem(
+            StatusCode::NOT_FOUND,
+            format!("the store has no {decision} plugin: the slot runs the embedded default"),
+        ));
+    }
+    if !flags.dry_run {
+        prov.store
+            .delete_plugin(decision.name())
+            .map_err(store_failed)?;
+        let supervisor = api.live.supervisor.clone();
+        tokio::task::block_in_place(|| supervisor.swap_stored(decision, None)).map_err(|why| {
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the embedded default did not load: {why}"),
+            )
+        })?;
+    }
+    Ok(answer(StatusCode::OK, plugin_json(&api, &prov, decision)))
+}
+
+/// `GET /plugins/{slot}/params`: the params the slot is configured with.
+async fn get_params(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(slot): Path<String>,
+) -> Answer {
+    authorize(&api, &headers, Role::Viewer)?;
+    let decision = decision_of(&slot)?;
+    let prov = api.live.prov.lock().await;
+    let params: BTreeMap<String, String> = prov
+        .config
+        .plugin_params_for(decision)
+        .into_iter()
+        .collect();
+    Ok(answer(
+        StatusCode::OK,
+        json!({ "source": prov.source_of(ObjectKind::PluginParams, decision.name()), "value": params }),
+    ))
+}
+
+/// `PUT /plugins/{slot}/params`: the slot's own params (a JSON object of
+/// strings), checked by the plugin's `check-params` and conformance cases
+/// before anything is kept.
+async fn put_params(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(slot): Path<String>,
+    Query(query): Query_,
+    body: Bytes,
+) -> Answer {
+    authorize(&api, &headers, Role::Admin)?;
+    let flags = flags(&query)?;
+    let decision = decision_of(&slot)?;
+    let body = json_body(&body)?;
+    let mut params = BTreeMap::new();
+    for (k, v) in body.as_object().expect("an object") {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(_) | Value::Bool(_) => v.to_string(),
+            _ => {
+                return Err(invalid(
+                    k,
+                    "a param is a string, a number or true/false".into(),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                ));
+            }
+        };
+        params.insert(k.clone(), text);
+    }
+    let supervisor = api.live.supervisor.clone();
+    let (prov, report) = write(&api, flags, |prov| {
+        if let Some(line) = prov
+            .file
+            .line_of_object(ObjectKind::PluginParams, decision.name())
+        {
+            return Err(problem(
+                StatusCode::CONFLICT,
+                format!(
+                    "[plugins.params.{decision}] is configured in {} line {line}: change it there",
+                    prov.file.name
+                ),
+            ));
+        }
+        // What the slot would be loaded with (over [features] or [recall]).
+        let (_, config) = prov
+            .plan(&[put(ObjectKind::PluginParams, decision.name(), &params)])
+            .map_err(refused)?;
+        tokio::task::block_in_place(|| {
+            supervisor.check_params(decision, &config.plugin_params_for(decision))
+        })
+        .map_err(|why| problem(StatusCode::UNPROCESSABLE_ENTITY, why))?;
+        Ok(vec![put(
+            ObjectKind::PluginParams,
+            decision.name(),
+            &params,
+        )])
+    })
+    .await?;
+    let params: BTreeMap<String, String> = prov
+        .config
+        .plugin_params_for(decision)
+        .into_iter()
+        .collect();
+    Ok(answer(
+        StatusCode::OK,
+        json!({ "object": { "source": prov.source_of(ObjectKind::PluginParams, decision.name()), "value": params }, "changes": report }),
+    ))
+}
+
 /// The configuration resources, added to the admin router.
 pub(crate) fn routes(router: Router<Api>) -> Router<Api> {
     router
@@ -1246,6 +1537,18 @@ pub(crate) fn routes(router: Router<Api>) -> Router<Api> {
         )
         .route("/api/v1/imports/{key}", get(get_import))
         .route("/api/v1/exports/{key}", get(get_export))
+        .route("/api/v1/plugins", get(list_plugins))
+        .route(
+            "/api/v1/plugins/{key}",
+            get(get_plugin)
+                .put(put_plugin)
+                .delete(delete_plugin)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/v1/plugins/{key}/params",
+            get(get_params).put(put_params),
+        )
         .route("/api/v1/music", get(list_music))
         .route(
             "/api/v1/music/{key}",

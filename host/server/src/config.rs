@@ -604,6 +604,16 @@ impl Config {
         }
     }
 
+    /// The `.wasm` path `[plugins]` names for a slot; empty: none.
+    pub fn plugin_file(&self, decision: callpark_core::Decision) -> &str {
+        use callpark_core::Decision;
+        match decision {
+            Decision::Allocator => &self.plugins.allocator,
+            Decision::Recall => &self.plugins.recall,
+            Decision::Dialing => &self.plugins.dialing,
+        }
+    }
+
     /// The params each plugin slot is loaded with, by decision.
     pub fn plugin_params(&self) -> Vec<(callpark_core::Decision, Params)> {
         callpark_core::Decision::ALL

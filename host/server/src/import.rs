@@ -269,10 +269,7 @@ type Records = (Vec<String>, Vec<(u64, Vec<String>)>);
 /// that is not UTF-8, has rows of another length than its header, lacks a
 /// required column or names an unknown one, or has more than `MAX_ROWS`
 /// rows, is refused whole.
-fn read(
-    csv_bytes: &[u8],
-    kind: Kind,
-) -> Result<Records, FileRefused> {
+fn read(csv_bytes: &[u8], kind: Kind) -> Result<Records, FileRefused> {
     let whole = |message: String| FileRefused { line: 0, message };
     let mut reader = csv::ReaderBuilder::new()
         .flexible(false)

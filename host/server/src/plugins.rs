@@ -49,6 +49,8 @@ impl ArtifactStore for DirArtifactStore {
 pub enum PluginOrigin {
     Embedded,
     File(PathBuf),
+    /// Uploaded through the admin API and kept in the store.
+    Stored(Arc<[u8]>),
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +77,9 @@ pub struct PluginSupervisor {
     /// `[plugins]` as at start: its `timeout`, `memory` and `cache_dir`
     /// built the runtime and hold until a restart.
     at_start: PluginsConfig,
+    /// Plugins uploaded through the admin API, by slot: what a slot runs
+    /// when the configuration names no file for it.
+    stored: Mutex<std::collections::HashMap<Decision, Arc<[u8]>>>,
 }
 
 /// What one reload attempt did.
@@ -90,6 +95,16 @@ impl PluginSupervisor {
     /// a plugin that does not load is an error: a server must not come up
     /// silently on a policy other than the one configured.
     pub fn start(config: &Config, config_dir: Option<&Path>) -> anyhow::Result<Arc<Self>> {
+        PluginSupervisor::start_with(config, config_dir, Default::default())
+    }
+
+    /// `start`, with the plugins the store keeps (`stored`) for the slots
+    /// the configuration names no file for.
+    pub fn start_with(
+        config: &Config,
+        config_dir: Option<&Path>,
+        stored: std::collections::HashMap<Decision, Arc<[u8]>>,
+    ) -> anyhow::Result<Arc<Self>> {
         let pl = &config.plugins;
         let limits = Limits {
             timeout: callpark_core::parse_duration(&pl.timeout)?,
@@ -111,7 +126,7 @@ impl PluginSupervisor {
             runtime.set_on_failure(decision, on_failure);
             slots.push(SlotSetup {
                 decision,
-                origin: origin_of(config, config_dir, decision),
+                origin: origin_of(config, config_dir, decision, stored.get(&decision)),
                 params,
                 loaded: None,
             });
@@ -123,6 +138,7 @@ impl PluginSupervisor {
             reloading: Mutex::new(()),
             rewatch: tokio::sync::Notify::new(),
             at_start: pl.clone(),
+            stored: Mutex::new(stored),
         });
         for decision in Decision::ALL {
             match supervisor.reload(decision) {
@@ -169,10 +185,11 @@ impl PluginSupervisor {
             }
         }
         {
+            let stored = self.stored.lock().unwrap_or_else(|p| p.into_inner());
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             for (decision, params) in config.plugin_params() {
                 if let Some(slot) = slots.iter_mut().find(|s| s.decision == decision) {
-                    slot.origin = origin_of(config, config_dir, decision);
+                    slot.origin = origin_of(config, config_dir, decision, stored.get(&decision));
                     slot.params = params;
                 }
             }
@@ -189,7 +206,7 @@ impl PluginSupervisor {
             .iter()
             .filter_map(|s| match &s.origin {
                 PluginOrigin::File(p) => Some((s.decision, p.clone())),
-                PluginOrigin::Embedded => None,
+                PluginOrigin::Embedded | PluginOrigin::Stored(_) => None,
             })
             .collect()
     }
@@ -207,6 +224,9 @@ impl PluginSupervisor {
         };
         let source = match &setup.origin {
             PluginOrigin::Embedded => embedded::default_plugin(decision),
+            PluginOrigin::Stored(wasm) => {
+                PluginSource::new(format!("store:{decision}"), wasm.clone())
+            }
             PluginOrigin::File(path) => match std::fs::read(path) {
                 Ok(wasm) => PluginSource::new(path.display().to_string(), wasm),
                 Err(e) => {
@@ -234,6 +254,75 @@ impl PluginSupervisor {
             }
             Err(e) => ReloadOutcome::Refused(e.to_string()),
         }
+    }
+
+    /// Puts (or with `None` takes away) the stored plugin of a slot, and
+    /// loads what the slot runs then, on the path a file swap takes (type
+    /// check, `check-params`, canary cases, atomic swap). A refused plugin
+    /// is taken back out and the previous one keeps serving. Blocking.
+    pub fn swap_stored(
+        &self,
+        decision: Decision,
+        wasm: Option<Arc<[u8]>>,
+    ) -> Result<Option<LoadReport>, String> {
+        let previous = self.set_stored(decision, wasm);
+        match self.reload(decision) {
+            ReloadOutcome::Swapped(report) => Ok(Some(report)),
+            ReloadOutcome::Unchanged => Ok(None),
+            ReloadOutcome::Refused(why) => {
+                self.set_stored(decision, previous);
+                Err(why)
+            }
+        }
+    }
+
+    fn set_stored(&self, decision: Decision, wasm: Option<Arc<[u8]>>) -> Option<Arc<[u8]>> {
+        let mut stored = self.stored.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = match &wasm {
+            Some(w) => stored.insert(decision, w.clone()),
+            None => stored.remove(&decision),
+        };
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = slots.iter_mut().find(|s| s.decision == decision)
+            && !matches!(slot.origin, PluginOrigin::File(_))
+        {
+            slot.origin = wasm.map_or(PluginOrigin::Embedded, PluginOrigin::Stored);
+        }
+        previous
+    }
+
+    /// Where a slot's plugin comes from and the params it is loaded with.
+    pub fn slot(&self, decision: Decision) -> Option<(PluginOrigin, Params)> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .iter()
+            .find(|s| s.decision == decision)
+            .map(|s| (s.origin.clone(), s.params.clone()))
+    }
+
+    /// Whether the slot's plugin takes `params`: `check-params` and the
+    /// conformance cases, run without swapping anything in. Blocking.
+    pub fn check_params(&self, decision: Decision, params: &Params) -> Result<(), String> {
+        let Some((origin, _)) = self.slot(decision) else {
+            return Ok(());
+        };
+        let source = match origin {
+            PluginOrigin::Embedded => embedded::default_plugin(decision),
+            PluginOrigin::Stored(wasm) => PluginSource::new(format!("store:{decision}"), wasm),
+            PluginOrigin::File(path) => PluginSource::new(
+                path.display().to_string(),
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            ),
+        };
+        check_for(&self.runtime.check(&source, params), decision)
+    }
+
+    /// Whether `wasm` would load into the slot with its current params,
+    /// without swapping it in (a dry run). Blocking.
+    pub fn check_wasm(&self, decision: Decision, wasm: Arc<[u8]>) -> Result<(), String> {
+        let params = self.slot(decision).map(|(_, p)| p).unwrap_or_default();
+        let source = PluginSource::new(format!("store:{decision}"), wasm);
+        check_for(&self.runtime.check(&source, &params), decision)
     }
 
     /// Reloads every slot (SIGHUP).
@@ -347,17 +436,43 @@ impl PluginSupervisor {
 }
 
 /// Where `decision`'s plugin comes from under `config`.
-fn origin_of(config: &Config, config_dir: Option<&Path>, decision: Decision) -> PluginOrigin {
-    let pl = &config.plugins;
-    let path = match decision {
-        Decision::Allocator => &pl.allocator,
-        Decision::Recall => &pl.recall,
-        Decision::Dialing => &pl.dialing,
+/// What a check says about the world of `decision`: fine, or the first
+/// reason it would be refused.
+fn check_for(report: &callpark_policy::CheckReport, decision: Decision) -> Result<(), String> {
+    if let Some(fatal) = &report.fatal {
+        return Err(fatal.clone());
+    }
+    let world_name = format!("{}-plugin", decision.name());
+    let Some(world) = report.worlds.iter().find(|w| w.world == world_name) else {
+        return Err(format!("no {decision} world was checked"));
     };
-    if path.is_empty() {
-        PluginOrigin::Embedded
-    } else {
-        PluginOrigin::File(Config::resolve(config_dir, path))
+    world
+        .implemented
+        .clone()
+        .map_err(|e| format!("it does not implement the {decision} world: {e}"))?;
+    if let Some(Err(e)) = &world.params {
+        return Err(format!("check-params refused the params: {e}"));
+    }
+    if let Some(failed) = world.cases.iter().find(|c| c.result.is_err()) {
+        let why = failed.result.clone().err().unwrap_or_default();
+        return Err(format!("conformance case `{}` failed: {why}", failed.name));
+    }
+    Ok(())
+}
+
+/// A file the configuration names wins; else what the store keeps; else
+/// the embedded default.
+fn origin_of(
+    config: &Config,
+    config_dir: Option<&Path>,
+    decision: Decision,
+    stored: Option<&Arc<[u8]>>,
+) -> PluginOrigin {
+    let path = config.plugin_file(decision);
+    match stored {
+        _ if !path.is_empty() => PluginOrigin::File(Config::resolve(config_dir, path)),
+        Some(wasm) => PluginOrigin::Stored(wasm.clone()),
+        None => PluginOrigin::Embedded,
     }
 }
 

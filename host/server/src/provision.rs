@@ -86,6 +86,17 @@ impl FileSource {
         self.named.contains(key)
     }
 
+    /// Whether the file names `[plugins.params.<slot>]`.
+    pub fn names_params(&self, slot: &str) -> bool {
+        self.names("plugins")
+            && toml_edit::Document::parse(self.text.as_str()).is_ok_and(|doc| {
+                doc.get("plugins")
+                    .and_then(|p| p.get("params"))
+                    .and_then(|p| p.get(slot))
+                    .is_some()
+            })
+    }
+
     /// The line of a field of the file, 0 when not there.
     fn line(&self, path: &[PathPart]) -> usize {
         crate::config::locate(&self.text, path)
@@ -120,6 +131,18 @@ impl FileSource {
                 let key = section_key(value)?;
                 return self.names(value).then(|| self.line(&[PathPart::Key(key)]));
             }
+            ObjectKind::PluginParams => {
+                let slot = ["allocator", "recall", "dialing"]
+                    .into_iter()
+                    .find(|s| *s == value)?;
+                return self.names_params(slot).then(|| {
+                    self.line(&[
+                        PathPart::Key("plugins"),
+                        PathPart::Key("params"),
+                        PathPart::Key(slot),
+                    ])
+                });
+            }
             _ => return None,
         };
         let i = list.iter().position(|v| *v == value)?;
@@ -141,6 +164,10 @@ pub struct Stored {
     pub recall: Option<RecallConfig>,
     pub features: Option<FeaturesConfig>,
     pub access: Option<AccessConfig>,
+    /// Params of plugin slots, by slot name, for the slots whose
+    /// `[plugins.params.*]` table the file does not name.
+    pub plugin_params:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 fn body<T: DeserializeOwned>(object: &StoredObject) -> anyhow::Result<T> {
@@ -185,6 +212,9 @@ impl Stored {
                     "access" => self.access = Some(body(o)?),
                     other => anyhow::bail!("no settings section `{other}`"),
                 },
+                ObjectKind::PluginParams => {
+                    self.plugin_params.insert(o.key.clone(), body(o)?);
+                }
             },
             Change::Delete(kind, key) => match kind {
                 ObjectKind::Range => self.ranges.retain(|r| &r.name != key),
@@ -197,6 +227,9 @@ impl Stored {
                     "access" => self.access = None,
                     _ => {}
                 },
+                ObjectKind::PluginParams => {
+                    self.plugin_params.remove(key);
+                }
             },
         }
         Ok(())
@@ -295,6 +328,21 @@ pub fn compose(file: &FileSource, stored: &Stored) -> Result<Config, Refusal> {
         && let Some(s) = &stored.access
     {
         c.access = s.clone();
+    }
+    for (slot, params) in &stored.plugin_params {
+        if file.names_params(slot) {
+            continue;
+        }
+        let table = params
+            .iter()
+            .map(|(k, v)| (k.clone(), toml::Value::String(v.clone())))
+            .collect();
+        match slot.as_str() {
+            "allocator" => c.plugins.params.allocator = table,
+            "recall" => c.plugins.params.recall = table,
+            "dialing" => c.plugins.params.dialing = table,
+            _ => {}
+        }
     }
     let Err((path, message)) = c.validate() else {
         return Ok(c);
@@ -488,6 +536,7 @@ impl Provisioning {
             ObjectKind::Orbit => self.stored.orbits.iter().any(|o| o.number == key),
             ObjectKind::Group => self.stored.groups.iter().any(|g| g.name == key),
             ObjectKind::Settings => self.stored.has_section(key),
+            ObjectKind::PluginParams => self.stored.plugin_params.contains_key(key),
         };
         if stored {
             Source::Store

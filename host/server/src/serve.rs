@@ -215,7 +215,19 @@ pub async fn serve(file: crate::provision::FileSource) -> anyhow::Result<()> {
     // The store, and the configuration the file and it make together.
     let mut provisioning = crate::provision::Provisioning::open(file)?;
     let config = provisioning.config.clone();
-    let supervisor = PluginSupervisor::start(&config, config_dir.as_deref())?;
+    // Plugins uploaded through the API, for the slots no file is named for.
+    let stored_plugins = provisioning
+        .store
+        .plugins()?
+        .into_iter()
+        .filter_map(|(slot, wasm)| {
+            let decision = callpark_core::Decision::ALL
+                .into_iter()
+                .find(|d| d.name() == slot)?;
+            Some((decision, std::sync::Arc::<[u8]>::from(wasm)))
+        })
+        .collect();
+    let supervisor = PluginSupervisor::start_with(&config, config_dir.as_deref(), stored_plugins)?;
 
     let listen: Vec<SocketAddr> = config
         .server

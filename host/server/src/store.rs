@@ -46,6 +46,13 @@ pub const MIGRATIONS: &[&str] = &[
          dry_run INTEGER NOT NULL,
          report TEXT NOT NULL
      );",
+    // 4: plugins uploaded through the API, one per slot.
+    "CREATE TABLE plugin (
+         slot TEXT PRIMARY KEY,
+         wasm BLOB NOT NULL,
+         sha256 TEXT NOT NULL,
+         updated_ms INTEGER NOT NULL
+     );",
 ];
 
 /// The schema version this build writes.
@@ -60,6 +67,8 @@ pub enum ObjectKind {
     /// A settings section (`defaults`, `recall`, `features`, `access`),
     /// keyed by its name.
     Settings,
+    /// A plugin slot's params, keyed by the slot (`allocator` ...).
+    PluginParams,
 }
 
 impl ObjectKind {
@@ -69,6 +78,7 @@ impl ObjectKind {
             ObjectKind::Orbit => "orbit",
             ObjectKind::Group => "group",
             ObjectKind::Settings => "settings",
+            ObjectKind::PluginParams => "plugin-params",
         }
     }
 
@@ -78,6 +88,7 @@ impl ObjectKind {
             ObjectKind::Orbit,
             ObjectKind::Group,
             ObjectKind::Settings,
+            ObjectKind::PluginParams,
         ]
         .into_iter()
         .find(|k| k.name() == text)
@@ -342,6 +353,34 @@ impl Store {
             Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Store {
+    /// The stored plugins: (slot, wasm).
+    pub fn plugins(&self) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT slot, wasm FROM plugin ORDER BY slot")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn put_plugin(&mut self, slot: &str, wasm: &[u8], sha256: &str) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT INTO plugin (slot, wasm, sha256, updated_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (slot) DO UPDATE SET wasm = excluded.wasm, sha256 = excluded.sha256,
+                 updated_ms = excluded.updated_ms",
+            params![slot, wasm, sha256, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Whether it was there.
+    pub fn delete_plugin(&mut self, slot: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM plugin WHERE slot = ?1", [slot])?
+            > 0)
     }
 }
 
