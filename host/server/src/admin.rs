@@ -154,7 +154,7 @@ pub fn first_start_token(dir: &Path) -> anyhow::Result<(PathBuf, TokenConfig)> {
 }
 
 /// One orbit as the engine has it, with what is parked on it now.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrbitView {
     pub number: String,
     pub name: Option<String>,
@@ -165,7 +165,8 @@ pub struct OrbitView {
     /// `"0s"`: never recalls.
     pub recall_after: String,
     pub escape_key: Option<String>,
-    pub blf_state: &'static str,
+    /// `early` or `confirmed`.
+    pub blf_state: String,
     /// The group that lists it as a destination.
     pub group: Option<String>,
     /// Calls parked on it now.
@@ -319,7 +320,8 @@ pub fn orbit_views(lot: &callpark_core::lot::ParkLot) -> Vec<OrbitView> {
                 "confirmed"
             } else {
                 "early"
-            },
+            }
+            .into(),
             group: o.group.clone(),
             parked: lot.parked_on(&o.number).count(),
         })
@@ -352,22 +354,37 @@ pub(crate) fn problem(status: StatusCode, detail: impl Into<String>) -> Problem 
     }
 }
 
+/// An RFC 9457 problem document, as every error is answered.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemDoc {
+    /// Always `about:blank`: the status says what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// What went wrong and what to do about it.
+    pub detail: String,
+    /// What was refused: a field and the reason, and where it applies the
+    /// line, the file or the stored object.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub errors: Vec<serde_json::Value>,
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "type": "about:blank",
-            "title": self.status.canonical_reason().unwrap_or(""),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        let mut body = body;
-        if !self.errors.is_empty() {
-            body["errors"] = serde_json::Value::Array(self.errors);
-        }
+        let body = ProblemDoc {
+            kind: "about:blank".into(),
+            title: self.status.canonical_reason().unwrap_or("").into(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            errors: self.errors,
+        };
         let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
-            body.to_string(),
+            serde_json::to_string(&body).expect("serializes"),
         )
             .into_response();
         if self.status == StatusCode::UNAUTHORIZED {
@@ -418,22 +435,189 @@ pub(crate) async fn ask<T>(
     answer.await.map_err(|_| gone())
 }
 
-async fn healthz() -> &'static str {
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "The server runs", content_type = "text/plain", body = String)))]
+pub(crate) async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// `GET /api/v1/openapi.json`: this API's OpenAPI 3.1 document (no token:
+/// it says how to call the API, nothing about what it holds).
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health", security(()), responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)))]
+pub(crate) async fn openapi_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi_document(),
+    )
+        .into_response()
+}
+
+/// The OpenAPI document, as `docs/openapi.json` keeps it.
+pub fn openapi_document() -> String {
+    use utoipa::OpenApi;
+    let mut doc = serde_json::to_value(crate::api::ApiDoc::openapi()).expect("serializes");
+    merge_flattened(&mut doc);
+    let mut text = serde_json::to_string_pretty(&doc).expect("serializes");
+    text.push('\n');
+    text
+}
+
+/// An answer that is a configuration object with more fields beside it
+/// (`#[serde(flatten)]`) comes out of the generator as `allOf` of the
+/// object's schema and the rest; the object's schema forbids unknown
+/// fields (it is also a request body), which would make every such answer
+/// invalid. Each such `allOf` is written as the one object it is.
+fn merge_flattened(doc: &mut serde_json::Value) {
+    use serde_json::{Map, Value};
+    let Some(schemas) = doc["components"]["schemas"].as_object().cloned() else {
+        return;
+    };
+    let resolve = |part: &Value| -> Value {
+        match part.get("$ref").and_then(Value::as_str) {
+            Some(r) => schemas
+                .get(r.trim_start_matches("#/components/schemas/"))
+                .cloned()
+                .unwrap_or(Value::Null),
+            None => part.clone(),
+        }
+    };
+    let out = doc["components"]["schemas"]
+        .as_object_mut()
+        .expect("schemas");
+    for schema in out.values_mut() {
+        let Some(parts) = schema.get("allOf").and_then(Value::as_array).cloned() else {
+            continue;
+        };
+        let mut properties = Map::new();
+        let mut required: Vec<Value> = Vec::new();
+        for part in parts.iter().map(resolve) {
+            if let Some(p) = part.get("properties").and_then(Value::as_object) {
+                properties.extend(p.clone());
+            }
+            if let Some(r) = part.get("required").and_then(Value::as_array) {
+                required.extend(r.iter().cloned());
+            }
+        }
+        let mut merged = Map::new();
+        merged.insert("type".into(), Value::from("object"));
+        if let Some(d) = schema.get("description") {
+            merged.insert("description".into(), d.clone());
+        }
+        if !required.is_empty() {
+            merged.insert("required".into(), Value::Array(required));
+        }
+        merged.insert("properties".into(), Value::Object(properties));
+        *schema = Value::Object(merged);
+    }
+}
+
+/// What every operation of the API shares: bearer tokens, and the
+/// problem documents errors are answered with.
+pub(crate) struct ApiConventions;
+
+impl utoipa::Modify for ApiConventions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("a token secret (`callpark token new`)"))
+                    .build(),
+            ),
+        );
+        let errors = [
+            (
+                "400",
+                "BadRequest",
+                "The request does not read (not JSON, a bad query parameter)",
+            ),
+            ("401", "Unauthorized", "No token, or one that is not valid"),
+            ("403", "Forbidden", "The token's role may not do this"),
+            ("404", "NotFound", "No such object"),
+            (
+                "409",
+                "Conflict",
+                "The configuration file owns it, it exists, or it holds parked calls",
+            ),
+            ("413", "TooLarge", "The body is over the limit"),
+            ("422", "Refused", "Refused: the field and the reason"),
+            ("500", "StoreFailed", "The store failed"),
+            ("503", "Stopping", "The server is stopping"),
+        ];
+        for (_, name, what) in errors {
+            components.responses.insert(
+                name.to_string(),
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(what)
+                        .content(
+                            "application/problem+json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("Problem")))
+                                .build(),
+                        )
+                        .build(),
+                ),
+            );
+        }
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let public = op
+                    .security
+                    .as_ref()
+                    .is_some_and(|s| s.iter().all(|r| r == &Default::default()));
+                for (status, name, _) in errors {
+                    if public && status != "503" {
+                        continue;
+                    }
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+                }
+            }
+        }
+    }
+}
+
+/// `config:validate`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Valid {
+    pub valid: bool,
+}
+
+/// `config:reload`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Reloaded {
+    pub reloaded: bool,
+    pub file: String,
 }
 
 /// The name a validated body goes by in its errors.
 const BODY_FILE: &str = "request.toml";
 
+#[utoipa::path(post, path = "/api/v1/config:validate", tag = "config", request_body(content = String, content_type = "text/plain", description = "a configuration file (TOML)"), responses((status = 200, description = "Valid", body = Valid)))]
 /// `POST /api/v1/config:validate`: a TOML configuration in the body,
 /// judged as `callpark check` judges a file (plugins, music and
 /// certificates included, relative to the running configuration's folder).
 /// Nothing is applied.
-async fn validate_config(
+pub(crate) async fn validate_config(
     State(api): State<Api>,
     headers: HeaderMap,
     body: String,
-) -> Result<axum::Json<serde_json::Value>, Problem> {
+) -> Result<axum::Json<Valid>, Problem> {
     authorize(&api, &headers, Role::Admin)?;
     let config = crate::config::Config::parse(&body, BODY_FILE).map_err(|e| Problem {
         status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -449,7 +633,7 @@ async fn validate_config(
     let checked =
         tokio::task::spawn_blocking(move || crate::serve::preflight(&config, &path)).await;
     match checked {
-        Ok(Ok(())) => Ok(axum::Json(serde_json::json!({ "valid": true }))),
+        Ok(Ok(())) => Ok(axum::Json(Valid { valid: true })),
         Ok(Err(e)) => Err(problem(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}"))),
         Err(e) => Err(problem(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -459,15 +643,17 @@ async fn validate_config(
 }
 
 /// `POST /api/v1/config:reload`: what SIGHUP does.
-async fn reload_config(
+#[utoipa::path(post, path = "/api/v1/config:reload", tag = "config", responses((status = 200, description = "Applied", body = Reloaded)))]
+pub(crate) async fn reload_config(
     State(api): State<Api>,
     headers: HeaderMap,
-) -> Result<axum::Json<serde_json::Value>, Problem> {
+) -> Result<axum::Json<Reloaded>, Problem> {
     authorize(&api, &headers, Role::Admin)?;
     match reload(api.live.clone(), "config:reload").await {
-        ReloadOutcome::Applied(file) => Ok(axum::Json(
-            serde_json::json!({ "reloaded": true, "file": file }),
-        )),
+        ReloadOutcome::Applied(file) => Ok(axum::Json(Reloaded {
+            reloaded: true,
+            file,
+        })),
         ReloadOutcome::NoFile => Err(problem(
             StatusCode::CONFLICT,
             "the server runs the embedded configuration: there is no file to re-read",
@@ -487,6 +673,7 @@ pub fn router(tokens: Arc<Tokens>, live: Live, config_dir: PathBuf) -> Router {
     crate::api::routes(
         Router::new()
             .route("/healthz", get(healthz))
+            .route("/api/v1/openapi.json", get(openapi_json))
             .route("/api/v1/config:validate", post(validate_config))
             .route("/api/v1/config:reload", post(reload_config)),
     )

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, GroupConfig, OrbitConfig};
 use crate::provision::{Provisioning, Stored, compose, put};
@@ -51,7 +51,7 @@ pub const GROUP_COLUMNS: [&str; 10] = [
 /// A cell that clears a setting (a blank cell changes nothing).
 pub const REMOVE: &str = "REMOVE";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Orbits,
@@ -89,7 +89,7 @@ impl Kind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RowStatus {
     Applied,
@@ -98,7 +98,7 @@ pub enum RowStatus {
 }
 
 /// One row's outcome. `line` is the line of the file the row is on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RowReport {
     pub line: u64,
     pub action: String,
@@ -111,7 +111,7 @@ pub struct RowReport {
 }
 
 /// A job's outcome: the counts and every row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImportReport {
     pub kind: Kind,
     pub dry_run: bool,

@@ -65,6 +65,9 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Print the admin API's OpenAPI 3.1 document (what
+    /// `/api/v1/openapi.json` serves and `docs/openapi.json` keeps).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -162,6 +165,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Command::Openapi => {
+            print!("{}", callpark_server::admin::openapi_document());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::DefaultConfig => {
             print!("{DEFAULT_CONFIG}");
             Ok(ExitCode::SUCCESS)

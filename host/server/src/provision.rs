@@ -392,7 +392,7 @@ pub fn compose(file: &FileSource, stored: &Stored) -> Result<Config, Refusal> {
 }
 
 /// Where an object of the effective configuration comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Source {
     File {
