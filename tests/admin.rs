@@ -1110,3 +1110,131 @@ fn plugins_are_swapped_and_their_params_set_through_the_api() {
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }
+
+/// `callpark ctl` with a token in CALLPARK_TOKEN: (exit code, stdout, stderr).
+fn ctl(port: u16, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_callpark"));
+    cmd.arg("ctl")
+        .arg("--server")
+        .arg(format!("http://127.0.0.1:{port}"))
+        .args(["--token-file", "/nonexistent/admin-token"])
+        .args(args)
+        .env_remove("CALLPARK_TOKEN");
+    if let Some(t) = token {
+        cmd.env("CALLPARK_TOKEN", t);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The CLI over the API: tables for people, JSON for scripts, and exit
+/// codes that say what failed.
+#[test]
+fn ctl_administers_the_server_with_tables_json_and_exit_codes() {
+    let server = with_viewer_and_admin();
+    let port = server.admin;
+    let admin = |args: &[&str]| ctl(port, Some(ADMIN), args);
+
+    let (code, _, err) = ctl(port, None, &["orbits", "list"]);
+    assert_eq!(code, 3, "no token: {err}");
+    let (code, _, err) = ctl(
+        port,
+        Some(VIEWER),
+        &["ranges", "add", "x", "start=800", "end=801"],
+    );
+    assert_eq!(code, 3, "a viewer may not write: {err}");
+    assert!(err.contains("403"), "{err}");
+    let (code, out, err) = ctl(1, Some(ADMIN), &["orbits", "list"]);
+    assert_eq!(code, 8, "unreachable: {out}{err}");
+
+    let (code, out, err) = admin(&[
+        "--dry-run",
+        "ranges",
+        "add",
+        "sales",
+        "start=800",
+        "end=809",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("dry run") && out.contains("+10"), "{out}");
+    let (code, out, err) = admin(&["ranges", "add", "sales", "start=800", "end=809"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("applied: orbits +10"), "{out}");
+    let (code, _, err) = admin(&[
+        "orbits",
+        "set",
+        "801",
+        "capacity=3",
+        "name=vip",
+        "escape_key=0",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = admin(&["orbits", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("NUMBER"), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("801 "))
+        .expect("orbit 801");
+    assert!(row.contains("vip") && row.contains("sales"), "{row}");
+    let (code, out, _) = admin(&["--json", "orbits", "show", "801"]);
+    assert_eq!(code, 0);
+    let orbit: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&orbit["capacity"], &orbit["escape_key"]),
+        (&serde_json::json!(3), &serde_json::json!("0"))
+    );
+
+    let (code, _, err) = admin(&["orbits", "set", "801", "capacity=0"]);
+    assert_eq!(code, 6, "refused: {err}");
+    assert!(err.contains("capacity"), "{err}");
+    let (code, _, err) = admin(&["ranges", "rm", "main"]);
+    assert_eq!(code, 5, "the file owns it: {err}");
+    let (code, _, err) = admin(&["groups", "show", "nobody"]);
+    assert_eq!(code, 4, "{err}");
+    let (code, _, err) = admin(&["orbits", "set", "801"]);
+    assert_eq!(code, 2, "usage: {err}");
+
+    // Import with the per-row report; a refused row is exit 6.
+    let csv = server.dir.path().join("orbits.csv");
+    std::fs::write(
+        &csv,
+        "action,number,capacity\nupdate,802,2\nupdate,803,zero\n",
+    )
+    .unwrap();
+    let (code, out, _) = admin(&["import", csv.to_str().unwrap()]);
+    assert_eq!(code, 6, "{out}");
+    assert!(out.contains("applied") && out.contains("refused"), "{out}");
+    assert!(
+        out.contains("2 rows, 1 applied, 0 unchanged, 1 refused"),
+        "{out}"
+    );
+    let (code, out, _) = admin(&["export", "orbits"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("action,number,"), "{out}");
+    assert!(out.contains("update,802,"), "{out}");
+
+    // Music and settings.
+    let wav_file = server.dir.path().join("hold.wav");
+    std::fs::write(&wav_file, wav(4000, 0.2)).unwrap();
+    let (code, _, err) = admin(&["music", "put", "hold", wav_file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = admin(&["music", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l.starts_with("hold ")), "{out}");
+    let (code, out, err) = admin(&["settings", "recall", "max_attempts=3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("max_attempts = 3"), "{out}");
+    let (code, out, _) = admin(&["plugins"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("allocator") && out.contains("dialing"),
+        "{out}"
+    );
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}

@@ -6,6 +6,7 @@ pub mod api;
 pub mod batch;
 pub mod clock;
 pub mod config;
+pub mod ctl;
 pub mod import;
 pub mod logging;
 pub mod pacers;
