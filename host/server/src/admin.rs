@@ -186,6 +186,8 @@ pub enum AdminRequest {
 #[derive(Debug)]
 pub struct Applying {
     pub config: Config,
+    /// `config`'s lot, built by the admin side (off the engine loop).
+    pub lot: callpark_core::lot::ParkLot,
     pub music: callpark_engine::MusicLibrary,
 }
 
@@ -223,15 +225,23 @@ impl Live {
     }
 
     /// Hands `config` to the engine, then gives the plugins their new
-    /// settings (off the async workers: a changed plugin compiles).
+    /// settings (off the async workers: a changed plugin compiles). The
+    /// plugins are reloaded when their settings changed, or always with
+    /// `reload_plugins` (SIGHUP: their files may have changed).
     pub(crate) async fn apply(
         &self,
         prov: &Provisioning,
         config: Config,
+        lot: callpark_core::lot::ParkLot,
         music: callpark_engine::MusicLibrary,
+        reload_plugins: bool,
     ) -> Result<(), Problem> {
+        let plugins_changed = reload_plugins
+            || prov.config.plugins != config.plugins
+            || prov.config.plugin_params() != config.plugin_params();
         let applying = Applying {
             config: config.clone(),
+            lot,
             music,
         };
         ask(&self.engine, |reply| {
@@ -239,9 +249,11 @@ impl Live {
         })
         .await?
         .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-        self.supervisor.reconfigure(&config, prov.file.dir());
-        let plugins = self.supervisor.clone();
-        tokio::task::spawn_blocking(move || plugins.reload_all());
+        if plugins_changed {
+            self.supervisor.reconfigure(&config, prov.file.dir());
+            let plugins = self.supervisor.clone();
+            tokio::task::spawn_blocking(move || plugins.reload_all());
+        }
         Ok(())
     }
 }
@@ -262,10 +274,14 @@ pub async fn reload(live: Live, trigger: &'static str) -> ReloadOutcome {
             let music = tokio::task::block_in_place(|| prov.music_library(&config));
             match music {
                 Err(e) => ReloadOutcome::Refused(format!("{e:#}")),
-                Ok(music) => match live.apply(&prov, config.clone(), music).await {
+                Ok(music) => match live
+                    .apply(&prov, config.clone(), config.lot(), music, true)
+                    .await
+                {
                     Ok(()) => {
                         let name = file.name.clone();
                         prov.file = file;
+                        prov.lot = config.lot();
                         prov.config = config;
                         ReloadOutcome::Applied(name)
                     }

@@ -394,9 +394,13 @@ fn listed(numbers: Vec<&String>) -> OrbitList {
 /// What a write changes: orbits added, removed and changed (any of their
 /// settings), groups and settings sections changed, and the parked calls
 /// a forced removal recalls.
-fn report(before: &Config, after: &Config, recalled: &[(String, usize)]) -> Changes {
-    let lot_b = before.lot();
-    let lot_a = after.lot();
+fn report(
+    before: &Config,
+    after: &Config,
+    lot_b: &callpark_core::lot::ParkLot,
+    lot_a: &callpark_core::lot::ParkLot,
+    recalled: &[(String, usize)],
+) -> Changes {
     let b: BTreeMap<&String, _> = lot_b.orbits().iter().map(|o| (&o.number, o)).collect();
     let a: BTreeMap<&String, _> = lot_a.orbits().iter().map(|o| (&o.number, o)).collect();
     let added = a.keys().filter(|k| !b.contains_key(*k)).copied().collect();
@@ -452,7 +456,8 @@ async fn write<'a>(
         .security_settings([0; 32])
         .map_err(|e| problem(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     // Orbits this write takes away that hold calls: refused unless forced.
-    let removed = prov.orbits_removed(&config);
+    let lot = config.lot();
+    let removed = prov.orbits_removed(&lot);
     let mut holding = Vec::new();
     if !removed.is_empty() {
         let views = ask(&api.live.engine, AdminRequest::Orbits).await?;
@@ -476,20 +481,21 @@ async fn write<'a>(
             });
         }
     }
-    let mut summary = report(&prov.config, &config, &holding);
+    let mut summary = report(&prov.config, &config, &prov.lot, &lot, &holding);
     let music = tokio::task::block_in_place(|| prov.music_library(&config))
         .map_err(|e| problem(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
     summary.dry_run = flags.dry_run;
     if flags.dry_run {
         return Ok((prov, summary));
     }
-    prov.commit(&changes, stored, config.clone()).map_err(|e| {
-        problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the store did not keep the change ({e:#}); nothing changed"),
-        )
-    })?;
-    api.live.apply(&prov, config, music).await?;
+    prov.commit(&changes, stored, config.clone(), lot.clone())
+        .map_err(|e| {
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the store did not keep the change ({e:#}); nothing changed"),
+            )
+        })?;
+    api.live.apply(&prov, config, lot, music, false).await?;
     tracing::info!(
         trigger = "api",
         changes = changes.len(),
@@ -758,7 +764,7 @@ async fn patch<T: Listed>(
         let mut current = match stored_entry::<T>(prov, &key) {
             Some(o) => serde_json::to_value(o).expect("serializes"),
             // An orbit of a range gets settings of its own.
-            None if T::KIND == ObjectKind::Orbit && prov.config.lot().orbit(&key).is_some() => {
+            None if T::KIND == ObjectKind::Orbit && prov.lot.orbit(&key).is_some() => {
                 json!({ "number": key })
             }
             None => return Err(not_found(T::NOUN, &key)),
@@ -795,7 +801,7 @@ async fn remove<T: Listed>(
     let (_prov, report) = write(&api, flags, |prov| {
         not_file_owned(prov, T::KIND, &key)?;
         if stored_entry::<T>(prov, &key).is_none() {
-            return Err(if T::KIND == ObjectKind::Orbit && prov.config.lot().orbit(&key).is_some() {
+            return Err(if T::KIND == ObjectKind::Orbit && prov.lot.orbit(&key).is_some() {
                 problem(
                     StatusCode::NOT_FOUND,
                     format!("orbit {key} has no settings of its own: it comes from a range; change or delete the range"),
@@ -825,13 +831,13 @@ fn overrides_of_range(prov: &Provisioning, name: &str) -> Vec<Change> {
     prov.stored
         .orbits
         .iter()
-        .filter(|o| in_range(range, &o.number))
+        .filter(|o| range.contains(&o.number))
         .filter(|o| {
             !prov
                 .config
                 .range
                 .iter()
-                .any(|r| r.name != name && in_range(r, &o.number))
+                .any(|r| r.name != name && r.contains(&o.number))
         })
         .map(|o| Change::Delete(ObjectKind::Orbit, o.number.clone()))
         .collect()
@@ -840,7 +846,7 @@ fn overrides_of_range(prov: &Provisioning, name: &str) -> Vec<Change> {
 /// An orbit as the API shows it: the engine's view (with what is parked
 /// on it now), its range, its own settings and where they come from.
 fn orbit_json(prov: &Provisioning, view: OrbitView) -> OrbitOut {
-    let range = prov.config.range.iter().find(|r| in_range(r, &view.number));
+    let range = prov.config.range.iter().find(|r| r.contains(&view.number));
     let entry = prov.config.orbit.iter().find(|o| o.number == view.number);
     let source = match (entry, range) {
         (Some(_), _) => prov.source_of(ObjectKind::Orbit, &view.number),
@@ -853,18 +859,6 @@ fn orbit_json(prov: &Provisioning, view: OrbitView) -> OrbitOut {
         source,
         view,
     }
-}
-
-fn in_range(range: &RangeConfig, number: &str) -> bool {
-    let (Ok((prefix, lo)), Ok((_, hi))) = (
-        crate::config::split_orbit(&range.start),
-        crate::config::split_orbit(&range.end),
-    ) else {
-        return false;
-    };
-    number.len() == range.start.len()
-        && crate::config::split_orbit(number)
-            .is_ok_and(|(p, n)| p == prefix && (lo..=hi).contains(&n))
 }
 
 #[utoipa::path(get, path = "/api/v1/orbits", tag = "orbits", responses((status = 200, description = "Every orbit, with what is parked on it now", body = Vec<OrbitOut>)))]
@@ -1275,7 +1269,8 @@ async fn put_music(
         let config = prov.config.clone();
         let library = tokio::task::block_in_place(|| prov.music_library(&config))
             .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
-        api.live.apply(&prov, config, library).await?;
+        let lot = prov.lot.clone();
+        api.live.apply(&prov, config, lot, library, false).await?;
     }
     tracing::info!(music = %name, bytes = wav.len(), used_by = users.len(), "music stored");
     Ok(ok(
@@ -1393,9 +1388,12 @@ async fn post_import(
     if !flags.dry_run && !plan.changes.is_empty() {
         let music = tokio::task::block_in_place(|| prov.music_library(&plan.config))
             .map_err(|e| problem(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
-        prov.commit(&plan.changes, plan.stored, plan.config.clone())
+        let lot = plan.config.lot();
+        prov.commit(&plan.changes, plan.stored, plan.config.clone(), lot.clone())
             .map_err(store_failed)?;
-        api.live.apply(&prov, plan.config, music).await?;
+        api.live
+            .apply(&prov, plan.config, lot, music, false)
+            .await?;
     }
     let id = prov
         .store
@@ -2074,7 +2072,8 @@ mod tests {
             start: "800".into(),
             end: "801".into(),
         });
-        let r = serde_json::to_value(report(&before, &after, &[])).unwrap();
+        let r = serde_json::to_value(report(&before, &after, &before.lot(), &after.lot(), &[]))
+            .unwrap();
         assert_eq!(r["orbits"]["removed"]["count"], 45);
         assert_eq!(r["orbits"]["added"]["numbers"], json!(["800", "801"]));
         assert_eq!(r["orbits"]["changed"]["numbers"], json!(["701"]));

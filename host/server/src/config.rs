@@ -214,6 +214,19 @@ pub struct RangeConfig {
     pub end: String,
 }
 
+impl RangeConfig {
+    /// Whether `number` is one of the range's orbits (same prefix and
+    /// width, within start..=end).
+    pub fn contains(&self, number: &str) -> bool {
+        let (Ok((prefix, lo)), Ok((_, hi))) = (split_orbit(&self.start), split_orbit(&self.end))
+        else {
+            return false;
+        };
+        number.len() == self.start.len()
+            && split_orbit(number).is_ok_and(|(p, n)| p == prefix && (lo..=hi).contains(&n))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct OrbitConfig {
@@ -602,6 +615,13 @@ impl Config {
             Some(dir) if p.is_relative() => dir.join(p),
             _ => p.to_path_buf(),
         }
+    }
+
+    /// Whether the configuration has orbit `number` (in a range, or an
+    /// `[[orbit]]` of its own), without building the lot.
+    pub fn has_orbit(&self, number: &str) -> bool {
+        self.orbit.iter().any(|o| o.number == number)
+            || self.range.iter().any(|r| r.contains(number))
     }
 
     /// The `.wasm` path `[plugins]` names for a slot; empty: none.

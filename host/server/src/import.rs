@@ -524,7 +524,7 @@ fn plan_row(
                     ..OrbitConfig::default()
                 },
                 ("update", Some(o)) => o.clone(),
-                ("update", None) if config.lot().orbit(key).is_some() => OrbitConfig {
+                ("update", None) if config.has_orbit(key) => OrbitConfig {
                     number: key.to_string(),
                     ..OrbitConfig::default()
                 },

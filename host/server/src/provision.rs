@@ -435,6 +435,9 @@ pub struct Provisioning {
     pub stored: Stored,
     /// The effective configuration last applied.
     pub config: Config,
+    /// Its park lot, built once: writes diff against it and the engine
+    /// is handed the next one.
+    pub lot: callpark_core::lot::ParkLot,
     /// Where the store and the first-start token live.
     pub data_dir: PathBuf,
     music: MusicCache,
@@ -481,6 +484,7 @@ impl Provisioning {
             file,
             store,
             stored,
+            lot: config.lot(),
             config,
             data_dir,
             music: MusicCache::default(),
@@ -511,6 +515,7 @@ impl Provisioning {
         changes: &[Change],
         stored: Stored,
         config: Config,
+        lot: callpark_core::lot::ParkLot,
     ) -> anyhow::Result<()> {
         self.store.apply(changes)?;
         self.stored = stored;
@@ -520,6 +525,7 @@ impl Provisioning {
             .collect();
         self.music.by_key.retain(|k, _| used.contains(k.as_str()));
         self.config = config;
+        self.lot = lot;
         Ok(())
     }
 
@@ -603,21 +609,14 @@ impl Provisioning {
         Ok(Some((file, config)))
     }
 
-    /// The orbits `config` makes that hold the calls of `parked` (orbit
-    /// numbers): what deleting a range or an orbit would take away.
-    pub fn orbits_removed(&self, config: &Config) -> BTreeSet<String> {
-        let after: BTreeSet<String> = config
-            .lot()
+    /// The orbits of the running lot that `after` no longer has: what a
+    /// write would take away (and the calls parked there with it).
+    pub fn orbits_removed(&self, after: &callpark_core::lot::ParkLot) -> BTreeSet<String> {
+        self.lot
             .orbits()
             .iter()
+            .filter(|o| after.orbit(&o.number).is_none())
             .map(|o| o.number.clone())
-            .collect();
-        self.config
-            .lot()
-            .orbits()
-            .iter()
-            .map(|o| o.number.clone())
-            .filter(|n| !after.contains(n))
             .collect()
     }
 }
@@ -719,7 +718,8 @@ mod tests {
             Change::Delete(ObjectKind::Range, "main".into()),
         ];
         let (stored, config) = p.plan(&changes).unwrap();
-        p.commit(&changes, stored, config).unwrap();
+        let lot = config.lot();
+        p.commit(&changes, stored, config, lot).unwrap();
         drop(p);
         let p = Provisioning::open(f).unwrap();
         assert_eq!(p.stored.ranges, vec![range("b", "800", "801")]);

@@ -543,12 +543,12 @@ fn apply(
     secret: [u8; 32],
     now: Duration,
 ) -> Result<(), String> {
-    let crate::admin::Applying { config, music } = applying;
+    let crate::admin::Applying { config, lot, music } = applying;
     let security = config.security_settings(secret)?;
     engine.reconfigure(
         now,
         callpark_engine::Reconfiguration {
-            lot: config.lot(),
+            lot,
             access: config.park_access(),
             recall_params: config.plugin_params_for(callpark_core::Decision::Recall),
             security,
