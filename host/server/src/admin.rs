@@ -225,9 +225,9 @@ impl Live {
     }
 
     /// Hands `config` to the engine, then gives the plugins their new
-    /// settings (off the async workers: a changed plugin compiles). The
-    /// plugins are reloaded when their settings changed, or always with
-    /// `reload_plugins` (SIGHUP: their files may have changed).
+    /// settings (off the async workers: a changed plugin compiles) when
+    /// `reload_plugins`: the caller says whether their settings changed
+    /// (SIGHUP always does: their files may have changed).
     pub(crate) async fn apply(
         &self,
         prov: &Provisioning,
@@ -236,9 +236,6 @@ impl Live {
         music: callpark_engine::MusicLibrary,
         reload_plugins: bool,
     ) -> Result<(), Problem> {
-        let plugins_changed = reload_plugins
-            || prov.config.plugins != config.plugins
-            || prov.config.plugin_params() != config.plugin_params();
         let applying = Applying {
             config: config.clone(),
             lot,
@@ -249,7 +246,7 @@ impl Live {
         })
         .await?
         .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-        if plugins_changed {
+        if reload_plugins {
             self.supervisor.reconfigure(&config, prov.file.dir());
             let plugins = self.supervisor.clone();
             tokio::task::spawn_blocking(move || plugins.reload_all());

@@ -488,6 +488,8 @@ async fn write<'a>(
     if flags.dry_run {
         return Ok((prov, summary));
     }
+    let plugins_changed = prov.config.plugins != config.plugins
+        || prov.config.plugin_params() != config.plugin_params();
     prov.commit(&changes, stored, config.clone(), lot.clone())
         .map_err(|e| {
             problem(
@@ -495,7 +497,9 @@ async fn write<'a>(
                 format!("the store did not keep the change ({e:#}); nothing changed"),
             )
         })?;
-    api.live.apply(&prov, config, lot, music, false).await?;
+    api.live
+        .apply(&prov, config, lot, music, plugins_changed)
+        .await?;
     tracing::info!(
         trigger = "api",
         changes = changes.len(),
