@@ -8,40 +8,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
-use support::{Server, wait_log};
-
-/// One HTTP/1.1 request; returns (status, headers, body).
-fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
-    http_with(port, method, path, token, "")
-}
-
-fn http_with(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, String, String) {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("the admin API listens");
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        conn,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    conn.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    (status, head.to_string(), body.to_string())
-}
+use support::{Server, http, http_with, wait_log};
 
 const VIEWER: &str = "cpk_viewer-secret-for-the-test";
 

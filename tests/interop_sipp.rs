@@ -11,7 +11,7 @@ use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Server, free_port, scenario, wait_log};
+use support::{Server, admin_token, free_port, http_with, scenario, wait_log};
 
 /// One SIPp run: scenario, service (the dialed user part), extra args.
 fn sipp(
@@ -935,6 +935,89 @@ fn sipp_authenticates_with_digest_from_an_untrusted_address() {
     let log = server.log();
     assert_eq!(log.matches("event=\"parked\"").count(), 1, "{log}");
     assert!(log.contains("authorization refused"), "{log}");
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}
+
+/// A range made through the admin API parks SIPp's call; new music for
+/// its orbit applies while the call stays parked; removing the range is
+/// refused while it holds the call, and with `force` the call is recalled
+/// (reason orbit-removed): the parker, busy, is rung and the caller hung
+/// up.
+#[test]
+#[ignore = "needs SIPp (Debian sip-tester); .ci/run runs it"]
+fn a_range_made_through_the_api_parks_sipp_calls_and_force_removal_recalls_them() {
+    assert!(
+        std::path::Path::new("/usr/bin/sipp").exists(),
+        "SIPp is not installed"
+    );
+    const TOKEN: &str = "cpk_interop-sipp-admin";
+    // The parker's scenario checks the distinctive ring and a 7xx orbit.
+    let server = Server::start_with(&format!(
+        "[defaults]\nring_pattern = \"long-long\"\n{}",
+        admin_token(TOKEN)
+    ));
+    wait_log(&server, "admin API listening", 1);
+    let api = |method: &str, path: &str, body: &str| {
+        let (status, _, answer) = http_with(server.admin, method, path, Some(TOKEN), body);
+        (status, answer)
+    };
+    let (status, answer) = api(
+        "POST",
+        "/api/v1/orbit-ranges",
+        r#"{"name": "api", "start": "760", "end": "761"}"#,
+    );
+    assert_eq!(status, 201, "{answer}");
+
+    let parker_port = free_port();
+    let parker = parker_phone(&server, parker_port, "30");
+    std::thread::sleep(Duration::from_millis(300));
+    let caller = sipp(
+        &server,
+        "park_with_referred_by_until_bye",
+        "760",
+        free_port(),
+        "0",
+        &["-set", "parker_port", &parker_port.to_string()],
+    )
+    .spawn()
+    .unwrap();
+    wait_log(&server, "event=\"parked\"", 1);
+
+    let (status, answer) = api(
+        "PATCH",
+        "/api/v1/orbits/760",
+        r#"{"name": "lobby", "capacity": 2}"#,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer.contains(r#""changed":{"count":1,"numbers":["760"]"#),
+        "{answer}"
+    );
+    let (status, answer) = api("DELETE", "/api/v1/orbit-ranges/api", "");
+    assert_eq!(status, 409, "the call holds it: {answer}");
+    let (status, answer) = api("DELETE", "/api/v1/orbit-ranges/api?force=true", "");
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer.contains(r#""recalled":[{"orbit":"760","calls":1}]"#),
+        "{answer}"
+    );
+
+    let out = parker.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the parker was not recalled: {}\n{}",
+        tail(&String::from_utf8_lossy(&out.stdout)),
+        server.log()
+    );
+    let out = caller.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the caller: {}",
+        tail(&String::from_utf8_lossy(&out.stdout))
+    );
+    let log = server.log();
+    assert!(log.contains("event=\"recall-started\""), "{log}");
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }

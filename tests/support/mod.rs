@@ -269,6 +269,52 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
+/// One HTTP/1.1 request to the admin API on `port`; returns (status,
+/// headers, body).
+pub fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
+    http_with(port, method, path, token, "")
+}
+
+/// `http` with a body.
+pub fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut conn =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("the admin API listens");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (status, head.to_string(), body.to_string())
+}
+
+/// The `[admin]` lines of a configuration with one admin token whose
+/// secret is `secret`.
+pub fn admin_token(secret: &str) -> String {
+    format!(
+        "[admin]\n[[admin.token]]\nrole = \"admin\"\nsha256 = \"{}\"\n",
+        callpark_server::admin::hex(&callpark_server::admin::token_hash(secret))
+    )
+}
+
 /// Waits (bounded) until the server log shows `needle` `count` times.
 pub fn wait_log(server: &Server, needle: &str, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
