@@ -696,6 +696,23 @@ pub fn router(tokens: Arc<Tokens>, live: Live, config_dir: PathBuf) -> Router {
         live,
         config_dir,
     })
+    // A handler that panics answers 500 with a problem document and is
+    // logged; the connection, the listener and the server live on.
+    .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+}
+
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic");
+    tracing::error!(panic = %what, "an admin API handler panicked");
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the server failed on this request (logged); read the object back to see where it stands",
+    )
+    .into_response()
 }
 
 /// Serves the API on `listener` until the runtime stops.
@@ -717,6 +734,16 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panicking_handler_answers_500_with_a_problem() {
+        let response = panicked(Box::new("boom"));
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+    }
 
     #[test]
     fn only_the_exact_secret_matches_and_roles_are_ordered() {
