@@ -37,6 +37,44 @@ pub struct Limits {
     pub max_instances: u32,
     /// How many idle warm instances each plugin generation keeps.
     pub warm_per_plugin: usize,
+    /// Slots with a budget and cap of their own (a Python or JavaScript
+    /// plugin carries its language's runtime and needs more than a Rust
+    /// one); the others take `timeout` and `memory_bytes`.
+    pub per_slot: Vec<(callpark_core::Decision, SlotLimits)>,
+}
+
+/// A slot's own time budget and memory cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotLimits {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+}
+
+impl Limits {
+    /// The budget and cap of `decision`'s slot.
+    pub fn slot(&self, decision: callpark_core::Decision) -> SlotLimits {
+        self.per_slot.iter().find(|(d, _)| *d == decision).map_or(
+            SlotLimits {
+                timeout: self.timeout,
+                memory_bytes: self.memory_bytes,
+            },
+            |(_, l)| *l,
+        )
+    }
+
+    /// The largest memory cap of any slot: what the instance pool reserves.
+    fn largest_memory(&self) -> usize {
+        self.per_slot
+            .iter()
+            .map(|(_, l)| l.memory_bytes)
+            .fold(self.memory_bytes, usize::max)
+    }
+}
+
+/// Epoch ticks for a budget: one tick past it, so a deadline never fires
+/// early.
+pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
+    (timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1) + 1
 }
 
 impl Default for Limits {
@@ -47,6 +85,7 @@ impl Default for Limits {
             stack_bytes: 512 << 10,
             max_instances: 512,
             warm_per_plugin: 64,
+            per_slot: Vec::new(),
         }
     }
 }
@@ -102,6 +141,8 @@ pub(crate) struct HostState {
     /// more than a typical decision's conversion.
     pub(crate) cpu_at_deadline: Option<Duration>,
     cpu_budget: Duration,
+    /// The slot's memory cap, per store (the pool reserves the largest).
+    memory: wasmtime::StoreLimits,
 }
 
 impl WasiView for HostState {
@@ -211,7 +252,6 @@ pub struct PluginEngine {
     engine: Engine,
     linker: Linker<HostState>,
     limits: Limits,
-    deadline_ticks: u64,
     engine_hash: String,
     compiled: Mutex<HashMap<String, Component>>,
     artifacts: Option<Arc<dyn ArtifactStore>>,
@@ -224,23 +264,31 @@ impl PluginEngine {
         limits: Limits,
         artifacts: Option<Arc<dyn ArtifactStore>>,
     ) -> Result<PluginEngine, EngineError> {
-        if limits.timeout.is_zero() {
-            return Err(EngineError::Config(
-                "the plugin timeout must be above zero".into(),
-            ));
+        let slots = std::iter::once(SlotLimits {
+            timeout: limits.timeout,
+            memory_bytes: limits.memory_bytes,
+        })
+        .chain(limits.per_slot.iter().map(|(_, l)| *l));
+        for slot in slots {
+            if slot.timeout.is_zero() {
+                return Err(EngineError::Config(
+                    "the plugin timeout must be above zero".into(),
+                ));
+            }
+            if slot.memory_bytes < (1 << 20) {
+                return Err(EngineError::Config(
+                    "plugin memory must be at least 1MiB".into(),
+                ));
+            }
         }
-        if limits.memory_bytes < (1 << 20) {
-            return Err(EngineError::Config(
-                "plugin memory must be at least 1MiB".into(),
-            ));
-        }
+        let largest = limits.largest_memory();
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(limits.max_instances)
             .total_core_instances(limits.max_instances.saturating_mul(4))
             .total_memories(limits.max_instances)
             .total_tables(limits.max_instances.saturating_mul(2))
             .max_memories_per_component(2)
-            .max_memory_size(limits.memory_bytes);
+            .max_memory_size(largest);
 
         let mut config = Config::new();
         config
@@ -251,7 +299,7 @@ impl PluginEngine {
             // Reserve only what the cap allows: thousands of instances must
             // fit in the address space, and bounds checks are cheap next to a
             // component call.
-            .memory_reservation(limits.memory_bytes as u64)
+            .memory_reservation(largest as u64)
             .memory_guard_size(64 << 10)
             .memory_reservation_for_growth(0);
         let engine =
@@ -270,10 +318,6 @@ impl PluginEngine {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = format!("{:016x}", hasher.finish());
-
-        // One tick past the budget, so a deadline never fires early.
-        let deadline_ticks =
-            (limits.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1) + 1;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -294,7 +338,6 @@ impl PluginEngine {
             engine,
             linker,
             limits,
-            deadline_ticks,
             engine_hash,
             compiled: Mutex::new(HashMap::new()),
             artifacts,
@@ -309,10 +352,6 @@ impl PluginEngine {
 
     pub(crate) fn linker(&self) -> &Linker<HostState> {
         &self.linker
-    }
-
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        self.deadline_ticks
     }
 
     /// The cache key of a plugin: its SHA-256 and the engine's compatibility
@@ -377,7 +416,12 @@ impl PluginEngine {
     /// A fresh store for one instance of a plugin: an empty WASI context
     /// (no args, env, files, sockets; stdio discarded; frozen clocks;
     /// deterministic random bytes) and the epoch deadline armed.
-    pub(crate) fn new_store(&self, plugin: Arc<str>, generation: u64) -> Store<HostState> {
+    pub(crate) fn new_store(
+        &self,
+        plugin: Arc<str>,
+        generation: u64,
+        slot: SlotLimits,
+    ) -> Store<HostState> {
         let wasi = WasiCtx::builder()
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
@@ -393,9 +437,13 @@ impl PluginEngine {
                 plugin,
                 generation,
                 cpu_at_deadline: None,
-                cpu_budget: self.limits.timeout,
+                cpu_budget: slot.timeout,
+                memory: wasmtime::StoreLimitsBuilder::new()
+                    .memory_size(slot.memory_bytes)
+                    .build(),
             },
         );
+        store.limiter(|state| &mut state.memory);
         // See `Limits::timeout` for the budget's rule.
         store.epoch_deadline_callback(|mut ctx| {
             let state = ctx.data_mut();
@@ -412,7 +460,7 @@ impl PluginEngine {
                 Some(_) => UpdateDeadline::Continue(1),
             })
         });
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.set_epoch_deadline(deadline_ticks(slot.timeout));
         store
     }
 }

@@ -21,7 +21,8 @@ mod stats;
 mod worlds;
 
 pub use engine::{
-    ArtifactStore, CompiledFrom, EPOCH_TICK, Limits, MemoryArtifactStore, PluginEngine, digest,
+    ArtifactStore, CompiledFrom, EPOCH_TICK, Limits, MemoryArtifactStore, PluginEngine, SlotLimits,
+    digest,
 };
 pub use error::{CallFailure, EngineError, LoadError};
 pub use runtime::{CheckReport, LoadReport, PluginSource, PolicyRuntime, WorldCheck};

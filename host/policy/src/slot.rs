@@ -39,6 +39,9 @@ pub(crate) struct Generation<W: World> {
     label: Arc<str>,
     pre: W::Pre,
     engine: Arc<PluginEngine>,
+    /// The slot's budget and cap, and the epoch ticks of that budget.
+    limits: crate::engine::SlotLimits,
+    deadline_ticks: u64,
     warm: Mutex<Vec<Warm<W>>>,
     /// This generation's circuit breaker; a new generation starts closed.
     breaker: Mutex<Breaker>,
@@ -112,10 +115,13 @@ impl Breaker {
 
 impl<W: World> Generation<W> {
     pub(crate) fn new(engine: Arc<PluginEngine>, pre: W::Pre, info: PluginInfo) -> Self {
+        let limits = engine.limits().slot(W::DECISION);
         Generation {
             label: Arc::from(info.label.as_str()),
             info,
             pre,
+            limits,
+            deadline_ticks: crate::engine::deadline_ticks(limits.timeout),
             engine,
             warm: Mutex::new(Vec::new()),
             breaker: Mutex::new(Breaker::default()),
@@ -123,9 +129,9 @@ impl<W: World> Generation<W> {
     }
 
     fn instantiate(&self) -> Result<Warm<W>, CallFailure> {
-        let mut store = self
-            .engine
-            .new_store(self.label.clone(), self.info.generation);
+        let mut store =
+            self.engine
+                .new_store(self.label.clone(), self.info.generation, self.limits);
         let bindings = W::instantiate(&self.pre, &mut store)
             .map_err(|e| CallFailure::Instantiate(crate::error::one_line(&e)))?;
         Ok(Warm { store, bindings })
@@ -150,7 +156,7 @@ impl<W: World> Generation<W> {
             None => self.instantiate()?,
         };
         warm.store.data_mut().cpu_at_deadline = None;
-        warm.store.set_epoch_deadline(self.engine.deadline_ticks());
+        warm.store.set_epoch_deadline(self.deadline_ticks);
         match f(&warm.bindings, &mut warm.store) {
             Ok(r) => {
                 if let Ok(mut pool) = self.warm.lock()

@@ -464,6 +464,37 @@ pub struct PluginsConfig {
     pub on_failure: String,
     pub cache_dir: String,
     pub params: PluginParams,
+    /// `[plugins.limits.<slot>]`: a slot's own `timeout` and `memory`.
+    pub limits: PluginLimits,
+}
+
+/// Per-slot limits, e.g. `[plugins.limits.allocator]`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginLimits {
+    pub allocator: SlotLimitsConfig,
+    pub recall: SlotLimitsConfig,
+    pub dialing: SlotLimitsConfig,
+}
+
+/// One slot's `timeout` and `memory`; a key left out takes `[plugins]`'s.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlotLimitsConfig {
+    pub timeout: Option<String>,
+    pub memory: Option<String>,
+}
+
+impl PluginLimits {
+    /// The slots' tables, by decision.
+    pub fn by_slot(&self) -> [(callpark_core::Decision, &SlotLimitsConfig); 3] {
+        use callpark_core::Decision;
+        [
+            (Decision::Allocator, &self.allocator),
+            (Decision::Recall, &self.recall),
+            (Decision::Dialing, &self.dialing),
+        ]
+    }
 }
 
 impl Default for PluginsConfig {
@@ -478,6 +509,7 @@ impl Default for PluginsConfig {
             on_failure: "fallback".into(),
             cache_dir: String::new(),
             params: PluginParams::default(),
+            limits: PluginLimits::default(),
         }
     }
 }
@@ -1306,7 +1338,55 @@ impl Config {
             );
         }
         parse_on_failure(&pl.on_failure).map_err(|m| (vec![K("plugins"), K("on_failure")], m))?;
+        for (decision, slot) in pl.limits.by_slot() {
+            let here = |f: &'static str| vec![K("plugins"), K("limits"), K(decision.name()), K(f)];
+            if let Some(t) = &slot.timeout {
+                duration_in(t, Duration::from_millis(1), Duration::from_secs(1))
+                    .or_else(|m| at(&here("timeout"), m))?;
+            }
+            if let Some(m) = &slot.memory {
+                let bytes = parse_size(m).map_err(|e| (here("memory"), e))?;
+                if !((1 << 20)..=(1 << 30)).contains(&bytes) {
+                    return at(&here("memory"), "must be between 1MiB and 1GiB".into());
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The plugin runtime's limits: `[plugins]` `timeout` and `memory`, and
+    /// each slot's own from `[plugins.limits.*]`. Call on a validated
+    /// configuration.
+    pub fn plugin_limits(&self) -> anyhow::Result<callpark_policy::Limits> {
+        let pl = &self.plugins;
+        let timeout = parse_duration(&pl.timeout)?;
+        let memory_bytes = parse_size(&pl.memory).map_err(anyhow::Error::msg)?;
+        let mut per_slot = Vec::new();
+        for (decision, slot) in pl.limits.by_slot() {
+            if slot.timeout.is_none() && slot.memory.is_none() {
+                continue;
+            }
+            per_slot.push((
+                decision,
+                callpark_policy::SlotLimits {
+                    timeout: slot
+                        .timeout
+                        .as_deref()
+                        .map_or(Ok(timeout), parse_duration)?,
+                    memory_bytes: slot
+                        .memory
+                        .as_deref()
+                        .map_or(Ok(memory_bytes), parse_size)
+                        .map_err(anyhow::Error::msg)?,
+                },
+            ));
+        }
+        Ok(callpark_policy::Limits {
+            timeout,
+            memory_bytes,
+            per_slot,
+            ..callpark_policy::Limits::default()
+        })
     }
 }
 

@@ -255,6 +255,12 @@ enum PluginCommand {
         /// --params strategy=next.
         #[arg(long, value_name = "KEY=VALUE", num_args = 1.., action = clap::ArgAction::Append)]
         params: Vec<String>,
+        /// The CPU budget of one decision, as a slot's `timeout`.
+        #[arg(long, default_value = "10ms")]
+        timeout: String,
+        /// The linear memory cap per instance, as a slot's `memory`.
+        #[arg(long, default_value = "16MiB")]
+        memory: String,
     },
 }
 
@@ -298,10 +304,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin {
-            command: PluginCommand::Check { file, params },
+            command:
+                PluginCommand::Check {
+                    file,
+                    params,
+                    timeout,
+                    memory,
+                },
         } => {
             let params = plugin_check::parse_params(&params)?;
-            let passed = plugin_check::run(&file, &params, &mut std::io::stdout().lock())?;
+            let limits = callpark_policy::Limits {
+                timeout: callpark_core::parse_duration(&timeout)
+                    .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?,
+                memory_bytes: callpark_server::config::parse_size(&memory)
+                    .map_err(|e| anyhow::anyhow!("--memory: {e}"))?,
+                ..callpark_policy::Limits::default()
+            };
+            let passed = plugin_check::run(&file, &params, limits, &mut std::io::stdout().lock())?;
             Ok(if passed {
                 ExitCode::SUCCESS
             } else {

@@ -24,10 +24,16 @@ pub fn parse_params(args: &[String]) -> anyhow::Result<Params> {
     Ok(params)
 }
 
-/// Checks a plugin file and writes the report. Returns whether it passed.
-pub fn run(path: &Path, params: &Params, out: &mut dyn Write) -> anyhow::Result<bool> {
+/// Checks a plugin file under `limits` (the server's defaults, or what a
+/// slot would give it) and writes the report. Returns whether it passed.
+pub fn run(
+    path: &Path,
+    params: &Params,
+    limits: Limits,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
     let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let runtime = PolicyRuntime::new(Limits::default(), None)?;
+    let runtime = PolicyRuntime::new(limits, None)?;
     let report = runtime.check(&PluginSource::new(path.display().to_string(), wasm), params);
     writeln!(out, "plugin {}", report.label)?;
     writeln!(out, "  sha256 {}", report.digest)?;

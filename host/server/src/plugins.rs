@@ -8,12 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use callpark_core::{Decision, Params};
-use callpark_policy::{
-    ArtifactStore, Limits, LoadReport, PluginSource, PolicyRuntime, digest, embedded,
-};
+use callpark_policy::{ArtifactStore, LoadReport, PluginSource, PolicyRuntime, digest, embedded};
 use notify::Watcher;
 
-use crate::config::{Config, PluginsConfig, parse_on_failure, parse_size};
+use crate::config::{Config, PluginsConfig, parse_on_failure};
 
 /// Compiled plugins in a directory, one file per cache key.
 pub struct DirArtifactStore {
@@ -43,6 +41,10 @@ impl ArtifactStore for DirArtifactStore {
         }
     }
 }
+
+/// The compiled-plugin cache's folder in the data folder when `cache_dir`
+/// is not set.
+pub const DEFAULT_CACHE_DIR: &str = "plugin-cache";
 
 /// Where a slot's plugin comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,18 +108,21 @@ impl PluginSupervisor {
         stored: std::collections::HashMap<Decision, Arc<[u8]>>,
     ) -> anyhow::Result<Arc<Self>> {
         let pl = &config.plugins;
-        let limits = Limits {
-            timeout: callpark_core::parse_duration(&pl.timeout)?,
-            memory_bytes: parse_size(&pl.memory).map_err(anyhow::Error::msg)?,
-            ..Limits::default()
-        };
-        let artifacts: Option<Arc<dyn ArtifactStore>> = if pl.cache_dir.is_empty() {
-            None
-        } else {
-            Some(Arc::new(DirArtifactStore::new(Config::resolve(
-                config_dir,
-                &pl.cache_dir,
-            ))?))
+        let limits = config.plugin_limits()?;
+        // Compiled plugins persist by default, in the data folder: a
+        // restart or a reload of a 12 MB Python or JavaScript component
+        // does not compile it again. `cache_dir = "off"` keeps them in
+        // memory only.
+        let artifacts: Option<Arc<dyn ArtifactStore>> = match pl.cache_dir.as_str() {
+            "off" => None,
+            "" => Some(Arc::new(DirArtifactStore::new(
+                config_dir
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+                    .join(DEFAULT_CACHE_DIR),
+            )?)),
+            dir => Some(Arc::new(DirArtifactStore::new(Config::resolve(
+                config_dir, dir,
+            ))?)),
         };
         let runtime = Arc::new(PolicyRuntime::new(limits, artifacts)?);
         let on_failure = parse_on_failure(&pl.on_failure).map_err(anyhow::Error::msg)?;
@@ -165,6 +170,12 @@ impl PluginSupervisor {
     /// restart.
     pub fn reconfigure(&self, config: &Config, config_dir: Option<&Path>) {
         let pl = &config.plugins;
+        if self.at_start.limits != pl.limits {
+            tracing::warn!(
+                field = "plugins.limits",
+                "per-slot limits take effect at the next restart"
+            );
+        }
         for (field, was, now) in [
             ("timeout", &self.at_start.timeout, &pl.timeout),
             ("memory", &self.at_start.memory, &pl.memory),

@@ -205,7 +205,13 @@ pub fn preflight(config: &Config, config_path: &Path) -> anyhow::Result<()> {
     for t in &config.server.tls {
         tls_acceptor(t, config_dir)?;
     }
-    PluginSupervisor::start(config, config_dir)?;
+    // A check writes nothing: without a cache folder of its own, the
+    // plugins compile in memory.
+    let mut checked = config.clone();
+    if checked.plugins.cache_dir.is_empty() {
+        checked.plugins.cache_dir = "off".into();
+    }
+    PluginSupervisor::start(&checked, config_dir)?;
     Ok(())
 }
 
