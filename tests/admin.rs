@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
-use support::{Server, http, http_with, wait_log};
+use support::{Server, http, http_with, park, wait_log};
 
 const VIEWER: &str = "cpk_viewer-secret-for-the-test";
 
@@ -468,45 +468,6 @@ fn http_bytes(port: u16, method: &str, path: &str, token: &str, body: &[u8]) -> 
     (status, raw[at + 4..].to_vec())
 }
 
-/// A caller parked on `orbit` by a raw INVITE with Referred-By: its SIP
-/// socket and the socket its RTP (the hold music) arrives on.
-fn park(server: &Server, orbit: &str, call_id: &str) -> (UdpSocket, UdpSocket) {
-    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    rtp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let me = sip.local_addr().unwrap();
-    let a = server.addr();
-    let sdp = format!(
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\n",
-        rtp.local_addr().unwrap().port()
-    );
-    let invite = format!(
-        "INVITE sip:{orbit}@{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}\r\nFrom: <sip:c@{me}>;tag=c\r\nTo: <sip:{orbit}@{a}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nReferred-By: <sip:parker@127.0.0.1>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    );
-    sip.send_to(invite.as_bytes(), a).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        let (n, _) = sip.recv_from(&mut buf).expect("an answer to the park");
-        let text = String::from_utf8_lossy(&buf[..n]).to_string();
-        if text.starts_with("SIP/2.0 1") {
-            continue;
-        }
-        assert!(text.starts_with("SIP/2.0 200"), "{text}");
-        let to = text
-            .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with("to:"))
-            .unwrap()
-            .to_string();
-        let ack = format!(
-            "ACK sip:{orbit}@{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}ack\r\nFrom: <sip:c@{me}>;tag=c\r\n{to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        );
-        sip.send_to(ack.as_bytes(), a).unwrap();
-        return (sip, rtp);
-    }
-}
-
 /// The RTP that arrives on `rtp` for `for_`: (SSRC, sequence, timestamp,
 /// whether the payload is one constant level, arrival).
 fn listen(rtp: &UdpSocket, for_: Duration) -> Vec<(u32, u16, u32, bool, std::time::Instant)> {
@@ -548,7 +509,7 @@ fn a_parked_caller_hears_new_music_at_once_and_removing_its_orbit_needs_force() 
     let (status, body) = http_bytes(port, "PUT", "/api/v1/music/loud", ADMIN, &wav(12000, 1.0));
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
 
-    let (_sip, rtp) = park(&server, "810", "music1");
+    let (_sip, rtp) = park(&server, "810", "music1", "sip:parker@127.0.0.1");
     assert_eq!(get(port, "/api/v1/orbits/810")["parked"], 1);
     let before = listen(&rtp, Duration::from_millis(300));
     assert!(before.len() > 5, "hold music plays: {}", before.len());
@@ -1048,7 +1009,7 @@ fn plugins_are_swapped_and_their_params_set_through_the_api() {
     assert!(now["loaded"]["generation"].as_u64().unwrap() > generation);
 
     // It decides: a park by group code reaches the allocator.
-    let (_sip, _rtp) = park(&server, "*68", "plugin1");
+    let (_sip, _rtp) = park(&server, "*68", "plugin1", "sip:parker@127.0.0.1");
     let stats = slot(port)["stats"].clone();
     assert!(stats["calls"].as_u64().unwrap() >= 1, "{stats}");
     assert!(stats["decision_p99_us"].is_u64(), "{stats}");

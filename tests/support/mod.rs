@@ -306,6 +306,13 @@ pub fn http_with(
     (status, head.to_string(), body.to_string())
 }
 
+/// A `GET` on the admin API that must answer 200, as JSON.
+pub fn get_json(port: u16, path: &str, token: &str) -> serde_json::Value {
+    let (status, _, body) = http(port, "GET", path, Some(token));
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
 /// The `[admin]` lines of a configuration with one admin token whose
 /// secret is `secret`.
 pub fn admin_token(secret: &str) -> String {
@@ -313,6 +320,45 @@ pub fn admin_token(secret: &str) -> String {
         "[admin]\n[[admin.token]]\nrole = \"admin\"\nsha256 = \"{}\"\n",
         callpark_server::admin::hex(&callpark_server::admin::token_hash(secret))
     )
+}
+
+/// A caller parked on `orbit` by a raw INVITE with Referred-By `parker`:
+/// its SIP socket and the socket its RTP (the hold music) arrives on.
+pub fn park(server: &Server, orbit: &str, call_id: &str, parker: &str) -> (UdpSocket, UdpSocket) {
+    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rtp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let me = sip.local_addr().unwrap();
+    let a = server.addr();
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\n",
+        rtp.local_addr().unwrap().port()
+    );
+    let invite = format!(
+        "INVITE sip:{orbit}@{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}\r\nFrom: <sip:c@{me}>;tag=c\r\nTo: <sip:{orbit}@{a}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nReferred-By: <{parker}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sip.send_to(invite.as_bytes(), a).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, _) = sip.recv_from(&mut buf).expect("an answer to the park");
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if text.starts_with("SIP/2.0 1") {
+            continue;
+        }
+        assert!(text.starts_with("SIP/2.0 200"), "{text}");
+        let to = text
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+            .unwrap()
+            .to_string();
+        let ack = format!(
+            "ACK sip:{orbit}@{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}ack\r\nFrom: <sip:c@{me}>;tag=c\r\n{to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        sip.send_to(ack.as_bytes(), a).unwrap();
+        return (sip, rtp);
+    }
 }
 
 /// Waits (bounded) until the server log shows `needle` `count` times.
