@@ -269,16 +269,17 @@ pub async fn reload(live: Live, trigger: &'static str) -> ReloadOutcome {
             // (The new file is at the old one's path: music paths resolve
             // as before.)
             let music = tokio::task::block_in_place(|| prov.music_library(&config));
+            let lot = config.lot();
             match music {
                 Err(e) => ReloadOutcome::Refused(format!("{e:#}")),
                 Ok(music) => match live
-                    .apply(&prov, config.clone(), config.lot(), music, true)
+                    .apply(&prov, config.clone(), lot.clone(), music, true)
                     .await
                 {
                     Ok(()) => {
                         let name = file.name.clone();
                         prov.file = file;
-                        prov.lot = config.lot();
+                        prov.lot = lot;
                         prov.config = config;
                         ReloadOutcome::Applied(name)
                     }

@@ -75,7 +75,8 @@ pub struct Changes {
 /// A configuration object with the source it comes from, and the answer
 /// of a write of one.
 macro_rules! sourced {
-    ($out:ident, $written:ident, $object:ty) => {
+    ($out:ident, $written:ident, $object:ty, $kind:ident, $key:ident, $noun:literal,
+     $effective:ident, $stored:ident) => {
         #[derive(Debug, Serialize, ToSchema)]
         pub struct $out {
             #[serde(flatten)]
@@ -89,11 +90,64 @@ macro_rules! sourced {
             pub object: Option<$out>,
             pub changes: Changes,
         }
+
+        impl Listed for $object {
+            type Out = $out;
+            type Written = $written;
+            fn out(self, source: Source) -> $out {
+                $out {
+                    object: self,
+                    source,
+                }
+            }
+            fn written(object: Option<$out>, changes: Changes) -> $written {
+                $written { object, changes }
+            }
+            const KIND: ObjectKind = ObjectKind::$kind;
+            const KEY: &'static str = stringify!($key);
+            const NOUN: &'static str = $noun;
+            fn key(&self) -> &str {
+                &self.$key
+            }
+            fn effective(config: &Config) -> &[Self] {
+                &config.$effective
+            }
+            fn stored(stored: &Stored) -> &[Self] {
+                &stored.$stored
+            }
+        }
     };
 }
-sourced!(RangeOut, RangeWritten, RangeConfig);
-sourced!(OrbitSettingsOut, OrbitSettingsWritten, OrbitConfig);
-sourced!(GroupOut, GroupWritten, GroupConfig);
+sourced!(
+    RangeOut,
+    RangeWritten,
+    RangeConfig,
+    Range,
+    name,
+    "orbit range",
+    range,
+    ranges
+);
+sourced!(
+    OrbitSettingsOut,
+    OrbitSettingsWritten,
+    OrbitConfig,
+    Orbit,
+    number,
+    "orbit settings",
+    orbit,
+    orbits
+);
+sourced!(
+    GroupOut,
+    GroupWritten,
+    GroupConfig,
+    Group,
+    name,
+    "group",
+    group,
+    groups
+);
 
 /// An orbit: the engine's view (with what is parked on it now), its
 /// range, its own settings, and where those come from (its settings'
@@ -545,84 +599,6 @@ trait Listed: Serialize + DeserializeOwned + Clone + PartialEq + Send + 'static 
     fn key(&self) -> &str;
     fn effective(config: &Config) -> &[Self];
     fn stored(stored: &Stored) -> &[Self];
-}
-
-impl Listed for RangeConfig {
-    type Out = RangeOut;
-    type Written = RangeWritten;
-    fn out(self, source: Source) -> RangeOut {
-        RangeOut {
-            object: self,
-            source,
-        }
-    }
-    fn written(object: Option<RangeOut>, changes: Changes) -> RangeWritten {
-        RangeWritten { object, changes }
-    }
-    const KIND: ObjectKind = ObjectKind::Range;
-    const KEY: &'static str = "name";
-    const NOUN: &'static str = "orbit range";
-    fn key(&self) -> &str {
-        &self.name
-    }
-    fn effective(config: &Config) -> &[Self] {
-        &config.range
-    }
-    fn stored(stored: &Stored) -> &[Self] {
-        &stored.ranges
-    }
-}
-
-impl Listed for OrbitConfig {
-    type Out = OrbitSettingsOut;
-    type Written = OrbitSettingsWritten;
-    fn out(self, source: Source) -> OrbitSettingsOut {
-        OrbitSettingsOut {
-            object: self,
-            source,
-        }
-    }
-    fn written(object: Option<OrbitSettingsOut>, changes: Changes) -> OrbitSettingsWritten {
-        OrbitSettingsWritten { object, changes }
-    }
-    const KIND: ObjectKind = ObjectKind::Orbit;
-    const KEY: &'static str = "number";
-    const NOUN: &'static str = "orbit settings";
-    fn key(&self) -> &str {
-        &self.number
-    }
-    fn effective(config: &Config) -> &[Self] {
-        &config.orbit
-    }
-    fn stored(stored: &Stored) -> &[Self] {
-        &stored.orbits
-    }
-}
-
-impl Listed for GroupConfig {
-    type Out = GroupOut;
-    type Written = GroupWritten;
-    fn out(self, source: Source) -> GroupOut {
-        GroupOut {
-            object: self,
-            source,
-        }
-    }
-    fn written(object: Option<GroupOut>, changes: Changes) -> GroupWritten {
-        GroupWritten { object, changes }
-    }
-    const KIND: ObjectKind = ObjectKind::Group;
-    const KEY: &'static str = "name";
-    const NOUN: &'static str = "group";
-    fn key(&self) -> &str {
-        &self.name
-    }
-    fn effective(config: &Config) -> &[Self] {
-        &config.group
-    }
-    fn stored(stored: &Stored) -> &[Self] {
-        &stored.groups
-    }
 }
 
 /// An object with its source.
@@ -2013,17 +1989,6 @@ pub(crate) fn routes(router: Router<Api>) -> Router<Api> {
 )]
 pub struct ApiDoc;
 
-/// Orbit numbers of a configuration, for tests of the report.
-#[cfg(test)]
-fn numbers(config: &Config) -> std::collections::BTreeSet<String> {
-    config
-        .lot()
-        .orbits()
-        .iter()
-        .map(|o| o.number.clone())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2081,7 +2046,7 @@ mod tests {
         assert_eq!(r["orbits"]["removed"]["count"], 45);
         assert_eq!(r["orbits"]["added"]["numbers"], json!(["800", "801"]));
         assert_eq!(r["orbits"]["changed"]["numbers"], json!(["701"]));
-        assert_eq!(numbers(&after).len(), 7);
+        assert_eq!(after.lot().orbits().len(), 7);
     }
 
     #[test]

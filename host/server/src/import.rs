@@ -253,15 +253,6 @@ fn group_cells(row: &Row, g: &mut GroupConfig) -> Result<(), Refused> {
     Ok(())
 }
 
-fn orbit_numbers(config: &Config) -> BTreeSet<String> {
-    config
-        .lot()
-        .orbits()
-        .iter()
-        .map(|o| o.number.clone())
-        .collect()
-}
-
 /// A CSV's header and its rows, each with its line.
 type Records = (Vec<String>, Vec<(u64, Vec<String>)>);
 
@@ -600,9 +591,8 @@ fn plan_row(
         _ => (String::new(), r.to_string()),
     })?;
     if action == "delete" && kind == Kind::Orbits {
-        let after = orbit_numbers(&next_config);
         let holding = parked.get(key).copied().unwrap_or(0);
-        if !after.contains(key) && holding > 0 && !force {
+        if !next_config.has_orbit(key) && holding > 0 && !force {
             return Err(refuse(
                 "number",
                 format!(
