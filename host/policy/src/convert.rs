@@ -4,31 +4,45 @@
 use crate::bindings::types as wit;
 use callpark_core as core;
 
-pub(crate) fn park_request(r: &core::ParkRequest, params: &core::Params) -> wit::ParkRequest {
-    wit::ParkRequest {
-        parker: r.parker.clone(),
-        parked_uri: r.parked_uri.clone(),
-        parked_display: r.parked_display.clone(),
+/// The params as the WIT passes them: borrowed pairs.
+pub(crate) fn params(p: &core::Params) -> Vec<(&str, &str)> {
+    p.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// Calls `f` with the request as the WIT passes it. Nothing is cloned: the
+/// strings are the request's own, and the only allocations are the two
+/// slices the canonical ABI lowers from (candidates and params).
+pub(crate) fn with_park_request<R>(
+    r: &core::ParkRequest,
+    params: &core::Params,
+    f: impl FnOnce(wit::ParkRequest<'_>) -> R,
+) -> R {
+    let candidates: Vec<wit::OrbitState<'_>> = r
+        .candidates
+        .iter()
+        .map(|o| wit::OrbitState {
+            number: &o.number,
+            occupied: o.occupied,
+            capacity: o.capacity,
+            enabled: o.enabled,
+        })
+        .collect();
+    let params = self::params(params);
+    f(wit::ParkRequest {
+        parker: &r.parker,
+        parked_uri: &r.parked_uri,
+        parked_display: &r.parked_display,
         target: match &r.target {
-            core::ParkTarget::Orbit(o) => wit::ParkTarget::Orbit(o.clone()),
-            core::ParkTarget::Group(g) => wit::ParkTarget::Group(g.clone()),
+            core::ParkTarget::Orbit(o) => wit::ParkTarget::Orbit(o),
+            core::ParkTarget::Group(g) => wit::ParkTarget::Group(g),
             core::ParkTarget::DefaultLot => wit::ParkTarget::DefaultLot,
         },
-        candidates: r
-            .candidates
-            .iter()
-            .map(|o| wit::OrbitState {
-                number: o.number.clone(),
-                occupied: o.occupied,
-                capacity: o.capacity,
-                enabled: o.enabled,
-            })
-            .collect(),
-        last_orbit: r.last_orbit.clone(),
+        candidates: &candidates,
+        last_orbit: r.last_orbit.as_deref(),
         now_ms: r.now_ms,
         entropy: r.entropy,
-        params: params.clone(),
-    }
+        params: &params,
+    })
 }
 
 pub(crate) fn allocation(a: wit::Allocation) -> core::Allocation {
@@ -46,15 +60,20 @@ pub(crate) fn allocation(a: wit::Allocation) -> core::Allocation {
     }
 }
 
-pub(crate) fn dial_context(c: &core::DialContext, params: &core::Params) -> wit::DialContext {
-    wit::DialContext {
-        dialed: c.dialed.clone(),
-        caller: c.caller.clone(),
-        referred_by: c.referred_by.clone(),
+pub(crate) fn with_dial_context<R>(
+    c: &core::DialContext,
+    params: &core::Params,
+    f: impl FnOnce(wit::DialContext<'_>) -> R,
+) -> R {
+    let params = self::params(params);
+    f(wit::DialContext {
+        dialed: &c.dialed,
+        caller: &c.caller,
+        referred_by: c.referred_by.as_deref(),
         has_replaces: c.has_replaces,
         dialed_is_orbit: c.dialed_is_orbit,
-        params: params.clone(),
-    }
+        params: &params,
+    })
 }
 
 pub(crate) fn dial_action(a: wit::DialAction) -> core::DialAction {
@@ -66,13 +85,18 @@ pub(crate) fn dial_action(a: wit::DialAction) -> core::DialAction {
     }
 }
 
-pub(crate) fn parked_call(c: &core::ParkedCall, params: &core::Params) -> wit::ParkedCall {
-    wit::ParkedCall {
-        orbit: c.orbit.clone(),
-        group: c.group.clone(),
-        parker: c.parker.clone(),
-        parked_uri: c.parked_uri.clone(),
-        parked_display: c.parked_display.clone(),
+pub(crate) fn with_parked_call<R>(
+    c: &core::ParkedCall,
+    params: &core::Params,
+    f: impl FnOnce(wit::ParkedCall<'_>) -> R,
+) -> R {
+    let params = self::params(params);
+    f(wit::ParkedCall {
+        orbit: &c.orbit,
+        group: c.group.as_deref(),
+        parker: &c.parker,
+        parked_uri: &c.parked_uri,
+        parked_display: &c.parked_display,
         parked_at_ms: c.parked_at_ms,
         now_ms: c.now_ms,
         recalls_done: c.recalls_done,
@@ -81,8 +105,8 @@ pub(crate) fn parked_call(c: &core::ParkedCall, params: &core::Params) -> wit::P
             core::RecallReason::EscapeKey => wit::RecallReason::EscapeKey,
             core::RecallReason::OrbitRemoved => wit::RecallReason::OrbitRemoved,
         },
-        params: params.clone(),
-    }
+        params: &params,
+    })
 }
 
 pub(crate) fn recall_plan(p: wit::RecallPlan) -> core::RecallPlan {

@@ -112,7 +112,9 @@ macro_rules! worlds {
                     store: &mut Store<HostState>,
                     params: &Params,
                 ) -> wasmtime::Result<Result<(), String>> {
-                    bindings.$interface().call_check_params(store, params)
+                    bindings
+                        .$interface()
+                        .call_check_params(store, &convert::params(params))
                 }
                 fn decide(
                     bindings: &Self::Bindings,
@@ -120,8 +122,8 @@ macro_rules! worlds {
                     input: &Self::Input,
                     params: &Params,
                 ) -> wasmtime::Result<Self::Answer> {
-                    let input = $to_wit(input, params);
-                    bindings.$interface().$call(store, &input).map($from_wit)
+                    $to_wit(input, params, |input| bindings.$interface().$call(store, input))
+                        .map($from_wit)
                 }
                 fn validate(input: &Self::Input, answer: &Self::Answer) -> Result<(), String> {
                     let rules: fn(&Self::Input, &Self::Answer) -> Result<(), String> = $validate;
@@ -155,7 +157,7 @@ worlds! {
         decision: Allocator,
         wit: "allocator-plugin",
         bindings: allocator::AllocatorPlugin / AllocatorPluginPre.callpark_policy_allocator,
-        decide: call_allocate(ParkRequest => convert::park_request) -> Allocation => convert::allocation,
+        decide: call_allocate(ParkRequest => convert::with_park_request) -> Allocation => convert::allocation,
         validate: check_allocation,
         cases: conformance::allocator_cases,
     }
@@ -163,7 +165,7 @@ worlds! {
         decision: Recall,
         wit: "recall-plugin",
         bindings: recall::RecallPlugin / RecallPluginPre.callpark_policy_recall,
-        decide: call_plan(ParkedCall => convert::parked_call) -> RecallPlan => convert::recall_plan,
+        decide: call_plan(ParkedCall => convert::with_parked_call) -> RecallPlan => convert::recall_plan,
         validate: |_, plan| check_recall_plan(plan),
         cases: conformance::recall_cases,
     }
@@ -171,7 +173,7 @@ worlds! {
         decision: Dialing,
         wit: "dialing-plugin",
         bindings: dialing::DialingPlugin / DialingPluginPre.callpark_policy_dialing,
-        decide: call_parse(DialContext => convert::dial_context) -> DialAction => convert::dial_action,
+        decide: call_parse(DialContext => convert::with_dial_context) -> DialAction => convert::dial_action,
         validate: |_, action| check_dial_action(action),
         cases: conformance::dialing_cases,
     }
