@@ -234,3 +234,177 @@ fn help_and_summaries_are_written_for_their_reader() {
         assert!(default.contains(key), "{key} missing from default-config");
     }
 }
+
+/// Writes a case file for one test.
+fn case_file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn callpark_code(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_callpark"))
+        .args(args)
+        .output()
+        .expect("run callpark");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn plugin_test_runs_an_integrators_cases_one_line_each() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../plugins/examples/vip-allocator/cases.toml"
+    );
+    let (code, out) = callpark_code(&["plugin", "test", &wasm("vip_allocator"), example]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok   ")).count(),
+        5,
+        "{out}"
+    );
+    assert!(out.contains("PASS: 5 cases"), "{out}");
+
+    // The same example with one expectation wrong, and a case for a world
+    // the plugin does not implement: each fails on its own line, exit 1.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(example).unwrap().replace(
+        "expect = { orbit = \"791\" }",
+        "expect = { orbit = \"792\" }",
+    ) + "\n[[dialing]]\nname = \"a feature code\"\ndialed = \"*68701\"\n";
+    let wrong = case_file(&dir, "wrong.toml", &text);
+    let (code, out) = callpark_code(&["plugin", "test", &wasm("vip_allocator"), &wrong]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(
+            "FAIL allocator-plugin  a VIP gets the first free orbit of the reserved block: expected Orbit(\"792\"), got Orbit(\"791\")"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "FAIL dialing-plugin    a feature code: the plugin does not implement dialing-plugin"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("FAIL: 2 of 6 cases did not pass"), "{out}");
+
+    // Params the plugin's check-params refuses fail the world and run none
+    // of its cases; `--params` lies under the file's `[params]`.
+    let refused = case_file(
+        &dir,
+        "refused.toml",
+        "[params]\nvip_orbits = \"9-1\"\n\n[[allocator]]\nname = \"x\"\ntarget = { orbit = \"701\" }\n",
+    );
+    let (code, out) = callpark_code(&[
+        "plugin",
+        "test",
+        &wasm("vip_allocator"),
+        &refused,
+        "--params",
+        "vip_domains=example.com",
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL allocator-plugin  check-params: vip_orbits: range `9-1` runs backwards"),
+        "{out}"
+    );
+    assert!(!out.contains("ok   "), "{out}");
+}
+
+#[test]
+fn plugin_test_expects_failures_by_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    // More than 16 candidates make the fixtures misbehave.
+    let lot = "target = \"default-lot\"\ncandidates = { first = 701, count = 20 }\n";
+    let small = "target = \"default-lot\"\ncandidates = { first = 701, count = 2 }\n";
+    for (fixture, kind, wrong_kind) in [
+        ("fixture_spin", "timeout", "trap"),
+        ("fixture_panic", "trap", "timeout"),
+        ("fixture_hog", "trap", "invalid"),
+        ("fixture_rogue_orbit", "invalid", "trap"),
+    ] {
+        let text = format!(
+            "[[allocator]]\nname = \"misbehaves\"\n{lot}expect = {{ failure = \"{kind}\" }}\n\n\
+             [[allocator]]\nname = \"any failure\"\n{lot}expect = {{ failure = \"any\" }}\n\n\
+             [[allocator]]\nname = \"behaves on a small lot\"\n{small}expect = {{ orbit = \"701\" }}\n"
+        );
+        let file = case_file(&dir, &format!("{fixture}.toml"), &text);
+        let (code, out) = callpark_code(&["plugin", "test", &wasm(fixture), &file]);
+        assert_eq!(code, Some(0), "{fixture}:\n{out}");
+        assert!(out.contains("failed as expected"), "{fixture}:\n{out}");
+
+        let text = format!(
+            "[[allocator]]\nname = \"misbehaves\"\n{lot}expect = {{ failure = \"{wrong_kind}\" }}\n\n\
+             [[allocator]]\nname = \"expected to fail but answers\"\n{small}expect = {{ failure = \"any\" }}\n"
+        );
+        let file = case_file(&dir, &format!("{fixture}-wrong.toml"), &text);
+        let (code, out) = callpark_code(&["plugin", "test", &wasm(fixture), &file]);
+        assert_eq!(code, Some(1), "{fixture}:\n{out}");
+        assert!(
+            out.contains("FAIL allocator-plugin  misbehaves: expected a"),
+            "{fixture}:\n{out}"
+        );
+        assert!(
+            out.contains("FAIL allocator-plugin  expected to fail but answers: expected a failure of any kind, answered Orbit(\"701\")"),
+            "{fixture}:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn plugin_test_refuses_a_bad_case_file_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, line, reason) in [
+        (
+            "[[allocator]]\nname = \"x\"\n\ntarget = { orbit = \"701\" }\nexpect = { orbit = \"701\", rejected = \"busy\" }\n",
+            1,
+            "expect names one of orbit",
+        ),
+        (
+            "[[recall]]\nname = \"x\"\nringer = true\n",
+            3,
+            "unknown field `ringer`",
+        ),
+        ("[[dialing]\n", 1, ""),
+    ] {
+        let file = case_file(&dir, "bad.toml", text);
+        let (code, out) = callpark_code(&["plugin", "test", &wasm("callpark_allocator"), &file]);
+        assert_eq!(code, Some(2), "{text}:\n{out}");
+        assert!(
+            out.contains(&format!("bad.toml:{line}: {reason}")),
+            "{text}:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn the_built_in_conformance_cases_are_a_case_file_the_defaults_pass() {
+    let conformance = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policy/cases/conformance.toml"
+    );
+    for name in ["callpark_allocator", "callpark_recall", "callpark_dialing"] {
+        let (code, out) = callpark_code(&["plugin", "test", &wasm(name), conformance]);
+        // Each default implements one world: its cases pass, the other
+        // worlds' cases fail as not implemented.
+        assert_eq!(code, Some(1), "{name}:\n{out}");
+        assert!(
+            out.lines().any(|l| l.starts_with("ok   ")),
+            "{name}:\n{out}"
+        );
+        assert!(
+            out.lines()
+                .filter(|l| l.starts_with("FAIL ") && !l.starts_with("FAIL:"))
+                .all(|l| l.contains("does not implement")),
+            "{name}:\n{out}"
+        );
+    }
+}

@@ -11,6 +11,7 @@
 //! they started on.
 
 mod bindings;
+pub mod cases;
 pub mod conformance;
 mod convert;
 mod engine;

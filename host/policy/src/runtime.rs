@@ -10,7 +10,8 @@ use callpark_core::{
     PolicyError, RecallPlan,
 };
 
-use crate::conformance::{Case, CaseOutcome};
+use crate::cases::{Case, CaseFailure, CaseFile, Expect, Pattern};
+use crate::conformance::CaseOutcome;
 use crate::engine::{ArtifactStore, CompiledFrom, Limits, PluginEngine, digest};
 use crate::error::{CallFailure, EngineError, LoadError};
 use crate::slot::{Decided, Generation, OnFailure, PluginInfo, Slot};
@@ -125,33 +126,56 @@ fn decide_on<W: World>(
     g.call(|b, store| W::decide(b, store, input, params))
 }
 
-/// Runs cases with the given params; each twice, for purity.
-fn run_cases<I: Clone + HasParams, O: PartialEq + std::fmt::Debug>(
-    cases: Vec<Case<I>>,
+/// Runs cases; each twice, for purity. The built-in cases run with `params`
+/// in place of theirs; a case file's run with its own laid over `params`.
+fn run_cases<W: World>(
+    cases: &[Case<W::Input, W::Pattern>],
     params: &Params,
+    from_file: bool,
     canary_only: bool,
-    call: impl Fn(&I) -> Result<O, CallFailure>,
-    validate: impl Fn(&I, &O) -> Result<(), String>,
+    call: impl Fn(&W::Input) -> Result<W::Answer, CallFailure>,
 ) -> Vec<CaseOutcome> {
     cases
-        .into_iter()
+        .iter()
         .filter(|c| c.canary || !canary_only)
         .map(|case| {
             let mut input = case.input.clone();
-            input.set_params(params.clone());
-            let result = (|| {
-                let first = call(&input).map_err(|e| e.to_string())?;
-                validate(&input, &first).map_err(|e| format!("answer breaks the rules: {e}"))?;
-                let second = call(&input).map_err(|e| format!("second run: {e}"))?;
-                if first != second {
-                    return Err(format!(
-                        "not pure: answered {first:?}, then {second:?} for the same input"
-                    ));
+            if from_file {
+                input.set_params(merged(params, case.input.params()));
+            } else {
+                input.set_params(params.clone());
+            }
+            let answered = call(&input).map_err(CaseFailure::Call).and_then(|a| {
+                W::validate(&input, &a)
+                    .map(|()| a)
+                    .map_err(CaseFailure::Invalid)
+            });
+            let result = match (&case.expect, answered) {
+                (Some(Expect::Failure(kind)), Err(failure)) if kind.matches(&failure) => {
+                    Ok(format!("failed as expected: {failure}"))
                 }
-                Ok(format!("{first:?}"))
-            })();
+                (Some(Expect::Failure(kind)), Err(failure)) => {
+                    Err(format!("expected a {kind}, got: {failure}"))
+                }
+                (Some(Expect::Failure(kind)), Ok(answer)) => {
+                    Err(format!("expected a {kind}, answered {answer:?}"))
+                }
+                (_, Err(failure)) => Err(failure.to_string()),
+                (expect, Ok(first)) => (|| {
+                    let second = call(&input).map_err(|e| format!("second run: {e}"))?;
+                    if first != second {
+                        return Err(format!(
+                            "not pure: answered {first:?}, then {second:?} for the same input"
+                        ));
+                    }
+                    if let Some(Expect::Answer(pattern)) = expect {
+                        pattern.check(&first)?;
+                    }
+                    Ok(format!("{first:?}"))
+                })(),
+            };
             CaseOutcome {
-                name: case.name.to_string(),
+                name: case.name.clone(),
                 result,
             }
         })
@@ -205,13 +229,9 @@ fn exercise<W: World>(
 /// World `W`'s conformance cases (the canaries only, when asked) with
 /// params `p`.
 fn world_cases<W: World>(g: &Generation<W>, p: &Params, canary: bool) -> Vec<CaseOutcome> {
-    run_cases(
-        W::cases(),
-        p,
-        canary,
-        |input| decide_on(g, input, input.params()),
-        W::validate,
-    )
+    run_cases::<W>(&W::cases(), p, false, canary, |input| {
+        decide_on(g, input, input.params())
+    })
 }
 
 /// A slot whatever its world, so that the runtime finds a slot by its
@@ -234,6 +254,7 @@ pub(crate) trait AnySlot: Send + Sync {
         engine: &Arc<PluginEngine>,
         component: &wasmtime::component::Component,
         info: &PluginInfo,
+        file: Option<&CaseFile>,
     ) -> WorldCheck;
 }
 
@@ -272,8 +293,9 @@ impl<W: World> AnySlot for Slot<W> {
         engine: &Arc<PluginEngine>,
         component: &wasmtime::component::Component,
         info: &PluginInfo,
+        file: Option<&CaseFile>,
     ) -> WorldCheck {
-        check_world::<W>(engine, component, info)
+        check_world::<W>(engine, component, info, file)
     }
 }
 
@@ -412,6 +434,28 @@ impl PolicyRuntime {
     /// Checks a plugin without loading it: which worlds it implements, and
     /// for each, `check-params` and every conformance case.
     pub fn check(&self, source: &PluginSource, params: &Params) -> CheckReport {
+        self.check_with(source, params, None)
+    }
+
+    /// Runs a case file on a plugin without loading it (`callpark plugin
+    /// test`): for each world the file has cases for, `check-params` with
+    /// the file's params laid over `params`, then each case, which passes
+    /// when the plugin answers by the rules, the same twice, and as the case
+    /// expects. A world without cases in the file is left out.
+    pub fn test(&self, source: &PluginSource, params: &Params, file: &CaseFile) -> CheckReport {
+        let mut report = self.check_with(source, params, Some(file));
+        report
+            .worlds
+            .retain(|w| !w.cases.is_empty() || w.params.as_ref().is_some_and(|p| p.is_err()));
+        report
+    }
+
+    fn check_with(
+        &self,
+        source: &PluginSource,
+        params: &Params,
+        file: Option<&CaseFile>,
+    ) -> CheckReport {
         let mut report = CheckReport {
             label: source.label.clone(),
             digest: digest(&source.wasm),
@@ -449,7 +493,11 @@ impl PolicyRuntime {
         };
         report.worlds = Decision::ALL
             .iter()
-            .map(|&d| self.slots.get(d).check(&self.engine, &component, &info))
+            .map(|&d| {
+                self.slots
+                    .get(d)
+                    .check(&self.engine, &component, &info, file)
+            })
             .collect();
         report
     }
@@ -514,20 +562,68 @@ fn check_world<W: World>(
     engine: &Arc<PluginEngine>,
     component: &wasmtime::component::Component,
     info: &PluginInfo,
+    file: Option<&CaseFile>,
 ) -> WorldCheck {
-    match prepare::<W>(engine, component, info.clone()) {
+    let generation = prepare::<W>(engine, component, info.clone());
+    let Some(file) = file else {
+        return match generation {
+            Err(e) => WorldCheck {
+                world: W::WORLD,
+                implemented: Err(e.to_string()),
+                params: None,
+                cases: Vec::new(),
+            },
+            Ok(generation) => {
+                let (params, cases) = exercise(&generation, false);
+                WorldCheck {
+                    world: W::WORLD,
+                    implemented: Ok(()),
+                    params: Some(params),
+                    cases,
+                }
+            }
+        };
+    };
+    // A case file: its cases of this world, each failing when the plugin
+    // does not implement the world they are for.
+    let cases = W::file_cases(file);
+    match generation {
         Err(e) => WorldCheck {
             world: W::WORLD,
             implemented: Err(e.to_string()),
             params: None,
+            cases: cases
+                .iter()
+                .map(|c| CaseOutcome {
+                    name: c.name.clone(),
+                    result: Err(format!("the plugin does not implement {}", W::WORLD)),
+                })
+                .collect(),
+        },
+        Ok(_) if cases.is_empty() => WorldCheck {
+            world: W::WORLD,
+            implemented: Ok(()),
+            params: None,
             cases: Vec::new(),
         },
         Ok(generation) => {
-            let (params, cases) = exercise(&generation, false);
+            let params = merged(&info.params, &file.params);
+            let checked = match generation.check_params(&params) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(why)) => Err(why),
+                Err(failure) => Err(format!("check-params {failure}")),
+            };
+            let cases = if checked.is_ok() {
+                run_cases::<W>(cases, &info.params, true, false, |input| {
+                    decide_on(&generation, input, input.params())
+                })
+            } else {
+                Vec::new()
+            };
             WorldCheck {
                 world: W::WORLD,
                 implemented: Ok(()),
-                params: Some(params),
+                params: Some(checked),
                 cases,
             }
         }

@@ -16,7 +16,8 @@ use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
 use crate::bindings::{allocator, dialing, recall};
-use crate::conformance::{self, Case};
+use crate::cases::{AllocationPattern, Case, CaseFile, DialPattern, Pattern, RecallPattern};
+use crate::conformance;
 use crate::convert;
 use crate::engine::HostState;
 use crate::slot::Slot;
@@ -51,6 +52,8 @@ pub(crate) trait World: 'static {
     /// What the decision is asked about, params included.
     type Input: Clone + HasParams + 'static;
     type Answer: PartialEq + std::fmt::Debug;
+    /// What a test case may expect of an answer.
+    type Pattern: Pattern<Self::Answer> + Clone + 'static;
 
     fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
     fn instantiate(
@@ -72,7 +75,9 @@ pub(crate) trait World: 'static {
     /// The rules every answer keeps, whoever gave it.
     fn validate(input: &Self::Input, answer: &Self::Answer) -> Result<(), String>;
     /// Every conformance case; the canaries among them run at each load.
-    fn cases() -> Vec<Case<Self::Input>>;
+    fn cases() -> Vec<Case<Self::Input, Self::Pattern>>;
+    /// This world's cases in a case file.
+    fn file_cases(file: &CaseFile) -> &[Case<Self::Input, Self::Pattern>];
 }
 
 /// The worlds, and `Slots`, one slot per world.
@@ -84,7 +89,8 @@ macro_rules! worlds {
             bindings: $module:ident::$plugin:ident / $pre:ident . $interface:ident,
             decide: $call:ident($input:ty => $to_wit:path) -> $answer:ty => $from_wit:path,
             validate: $validate:expr,
-            cases: $cases:path $(,)?
+            pattern: $pattern:ty,
+            cases: $cases:path, file: $file:ident $(,)?
         }
     )*) => {
         $(
@@ -97,6 +103,7 @@ macro_rules! worlds {
                 type Bindings = $module::$plugin;
                 type Input = $input;
                 type Answer = $answer;
+                type Pattern = $pattern;
 
                 fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
                     $module::$pre::new(ip)
@@ -129,8 +136,11 @@ macro_rules! worlds {
                     let rules: fn(&Self::Input, &Self::Answer) -> Result<(), String> = $validate;
                     rules(input, answer)
                 }
-                fn cases() -> Vec<Case<Self::Input>> {
+                fn cases() -> Vec<Case<Self::Input, Self::Pattern>> {
                     $cases()
+                }
+                fn file_cases(file: &CaseFile) -> &[Case<Self::Input, Self::Pattern>] {
+                    &file.$file
                 }
             }
         )*
@@ -159,7 +169,8 @@ worlds! {
         bindings: allocator::AllocatorPlugin / AllocatorPluginPre.callpark_policy_allocator,
         decide: call_allocate(ParkRequest => convert::with_park_request) -> Allocation => convert::allocation,
         validate: check_allocation,
-        cases: conformance::allocator_cases,
+        pattern: AllocationPattern,
+        cases: conformance::allocator_cases, file: allocator,
     }
     recall: RecallWorld {
         decision: Recall,
@@ -167,7 +178,8 @@ worlds! {
         bindings: recall::RecallPlugin / RecallPluginPre.callpark_policy_recall,
         decide: call_plan(ParkedCall => convert::with_parked_call) -> RecallPlan => convert::recall_plan,
         validate: |_, plan| check_recall_plan(plan),
-        cases: conformance::recall_cases,
+        pattern: RecallPattern,
+        cases: conformance::recall_cases, file: recall,
     }
     dialing: DialingWorld {
         decision: Dialing,
@@ -175,6 +187,7 @@ worlds! {
         bindings: dialing::DialingPlugin / DialingPluginPre.callpark_policy_dialing,
         decide: call_parse(DialContext => convert::with_dial_context) -> DialAction => convert::dial_action,
         validate: |_, action| check_dial_action(action),
-        cases: conformance::dialing_cases,
+        pattern: DialPattern,
+        cases: conformance::dialing_cases, file: dialing,
     }
 }

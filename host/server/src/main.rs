@@ -244,6 +244,35 @@ enum TokenCommand {
     },
 }
 
+/// What `plugin check` and `plugin test` run a plugin with.
+#[derive(clap::Args)]
+struct PluginRunArgs {
+    /// Plugin parameters, as key=value (repeatable), e.g.
+    /// --params strategy=next.
+    #[arg(long, value_name = "KEY=VALUE", num_args = 1.., action = clap::ArgAction::Append)]
+    params: Vec<String>,
+    /// The CPU budget of one decision, as a slot's `timeout`.
+    #[arg(long, default_value = "10ms")]
+    timeout: String,
+    /// The linear memory cap per instance, as a slot's `memory`.
+    #[arg(long, default_value = "16MiB")]
+    memory: String,
+}
+
+impl PluginRunArgs {
+    fn parse(&self) -> anyhow::Result<(callpark_core::Params, callpark_policy::Limits)> {
+        let params = plugin_check::parse_params(&self.params)?;
+        let limits = callpark_policy::Limits {
+            timeout: callpark_core::parse_duration(&self.timeout)
+                .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?,
+            memory_bytes: callpark_server::config::parse_size(&self.memory)
+                .map_err(|e| anyhow::anyhow!("--memory: {e}"))?,
+            ..callpark_policy::Limits::default()
+        };
+        Ok((params, limits))
+    }
+}
+
 #[derive(Subcommand)]
 enum PluginCommand {
     /// Check a plugin: the worlds it implements, its check-params, and every
@@ -251,16 +280,20 @@ enum PluginCommand {
     Check {
         /// The plugin component (.wasm).
         file: PathBuf,
-        /// Plugin parameters, as key=value (repeatable), e.g.
-        /// --params strategy=next.
-        #[arg(long, value_name = "KEY=VALUE", num_args = 1.., action = clap::ArgAction::Append)]
-        params: Vec<String>,
-        /// The CPU budget of one decision, as a slot's `timeout`.
-        #[arg(long, default_value = "10ms")]
-        timeout: String,
-        /// The linear memory cap per instance, as a slot's `memory`.
-        #[arg(long, default_value = "16MiB")]
-        memory: String,
+        #[command(flatten)]
+        run: PluginRunArgs,
+    },
+    /// Run your own test cases on a plugin: a TOML file of inputs and the
+    /// answers (or failures) they must give, one line per case. Exits 1 when
+    /// a case does not pass, 2 when the case file is unusable. The format is
+    /// in docs/plugins.md; the built-in conformance cases are an example.
+    Test {
+        /// The plugin component (.wasm).
+        file: PathBuf,
+        /// The case file (.toml).
+        cases: PathBuf,
+        #[command(flatten)]
+        run: PluginRunArgs,
     },
 }
 
@@ -304,23 +337,36 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin {
-            command:
-                PluginCommand::Check {
-                    file,
-                    params,
-                    timeout,
-                    memory,
-                },
+            command: PluginCommand::Check { file, run },
         } => {
-            let params = plugin_check::parse_params(&params)?;
-            let limits = callpark_policy::Limits {
-                timeout: callpark_core::parse_duration(&timeout)
-                    .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?,
-                memory_bytes: callpark_server::config::parse_size(&memory)
-                    .map_err(|e| anyhow::anyhow!("--memory: {e}"))?,
-                ..callpark_policy::Limits::default()
-            };
+            let (params, limits) = run.parse()?;
             let passed = plugin_check::run(&file, &params, limits, &mut std::io::stdout().lock())?;
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Plugin {
+            command: PluginCommand::Test { file, cases, run },
+        } => {
+            let (params, limits) = run.parse()?;
+            let text = std::fs::read_to_string(&cases)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", cases.display()))?;
+            let cases_file = match callpark_policy::cases::parse(&text) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("{}:{}: {}", cases.display(), e.line, e.reason);
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let passed = plugin_check::test(
+                &file,
+                &params,
+                limits,
+                &cases_file,
+                &mut std::io::stdout().lock(),
+            )?;
             Ok(if passed {
                 ExitCode::SUCCESS
             } else {

@@ -1,11 +1,13 @@
 //! `callpark plugin check`: which worlds a `.wasm` implements, and how it
 //! fares on `check-params` and every conformance case, one line per case.
+//! `callpark plugin test`: an integrator's own cases, one line per case.
 
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
 use callpark_core::Params;
+use callpark_policy::cases::CaseFile;
 use callpark_policy::{Limits, PluginSource, PolicyRuntime};
 
 /// Parses `key=value` arguments.
@@ -100,4 +102,63 @@ pub fn run(
         writeln!(out, "FAIL: {}", why.join("; "))?;
     }
     Ok(passed)
+}
+
+/// Runs a case file on a plugin and writes one line per case, then a
+/// summary. Returns whether every case passed (and there was one).
+pub fn test(
+    path: &Path,
+    params: &Params,
+    limits: Limits,
+    cases: &CaseFile,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
+    let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let runtime = PolicyRuntime::new(limits, None)?;
+    let report = runtime.test(
+        &PluginSource::new(path.display().to_string(), wasm),
+        params,
+        cases,
+    );
+    writeln!(out, "plugin {}", report.label)?;
+    if let Some(fatal) = &report.fatal {
+        writeln!(out, "FAIL {fatal}")?;
+        return Ok(false);
+    }
+    let (mut total, mut failed, mut refused) = (0, 0, 0);
+    for world in &report.worlds {
+        if let Some(Err(why)) = &world.params {
+            refused += 1;
+            writeln!(out, "FAIL {:<17} check-params: {why}", world.world)?;
+        }
+        for case in &world.cases {
+            total += 1;
+            match &case.result {
+                Ok(answer) => writeln!(out, "ok   {:<17} {} -> {answer}", world.world, case.name)?,
+                Err(why) => {
+                    failed += 1;
+                    writeln!(out, "FAIL {:<17} {}: {why}", world.world, case.name)?
+                }
+            }
+        }
+    }
+    if refused > 0 {
+        writeln!(
+            out,
+            "FAIL: check-params refused the parameters in {refused} world{} (its cases did not run); {failed} of {total} other cases did not pass",
+            if refused == 1 { "" } else { "s" }
+        )?;
+        return Ok(false);
+    }
+    if total == 0 {
+        writeln!(out, "FAIL: the case file has no cases")?;
+        return Ok(false);
+    }
+    if failed == 0 {
+        writeln!(out, "PASS: {total} cases")?;
+        Ok(true)
+    } else {
+        writeln!(out, "FAIL: {failed} of {total} cases did not pass")?;
+        Ok(false)
+    }
 }
