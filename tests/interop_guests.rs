@@ -2,7 +2,9 @@
 //! (componentize-js) from the same WIT as the Rust ones, in the real
 //! `callpark serve` binary: swapped in live while calls are parked, their
 //! decisions taken, a per-slot memory cap that fits them, and a misbehaving
-//! Python plugin answered by the built-in policy like a Rust one.
+//! Python plugin answered by the built-in policy like a Rust one; and the
+//! allocator swapped from Rust to Python to JavaScript while SIPp parks and
+//! retrieves calls.
 //!
 //! The components are built by `plugins/build-guests.sh` into
 //! `target/guest-plugins/` (it needs componentize-py and Node.js), so these
@@ -11,7 +13,10 @@
 
 mod support;
 
-use support::{Server, admin_token, get_json, park, wait_log};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Server, admin_token, free_port, get_json, park, scenario, wait_log};
 
 const TOKEN: &str = "cpk_interop-guests-admin";
 
@@ -134,6 +139,171 @@ fn a_misbehaving_python_plugin_falls_back_like_a_rust_one() {
         stats["traps"].as_u64().unwrap() + stats["timeouts"].as_u64().unwrap() >= 2,
         "{stats}"
     );
+    let (ok, log) = server.stop();
+    assert!(ok, "{log}");
+}
+
+/// SIPp running `calls` calls of a scenario at `rate` a second.
+fn sipp_load(server: &Server, name: &str, service: &str, calls: usize, rate: &str) -> Command {
+    let mut cmd = Command::new("/usr/bin/sipp");
+    cmd.args([
+        "-sf",
+        &scenario(name),
+        &server.addr().to_string(),
+        "-s",
+        service,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &free_port().to_string(),
+        "-m",
+        &calls.to_string(),
+        "-r",
+        rate,
+        "-l",
+        "40",
+        "-nostdin",
+        // Bounded: the whole run, and every call.
+        "-timeout",
+        "150",
+        "-timeout_error",
+        "-recv_timeout",
+        "30000",
+        "-set",
+        "rtp_port",
+        &free_port().to_string(),
+        "-set",
+        "codecs",
+        "0",
+    ])
+    .current_dir(server.dir.path())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    cmd
+}
+
+fn parked_orbits(log: &str) -> Vec<u32> {
+    log.lines()
+        .filter(|l| l.contains("event=\"parked\""))
+        .filter_map(|l| {
+            l.split("orbit=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// The allocator goes from the embedded Rust one to the Python one to the
+/// JavaScript one by SIGHUP while SIPp parks calls and another SIPp
+/// retrieves them (each retrieve hangs up, and the server hangs up the
+/// parked caller): not one call fails, and each generation is in the log
+/// and decided parks.
+#[test]
+#[ignore = "needs SIPp and the Python and JavaScript guests (plugins/build-guests.sh); .ci/run has both"]
+fn the_allocator_swaps_rust_python_javascript_while_sipp_parks_and_retrieves() {
+    assert!(
+        std::path::Path::new("/usr/bin/sipp").exists(),
+        "SIPp is not installed: apt-get install -y sip-tester (.ci/run does)"
+    );
+    let limits = "[plugins.limits.allocator]\nmemory = \"24MiB\"\ntimeout = \"50ms\"\n";
+    let server = Server::start_lot("", &format!("{LOT}{limits}{}", admin_token(TOKEN)));
+    wait_log(&server, "admin API listening", 1);
+    // 120 parks at 3 a second, each held until a retrieve takes it; the
+    // retrieves (`*88`: the oldest call anywhere) follow at the same rate
+    // three seconds behind, so about nine calls stay parked of 20 orbits.
+    const CALLS: usize = 120;
+    let parks = sipp_load(&server, "park_until_bye", "*68", CALLS, "3")
+        .spawn()
+        .expect("sipp");
+    wait_log(&server, "event=\"parked\"", 9);
+    let retrieves = sipp_load(&server, "retrieve", "*88", CALLS, "3")
+        .args(["-d", "200"])
+        .spawn()
+        .expect("sipp");
+
+    let config = std::fs::read_to_string(server.config_path()).unwrap();
+    let mut swapped = Vec::new();
+    for (n, plugin, params) in [
+        (
+            4,
+            "department_allocator_py",
+            "departments = \"sales.example.com=760-764\"",
+        ),
+        (5, "top_down_allocator_js", "keep_free = \"0\""),
+    ] {
+        // A few decisions by the generation before this one first.
+        let before = parked_orbits(&server.log()).len();
+        wait_log(&server, "event=\"parked\"", before + 6);
+        std::fs::write(
+            server.config_path(),
+            format!(
+                "{config}\n[plugins]\nallocator = \"{}\"\n[plugins.params.allocator]\n{params}\n",
+                guest(plugin)
+            ),
+        )
+        .unwrap();
+        server.signal(libc::SIGHUP);
+        // Compiling a 12-18 MB component takes seconds in a debug build;
+        // the parks go on meanwhile (bounded: two minutes).
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while server.log().matches("plugin swapped in").count() < n {
+            assert!(Instant::now() < deadline, "{}", server.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        swapped.push(parked_orbits(&server.log()).len());
+    }
+    let parks = parks.wait_with_output().unwrap();
+    let retrieves = retrieves.wait_with_output().unwrap();
+    let log = server.log();
+    let tail = |out: &std::process::Output| {
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    };
+    assert!(parks.status.success(), "parks: {}\n{log}", tail(&parks));
+    assert!(
+        retrieves.status.success(),
+        "retrieves: {}\n{log}",
+        tail(&retrieves)
+    );
+    assert_eq!(log.matches("event=\"parked\"").count(), CALLS, "{log}");
+    assert_eq!(log.matches("event=\"retrieved\"").count(), CALLS, "{log}");
+    // Each generation in the log, in order.
+    for (generation, plugin) in [
+        (2, "department_allocator_py.wasm"),
+        (3, "top_down_allocator_js.wasm"),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("plugin swapped in")
+                && l.contains(plugin)
+                && l.contains(&format!("generation={generation}"))
+                && l.contains(&format!("replaced=Some({})", generation - 1))),
+            "{plugin} as generation {generation}:\n{log}"
+        );
+    }
+    // Each allocator decided parks. Rust and Python hunt from the bottom
+    // (Python skips the sales block); JavaScript from the top.
+    let orbits = parked_orbits(&log);
+    let (rust, rest) = orbits.split_at(swapped[0]);
+    let (python, js) = rest.split_at(swapped[1] - swapped[0]);
+    println!(
+        "parks decided: {} by Rust, {} by Python, {} by JavaScript",
+        rust.len(),
+        python.len(),
+        js.len()
+    );
+    assert!(rust.iter().all(|o| *o < 760), "Rust: {rust:?}");
+    assert!(
+        python.iter().all(|o| !(760..=764).contains(o)),
+        "Python: {python:?}"
+    );
+    assert!(js.contains(&769), "JavaScript: {js:?}");
+    let stats = get_json(server.admin, "/api/v1/plugins/allocator", TOKEN);
+    assert_eq!(stats["loaded"]["generation"], 3, "{stats}");
+    assert_eq!(stats["stats"]["fallbacks"], 0, "{stats}");
+    assert!(stats["stats"]["calls"].as_u64().unwrap() >= 1, "{stats}");
     let (ok, log) = server.stop();
     assert!(ok, "{log}");
 }
