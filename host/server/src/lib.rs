@@ -13,5 +13,6 @@ pub mod pacers;
 pub mod plugin_check;
 pub mod plugins;
 pub mod provision;
+pub mod scaffold;
 pub mod serve;
 pub mod store;

@@ -283,6 +283,23 @@ enum PluginCommand {
         #[command(flatten)]
         run: PluginRunArgs,
     },
+    /// Start a plugin project: NAME/ with the source, a one-command build
+    /// (`./build.sh`), the WIT, a README and a cases.toml. It builds and
+    /// passes `plugin check` and `plugin test` as it is written.
+    New {
+        /// The project's name (lower-case letters, digits, `-`, `_`); also
+        /// the directory and the `.wasm` file's name.
+        name: String,
+        /// The world the plugin implements.
+        #[arg(long, value_enum)]
+        world: callpark_server::scaffold::World,
+        /// The language it is written in.
+        #[arg(long, value_enum)]
+        lang: callpark_server::scaffold::Lang,
+        /// Where to write the project (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Run your own test cases on a plugin: a TOML file of inputs and the
     /// answers (or failures) they must give, one line per case. Exits 1 when
     /// a case does not pass, 2 when the case file is unusable. The format is
@@ -346,6 +363,28 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Plugin {
+            command:
+                PluginCommand::New {
+                    name,
+                    world,
+                    lang,
+                    dir,
+                },
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let files = callpark_server::scaffold::write(&dir, &name, world, lang)?;
+            for f in &files {
+                println!("wrote {}", dir.join(f).display());
+            }
+            println!(
+                "next: cd {} && ./build.sh && callpark plugin check {}.wasm && callpark plugin test {}.wasm cases.toml",
+                dir.display(),
+                name.replace('-', "_"),
+                name.replace('-', "_")
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Plugin {
             command: PluginCommand::Test { file, cases, run },

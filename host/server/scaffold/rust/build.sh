@@ -1,0 +1,7 @@
+#!/bin/sh
+# Builds {{crate}}.wasm (needs `rustup target add wasm32-wasip2`).
+set -eu
+cd "$(dirname "$0")"
+cargo build --release --target wasm32-wasip2
+cp "${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release/{{crate}}.wasm" {{crate}}.wasm
+echo "built {{crate}}.wasm"
