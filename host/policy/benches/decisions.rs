@@ -5,7 +5,9 @@
 //! counters: everything `Policy::allocate` and friends do); the same on a
 //! fresh instance every time; and reload times from a `.wasm` (compile) and
 //! from the compiled cache. Targets (DESIGN §4): warm p99 < 5 µs, reload
-//! from cache < 5 ms.
+//! from cache < 5 ms. Last, the same figures side by side for plugins in
+//! Rust, Python and JavaScript (the guests of `plugins/build-guests.sh`,
+//! when they were built).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +15,9 @@ use std::time::{Duration, Instant};
 use callpark_core::{
     Decision, DialContext, OrbitState, ParkRequest, ParkTarget, ParkedCall, Policy, RecallReason,
 };
-use callpark_policy::{Limits, MemoryArtifactStore, PolicyRuntime, embedded};
+use callpark_policy::{
+    CompiledFrom, Limits, MemoryArtifactStore, PluginSource, PolicyRuntime, SlotLimits, embedded,
+};
 
 fn request(candidates: u32) -> ParkRequest {
     ParkRequest {
@@ -135,6 +139,144 @@ fn decisions(rt: &PolicyRuntime, n: usize, label: &str) {
     }
 }
 
+/// Limits that fit a Python or JavaScript plugin (docs/plugins.md).
+fn roomy() -> Limits {
+    let slot = SlotLimits {
+        timeout: Duration::from_millis(50),
+        memory_bytes: 48 << 20,
+    };
+    Limits {
+        per_slot: Decision::ALL.iter().map(|&d| (d, slot)).collect(),
+        ..Limits::default()
+    }
+}
+
+/// One plugin's row: warm decision p50/p99, load from `.wasm` and from the
+/// compiled cache (medians).
+fn side_by_side(
+    label: &str,
+    lang: &str,
+    d: Decision,
+    source: &PluginSource,
+    params: Vec<(String, String)>,
+) {
+    let loads = if source.wasm.len() > 1 << 20 { 3 } else { 7 };
+    let mut from_wasm = Vec::new();
+    let mut from_cache = Vec::new();
+    let store = Arc::new(MemoryArtifactStore::default());
+    let cached = PolicyRuntime::new(roomy(), Some(store)).expect("engine");
+    cached.load(d, source, params.clone()).expect("load");
+    for _ in 0..loads {
+        let cold = PolicyRuntime::new(roomy(), None).expect("engine");
+        let report = cold.load(d, source, params.clone()).expect("load");
+        assert_eq!(report.compiled_from, CompiledFrom::Wasm);
+        from_wasm.push(report.took);
+        cached.engine().clear_memory_cache();
+        let report = cached.load(d, source, params.clone()).expect("load");
+        assert_eq!(report.compiled_from, CompiledFrom::Artifact);
+        from_cache.push(report.took);
+    }
+    from_wasm.sort();
+    from_cache.sort();
+    let big = request(50);
+    let p = parked();
+    let fig = match d {
+        Decision::Allocator => measure(20_000, || drop(cached.allocate(&big))),
+        Decision::Recall => measure(20_000, || drop(cached.plan_recall(&p))),
+        Decision::Dialing => measure(20_000, || drop(cached.parse_dial(&dial()))),
+    };
+    assert_eq!(
+        cached.stats(d).failures(),
+        0,
+        "{label} failed during the benchmark"
+    );
+    println!(
+        "| {label:<24} | {lang:<10} | {:>8.2} MB | {:>10} | {:>10} | {:>10} | {:>10} |",
+        source.wasm.len() as f64 / 1e6,
+        us(fig.median),
+        us(fig.p99),
+        ms(from_wasm[from_wasm.len() / 2]),
+        ms(from_cache[from_cache.len() / 2]),
+    );
+}
+
+fn languages() {
+    println!("== Rust, Python and JavaScript side by side (allocator: 50 candidates) ==");
+    println!(
+        "| plugin                   | language   | .wasm       | warm p50   | warm p99   | from .wasm | from cache |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let file = |dir: &str, name: &str| {
+        let path = format!("{dir}/{name}.wasm");
+        std::fs::read(&path)
+            .ok()
+            .map(|w| PluginSource::new(path, w))
+    };
+    let rust = callpark_policy::PLUGIN_BUILD_DIR;
+    let guests = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/guest-plugins");
+    let p = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let rows = [
+        (
+            "default allocator",
+            "Rust",
+            Decision::Allocator,
+            Some(embedded::default_plugin(Decision::Allocator)),
+            vec![],
+        ),
+        (
+            "vip allocator",
+            "Rust",
+            Decision::Allocator,
+            file(rust, "vip_allocator"),
+            p(&[
+                ("vip_domains", "bigcustomer.com"),
+                ("vip_orbits", "745-750"),
+            ]),
+        ),
+        (
+            "department allocator",
+            "Python",
+            Decision::Allocator,
+            file(guests, "department_allocator_py"),
+            p(&[("departments", "sales.example.com=760-764")]),
+        ),
+        (
+            "top-down allocator",
+            "JavaScript",
+            Decision::Allocator,
+            file(guests, "top_down_allocator_js"),
+            vec![],
+        ),
+        (
+            "default recall",
+            "Rust",
+            Decision::Recall,
+            Some(embedded::default_plugin(Decision::Recall)),
+            vec![],
+        ),
+        (
+            "after-hours recall",
+            "JavaScript",
+            Decision::Recall,
+            file(guests, "after_hours_recall_js"),
+            p(&[("after_hours", "sip:night@example.com")]),
+        ),
+    ];
+    for (label, lang, d, source, params) in rows {
+        match source {
+            Some(source) => side_by_side(label, lang, d, &source, params),
+            None => println!(
+                "| {label:<24} | {lang:<10} | not built: run `bash plugins/build-guests.sh` |"
+            ),
+        }
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; any other argument is a name filter we
     // do not need.
@@ -199,4 +341,5 @@ fn main() {
             ms(*from_cache.last().unwrap()),
         );
     }
+    languages();
 }
