@@ -313,7 +313,8 @@ fn the_allocator_swaps_rust_python_javascript_while_sipp_parks_and_retrieves() {
         );
     }
     // Each allocator decided parks. Rust and Python hunt from the bottom
-    // (Python skips the sales block); JavaScript from the top.
+    // (Python skips the sales block); JavaScript from the top, where a
+    // call Python parked may still hold 769.
     let orbits = parked_orbits(&log);
     let (rust, rest) = orbits.split_at(swapped[0]);
     let (python, js) = rest.split_at(swapped[1] - swapped[0]);
@@ -328,7 +329,12 @@ fn the_allocator_swaps_rust_python_javascript_while_sipp_parks_and_retrieves() {
         python.iter().all(|o| !(760..=764).contains(o)),
         "Python: {python:?}"
     );
-    assert!(js.contains(&769), "JavaScript: {js:?}");
+    // About nine calls are parked at a time, so the highest free orbit is
+    // above every orbit the bottom-up Rust allocator handed out.
+    assert!(
+        js.iter().max() > rust.iter().max(),
+        "JavaScript: {js:?}, Rust: {rust:?}"
+    );
     let stats = get_json(server.admin, "/api/v1/plugins/allocator", TOKEN);
     assert_eq!(stats["loaded"]["generation"], 3, "{stats}");
     assert_eq!(stats["stats"]["fallbacks"], 0, "{stats}");
