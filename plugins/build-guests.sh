@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=target/guest-plugins
 mkdir -p "$OUT"
-WIT="$(pwd)/wit"
+WIT="$(pwd)/wit/0.1.0"
 
 for dir in plugins/examples/*-py plugins/fixtures/*-py; do
     [ -f "$dir/app.py" ] || continue

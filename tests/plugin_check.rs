@@ -92,7 +92,7 @@ fn misbehaving_fixtures_fail_with_a_clear_message() {
         ),
         (
             "fixture_wrong_world",
-            "implements: none of the callpark:policy@0.1.0 worlds",
+            "implements: none of the callpark:policy worlds",
         ),
         (
             "fixture_incompatible_version",

@@ -11,7 +11,9 @@
 //! A directed park on a full orbit is refused with `busy`; a group or lot
 //! without room is refused with `full`.
 
-use callpark_core::{Allocation, ParkRequest, ParkTarget, RejectCode, Rejection, param};
+use callpark_core::{
+    Allocation, CandidateOrbit, ParkRequest, ParkTarget, RejectCode, Rejection, param,
+};
 
 /// How the allocator picks among the orbits with room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,63 +45,91 @@ pub fn check_params(params: &[(String, String)]) -> Result<(), String> {
 
 /// Picks an orbit for the request.
 pub fn allocate(req: &ParkRequest) -> Allocation {
-    // Invalid params were refused at load; a request that still carries
-    // them (a custom host) gets the documented default.
-    let strategy = Strategy::from_params(&req.params).unwrap_or(Strategy::First);
-    match &req.target {
-        ParkTarget::Orbit(number) => directed(req, number),
-        ParkTarget::Group(name) => hunt(req, strategy, || format!("group {name}")),
-        ParkTarget::DefaultLot => hunt(req, strategy, || "the park lot".to_string()),
+    let last = req
+        .last_orbit
+        .as_deref()
+        .and_then(|last| req.candidates.iter().position(|c| c.number == last));
+    match choose(&req.target, &req.candidates, last, req.entropy, &req.params) {
+        Ok(i) => Allocation::Orbit(req.candidates[i].number.clone()),
+        Err(rejection) => Allocation::Rejected(rejection),
     }
 }
 
-fn directed(req: &ParkRequest, number: &str) -> Allocation {
-    match req.candidates.iter().find(|c| c.number == number) {
+/// Picks a candidate by index: the decision of `allocate`, over candidates
+/// in whatever form (`last` is the index of the orbit handed out last, when
+/// it is among them). A WIT 0.2.0 plugin answers `pick` with it and never
+/// turns a candidate into a string.
+pub fn choose<C: CandidateOrbit>(
+    target: &ParkTarget,
+    candidates: &[C],
+    last: Option<usize>,
+    entropy: u64,
+    params: &[(String, String)],
+) -> Result<usize, Rejection> {
+    // Invalid params were refused at load; a request that still carries
+    // them (a custom host) gets the documented default.
+    let strategy = Strategy::from_params(params).unwrap_or(Strategy::First);
+    match target {
+        ParkTarget::Orbit(number) => directed(candidates, number),
+        ParkTarget::Group(name) => hunt(candidates, strategy, last, entropy, || {
+            format!("group {name}")
+        }),
+        ParkTarget::DefaultLot => hunt(candidates, strategy, last, entropy, || {
+            "the park lot".to_string()
+        }),
+    }
+}
+
+fn directed<C: CandidateOrbit>(candidates: &[C], number: &str) -> Result<usize, Rejection> {
+    match candidates.iter().position(|c| c.is_number(number)) {
         None => reject(
             RejectCode::NotFound,
             format!("orbit {number} does not exist"),
         ),
-        Some(orbit) if !orbit.enabled => {
+        Some(i) if !candidates[i].enabled() => {
             reject(RejectCode::NotFound, format!("orbit {number} is disabled"))
         }
-        Some(orbit) if orbit.occupied >= orbit.capacity => {
+        Some(i) if candidates[i].full() => {
             reject(RejectCode::Busy, format!("orbit {number} is busy"))
         }
-        Some(_) => Allocation::Orbit(number.to_string()),
+        Some(i) => Ok(i),
     }
 }
 
 /// `what` names the group or lot in a refusal; built only when refusing.
-fn hunt(req: &ParkRequest, strategy: Strategy, what: impl Fn() -> String) -> Allocation {
-    let n = req.candidates.len();
+fn hunt<C: CandidateOrbit>(
+    candidates: &[C],
+    strategy: Strategy,
+    last: Option<usize>,
+    entropy: u64,
+    what: impl Fn() -> String,
+) -> Result<usize, Rejection> {
+    let n = candidates.len();
     if n == 0 {
         return reject(RejectCode::Full, format!("{} has no orbits", what()));
     }
     let start = match strategy {
         Strategy::First => 0,
-        Strategy::Next => req
-            .last_orbit
-            .as_deref()
-            .and_then(|last| req.candidates.iter().position(|c| c.number == last))
-            .map_or(0, |i| (i + 1) % n),
+        Strategy::Next => last.map_or(0, |i| (i + 1) % n),
         Strategy::Random => {
-            let free: Vec<_> = req.candidates.iter().filter(|c| c.has_room()).collect();
+            let free: Vec<usize> = (0..n).filter(|&i| candidates[i].has_room()).collect();
             if free.is_empty() {
                 return reject(RejectCode::Full, format!("{} is full", what()));
             }
-            let pick = (req.entropy % free.len() as u64) as usize;
-            return Allocation::Orbit(free[pick].number.clone());
+            return Ok(free[(entropy % free.len() as u64) as usize]);
         }
     };
     (0..n)
-        .map(|k| &req.candidates[(start + k) % n])
-        .find(|c| c.has_room())
-        .map(|c| Allocation::Orbit(c.number.clone()))
-        .unwrap_or_else(|| reject(RejectCode::Full, format!("{} is full", what())))
+        .map(|k| (start + k) % n)
+        .find(|&i| candidates[i].has_room())
+        .map_or_else(
+            || reject(RejectCode::Full, format!("{} is full", what())),
+            Ok,
+        )
 }
 
-fn reject(code: RejectCode, reason: String) -> Allocation {
-    Allocation::Rejected(Rejection { code, reason })
+fn reject<T>(code: RejectCode, reason: String) -> Result<T, Rejection> {
+    Err(Rejection { code, reason })
 }
 
 #[cfg(test)]

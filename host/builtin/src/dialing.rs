@@ -8,11 +8,17 @@
 //! - `retrieve` (`*88,*4`): comma-separated; `*88701` retrieves from 701,
 //!   a bare `*88` retrieves the oldest parked call anywhere.
 //!
+//! - `bare_orbit` (`park-when-empty`): what dialing an orbit number
+//!   itself does when the call does not arrive through a transfer:
+//!   `park-when-empty` retrieves its call and parks on it when it holds
+//!   none (sipX, FreeSWITCH valet parking); `retrieve` always retrieves
+//!   (the host answers 404 on an empty orbit).
+//!
 //! A dialed string that is itself an orbit number parks when the INVITE
-//! carries `Referred-By` or `Replaces` (it arrives through a transfer) and
-//! retrieves otherwise. The orbit reading comes first, so a deployment may
-//! have orbits such as `*401` beside a `*4` retrieve code. Anything else is
-//! not a feature code.
+//! carries `Referred-By` or `Replaces` (it arrives through a transfer);
+//! otherwise `bare_orbit` says. The orbit reading comes first, so a
+//! deployment may have orbits such as `*401` beside a `*4` retrieve code.
+//! Anything else is not a feature code.
 
 use callpark_core::{DialAction, DialContext, param};
 
@@ -104,9 +110,32 @@ impl FeatureCodes {
     }
 }
 
+/// What dialing a bare orbit does when the call was not transferred there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BareOrbit {
+    /// Retrieve its call; park on it when it holds none.
+    ParkWhenEmpty,
+    /// Retrieve, whatever it holds.
+    Retrieve,
+}
+
+impl BareOrbit {
+    /// Reads the `bare_orbit` param; absent means `park-when-empty`.
+    pub fn from_params(params: &[(String, String)]) -> Result<BareOrbit, String> {
+        match param(params, "bare_orbit").map(str::trim) {
+            None | Some("park-when-empty") => Ok(BareOrbit::ParkWhenEmpty),
+            Some("retrieve") => Ok(BareOrbit::Retrieve),
+            Some(other) => Err(format!(
+                "bare_orbit `{other}` is not one of park-when-empty, retrieve"
+            )),
+        }
+    }
+}
+
 /// Validates the dialing params.
 pub fn check_params(params: &[(String, String)]) -> Result<(), String> {
     crate::check_unique_keys(params)?;
+    BareOrbit::from_params(params)?;
     FeatureCodes::from_params(params).map(|_| ())
 }
 
@@ -115,7 +144,14 @@ pub fn parse(ctx: &DialContext) -> DialAction {
     let codes = FeatureCodes::from_params(&ctx.params).unwrap_or_default();
     let dialed = ctx.dialed.trim();
     if ctx.dialed_is_orbit {
-        return if ctx.referred_by.is_some() || ctx.has_replaces {
+        let transferred = ctx.referred_by.is_some() || ctx.has_replaces;
+        // Without the orbit's state (a host that does not pass it) an
+        // orbit is taken to hold a call: retrieve.
+        let empty = ctx.dialed_orbit.as_ref().is_some_and(|o| o.occupied == 0);
+        let park_when_empty = BareOrbit::from_params(&ctx.params)
+            .unwrap_or(BareOrbit::ParkWhenEmpty)
+            == BareOrbit::ParkWhenEmpty;
+        return if transferred || (empty && park_when_empty) {
             DialAction::ParkOrbit(dialed.to_string())
         } else {
             DialAction::Retrieve(Some(dialed.to_string()))
@@ -144,6 +180,7 @@ mod tests {
             referred_by: None,
             has_replaces: false,
             dialed_is_orbit: false,
+            dialed_orbit: None,
             params: vec![],
         }
     }
@@ -204,6 +241,36 @@ mod tests {
             parse(&orbit_ctx("*401", false, false)),
             DialAction::Retrieve(Some("*401".into()))
         );
+    }
+
+    #[test]
+    fn a_bare_empty_orbit_parks_unless_told_to_retrieve() {
+        let with = |occupied: u32, params: &[(&str, &str)]| DialContext {
+            dialed_orbit: Some(callpark_core::OrbitState {
+                number: "701".into(),
+                occupied,
+                capacity: 1,
+                enabled: true,
+            }),
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..orbit_ctx("701", false, false)
+        };
+        assert_eq!(parse(&with(0, &[])), DialAction::ParkOrbit("701".into()));
+        assert_eq!(
+            parse(&with(1, &[])),
+            DialAction::Retrieve(Some("701".into()))
+        );
+        let retrieve = [("bare_orbit", "retrieve")];
+        assert_eq!(
+            parse(&with(0, &retrieve)),
+            DialAction::Retrieve(Some("701".into()))
+        );
+        assert!(check_params(&[("bare_orbit".into(), "retrieve".into())]).is_ok());
+        let bad = check_params(&[("bare_orbit".into(), "sometimes".into())]).unwrap_err();
+        assert!(bad.contains("park-when-empty, retrieve"), "{bad}");
     }
 
     #[test]

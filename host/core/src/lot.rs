@@ -142,6 +142,13 @@ impl ParkLot {
             })
     }
 
+    /// The state of the orbit a dialed string names (by number or
+    /// extension name), for the dialing plugin.
+    pub fn dialed_orbit(&self, dialed: &str) -> Option<OrbitState> {
+        let number = &self.resolve(dialed)?.number;
+        self.by_number.get(number).map(|&i| self.state(i))
+    }
+
     pub fn is_orbit(&self, dialed: &str) -> bool {
         self.by_number.contains_key(dialed)
     }

@@ -1,7 +1,7 @@
 //! The policy decisions of a park server, as plain Rust types.
 //!
-//! These types mirror the WIT package `callpark:policy@0.1.0` (`wit/policy.wit`)
-//! one to one; the WIT file documents every field. The host's plugin runtime
+//! These types mirror the WIT package `callpark:policy@0.2.0` (`wit/policy.wit`),
+//! which holds every type of 0.1.0; the WIT file documents every field. The host's plugin runtime
 //! converts between them and the component model, and the built-in policy
 //! (crate `callpark-builtin`) computes them natively.
 //!
@@ -41,6 +41,42 @@ impl OrbitState {
     /// True when a new call may be parked here.
     pub fn has_room(&self) -> bool {
         self.enabled && self.occupied < self.capacity
+    }
+}
+
+/// An orbit number as the WIT `candidate` carries it: a `u32` when the
+/// number is written as one (decimal digits, no leading zero), so that a
+/// plugin gets no string for it. `None` for "*701", "0701", "0" and names.
+pub fn numeric_orbit(number: &str) -> Option<u32> {
+    let digits = number.as_bytes();
+    if digits.is_empty() || digits[0] == b'0' || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    number.parse().ok()
+}
+
+/// What an allocator needs to know of a candidate orbit, whichever form it
+/// arrives in (`OrbitState`, or the WIT `candidate` without a string).
+pub trait CandidateOrbit {
+    fn enabled(&self) -> bool;
+    /// Holds as many calls as it may.
+    fn full(&self) -> bool;
+    /// Whether this orbit's number is `number`.
+    fn is_number(&self, number: &str) -> bool;
+    fn has_room(&self) -> bool {
+        self.enabled() && !self.full()
+    }
+}
+
+impl CandidateOrbit for OrbitState {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn full(&self) -> bool {
+        self.occupied >= self.capacity
+    }
+    fn is_number(&self, number: &str) -> bool {
+        self.number == number
     }
 }
 
@@ -108,6 +144,10 @@ pub struct DialContext {
     pub referred_by: Option<String>,
     pub has_replaces: bool,
     pub dialed_is_orbit: bool,
+    /// The orbit `dialed` names (by number or extension name) as the host
+    /// sees it now; `None` when it names none. WIT 0.2.0 passes it to
+    /// `parse-dialed`; a 0.1.0 plugin sees only `dialed_is_orbit`.
+    pub dialed_orbit: Option<OrbitState>,
     pub params: Params,
 }
 
@@ -172,16 +212,27 @@ pub struct RecallPlan {
     pub end: EndAction,
 }
 
-/// Which of the three decisions a policy (or plugin slot) makes.
+/// A plugin slot: one of the three decisions a policy makes, or the events
+/// slot, which decides nothing about a call (it is told of park events
+/// after the fact, off the decision path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Decision {
     Allocator,
     Recall,
     Dialing,
+    Events,
 }
 
 impl Decision {
+    /// The three decisions of a policy (`Policy`, the `policy-plugin` world).
     pub const ALL: [Decision; 3] = [Decision::Allocator, Decision::Recall, Decision::Dialing];
+    /// Every plugin slot.
+    pub const SLOTS: [Decision; 4] = [
+        Decision::Allocator,
+        Decision::Recall,
+        Decision::Dialing,
+        Decision::Events,
+    ];
 
     /// The name used in configuration, logs and metrics.
     pub fn name(self) -> &'static str {
@@ -189,8 +240,99 @@ impl Decision {
             Decision::Allocator => "allocator",
             Decision::Recall => "recall",
             Decision::Dialing => "dialing",
+            Decision::Events => "events",
         }
     }
+}
+
+/// What happened to a parked call, for the events slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkEventKind {
+    Parked,
+    Retrieved,
+    Abandoned,
+    RecallStarted,
+    RecallStep,
+    RecallAnswered,
+    RecallExhausted,
+    EscapeKey,
+    GiveUp,
+}
+
+impl ParkEventKind {
+    /// As logs, the WIT and case files say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ParkEventKind::Parked => "parked",
+            ParkEventKind::Retrieved => "retrieved",
+            ParkEventKind::Abandoned => "abandoned",
+            ParkEventKind::RecallStarted => "recall-started",
+            ParkEventKind::RecallStep => "recall-step",
+            ParkEventKind::RecallAnswered => "recall-answered",
+            ParkEventKind::RecallExhausted => "recall-exhausted",
+            ParkEventKind::EscapeKey => "escape-key",
+            ParkEventKind::GiveUp => "giveup",
+        }
+    }
+}
+
+/// The events plugin's input: one park event (WIT `park-event`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkEvent {
+    pub kind: ParkEventKind,
+    pub call: u64,
+    pub orbit: String,
+    pub parker: String,
+    pub parked_uri: String,
+    pub call_id: String,
+    pub by: String,
+    pub detail: String,
+    pub step: u32,
+    pub at_ms: u64,
+    pub params: Params,
+}
+
+/// What an events plugin asks the host to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventAction {
+    /// A SIP MESSAGE with a `text/plain` body.
+    SendMessage { to: String, text: String },
+}
+
+/// The most actions an events plugin may answer one event with.
+pub const MAX_EVENT_ACTIONS: usize = 8;
+/// The longest MESSAGE body an events plugin may ask for.
+pub const MAX_MESSAGE_TEXT: usize = 1024;
+
+/// Checks an events plugin's answer: few actions, SIP targets, text that
+/// fits a MESSAGE.
+pub fn check_event_actions(actions: &[EventAction]) -> Result<(), String> {
+    if actions.len() > MAX_EVENT_ACTIONS {
+        return Err(format!(
+            "{} actions (at most {MAX_EVENT_ACTIONS})",
+            actions.len()
+        ));
+    }
+    for (i, action) in actions.iter().enumerate() {
+        let n = i + 1;
+        match action {
+            EventAction::SendMessage { to, text } => {
+                let lower = to.get(..5).map(str::to_ascii_lowercase).unwrap_or_default();
+                if !is_routable_uri(to) || lower.starts_with("tel:") {
+                    return Err(format!(
+                        "action {n}: message to {to:?} is not a sip: or sips: URI"
+                    ));
+                }
+                if text.len() > MAX_MESSAGE_TEXT {
+                    return Err(format!(
+                        "action {n}: message text is {} bytes (at most {MAX_MESSAGE_TEXT})",
+                        text.len()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for Decision {

@@ -22,10 +22,6 @@ pub struct EngineConfig {
     /// Where recalls, MESSAGE and NOTIFY go when set.
     pub outbound_proxy: Option<SocketAddr>,
     pub max_parked_calls: usize,
-    /// A bare orbit number with nothing parked on it parks the caller
-    /// (FreeSWITCH valet semantics), so that phones that send no
-    /// Referred-By can still blind-transfer to an orbit.
-    pub bare_orbit_parks_when_empty: bool,
     pub access: Access,
     /// Milliseconds since the Unix epoch at engine time zero: plugins get
     /// wall-clock time, the engine runs on a monotonic one.

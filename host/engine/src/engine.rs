@@ -160,6 +160,27 @@ impl Engine {
     /// watchers are untouched. A call on an orbit the new configuration
     /// removed stays retrievable on a disabled stand-in orbit and is
     /// recalled at once with reason `orbit-removed`.
+    /// Sends a SIP MESSAGE with a `text/plain` body to `to`, out of any
+    /// dialog: to an allowed target only, through the outbound proxy when
+    /// one is set (a target named by host name needs one). For the parker's
+    /// "Parked on 701" and for what an events plugin asks.
+    pub fn send_message(&mut self, now: Duration, to: &str, text: &str) -> Result<(), String> {
+        let uri = Uri::parse(to).map_err(|e| format!("{to:?} is not a SIP URI: {e}"))?;
+        if !self.guard.may_call(&uri) {
+            return Err(format!("{to} is not an allowed target"));
+        }
+        let Some(peer) = self.route(&uri) else {
+            return Err(format!(
+                "{to} is named by host name and no outbound proxy is set"
+            ));
+        };
+        let mut request = self.new_request(Method::Message, "callpark", None, &uri);
+        request.headers.push("Content-Type", "text/plain");
+        request.body = text.as_bytes().to_vec();
+        self.tx.send_request(now, request, peer);
+        Ok(())
+    }
+
     pub fn reconfigure(&mut self, now: Duration, new: Reconfiguration) {
         let Reconfiguration {
             mut lot,

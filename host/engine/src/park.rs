@@ -80,6 +80,7 @@ impl Engine {
             referred_by: referred_by.clone(),
             has_replaces: false,
             dialed_is_orbit: self.lot.is_orbit(&dialed),
+            dialed_orbit: self.lot.dialed_orbit(&dialed),
             params: Vec::new(),
         };
         let action = match self.policy.parse_dial(&ctx) {
@@ -100,7 +101,7 @@ impl Engine {
                     acting,
                     caller,
                 };
-                return self.on_retrieve(now, tx, request, peer, orbit, dialed, parties);
+                return self.on_retrieve(now, tx, request, peer, orbit, parties);
             }
             DialAction::NotFeature => Err(Refusal::new(
                 404,
@@ -164,7 +165,6 @@ impl Engine {
         request: Request,
         peer: Peer,
         orbit: Option<String>,
-        dialed: String,
         parties: Parties,
     ) {
         let number = match &orbit {
@@ -177,8 +177,9 @@ impl Engine {
             },
             None => None,
         };
-        // The rule is asked only when there is a call to take: a bare orbit
-        // that is empty parks instead, under the park rule.
+        // The rule is asked only when there is a call to take. What a bare
+        // empty orbit means is the dialing plugin's to say (it saw the
+        // orbit's state): a retrieve there is a 404.
         let has_call = match &number {
             Some(n) => self.lot.parked_on(n).next().is_some(),
             None => self.lot.parked_count() > 0,
@@ -190,9 +191,6 @@ impl Engine {
         }
         match (self.lot.retrieve(number.as_deref()), number) {
             (Some(parked), _) => self.retrieve(now, tx, request, peer, parked),
-            (None, Some(n)) if self.cfg.bare_orbit_parks_when_empty && n == dialed => {
-                self.park(now, tx, request, peer, ParkTarget::Orbit(n), parties)
-            }
             (None, Some(n)) => self.respond(
                 now,
                 tx,
@@ -408,22 +406,9 @@ impl Engine {
 
     /// "Parked on 701", by SIP MESSAGE to the parker.
     pub(crate) fn tell_parker(&mut self, now: Duration, parker: &str, orbit: &str) {
-        let Ok(uri) = Uri::parse(parker) else { return };
-        if !self.guard.may_call(&uri) {
-            tracing::info!(parker, "the parker is not an allowed target: no MESSAGE");
-            return;
+        if let Err(why) = self.send_message(now, parker, &format!("Parked on {orbit}")) {
+            tracing::info!(parker, "not telling the parker: {why}");
         }
-        let Some(peer) = self.route(&uri) else {
-            tracing::debug!(
-                parker,
-                "no outbound proxy: not telling a parker named by host name"
-            );
-            return;
-        };
-        let mut request = self.new_request(Method::Message, "callpark", None, &uri);
-        request.headers.push("Content-Type", "text/plain");
-        request.body = format!("Parked on {orbit}").into_bytes();
-        self.tx.send_request(now, request, peer);
     }
 
     pub(crate) fn retrieve(

@@ -39,6 +39,7 @@ impl Engine {
             referred_by: Some(parker.clone()),
             has_replaces: true,
             dialed_is_orbit: self.lot.is_orbit(&dialed),
+            dialed_orbit: self.lot.dialed_orbit(&dialed),
             params: Vec::new(),
         };
         let target = match self.policy.parse_dial(&ctx) {

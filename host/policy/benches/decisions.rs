@@ -47,6 +47,23 @@ fn dial() -> DialContext {
         referred_by: None,
         has_replaces: false,
         dialed_is_orbit: false,
+        dialed_orbit: None,
+        params: vec![],
+    }
+}
+
+fn event() -> callpark_core::ParkEvent {
+    callpark_core::ParkEvent {
+        kind: callpark_core::ParkEventKind::Parked,
+        call: 7,
+        orbit: "701".into(),
+        parker: "sip:alice@example.com".into(),
+        parked_uri: "sip:carol@example.com".into(),
+        call_id: "bench@callpark".into(),
+        by: String::new(),
+        detail: String::new(),
+        step: 0,
+        at_ms: 1_767_225_600_000,
         params: vec![],
     }
 }
@@ -184,14 +201,16 @@ fn side_by_side(
         Decision::Allocator => measure(20_000, || drop(cached.allocate(&big))),
         Decision::Recall => measure(20_000, || drop(cached.plan_recall(&p))),
         Decision::Dialing => measure(20_000, || drop(cached.parse_dial(&dial()))),
+        Decision::Events => measure(20_000, || drop(cached.observe(&event()))),
     };
+    let wit = cached.current(d).map_or("", |i| i.wit_version);
     assert_eq!(
         cached.stats(d).failures(),
         0,
         "{label} failed during the benchmark"
     );
     println!(
-        "| {label:<24} | {lang:<10} | {:>8.2} MB | {:>10} | {:>10} | {:>10} | {:>10} |",
+        "| {label:<24} | {lang:<10} | {wit:<5} | {:>8.2} MB | {:>10} | {:>10} | {:>10} | {:>10} |",
         source.wasm.len() as f64 / 1e6,
         us(fig.median),
         us(fig.p99),
@@ -203,9 +222,9 @@ fn side_by_side(
 fn languages() {
     println!("== Rust, Python and JavaScript side by side (allocator: 50 candidates) ==");
     println!(
-        "| plugin                   | language   | .wasm       | warm p50   | warm p99   | from .wasm | from cache |"
+        "| plugin                   | language   | WIT   | .wasm       | warm p50   | warm p99   | from .wasm | from cache |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let file = |dir: &str, name: &str| {
         let path = format!("{dir}/{name}.wasm");
         std::fs::read(&path)
@@ -225,7 +244,7 @@ fn languages() {
             "default allocator",
             "Rust",
             Decision::Allocator,
-            Some(embedded::default_plugin(Decision::Allocator)),
+            Some(embedded::default_plugin(Decision::Allocator).unwrap()),
             vec![],
         ),
         (
@@ -256,7 +275,7 @@ fn languages() {
             "default recall",
             "Rust",
             Decision::Recall,
-            Some(embedded::default_plugin(Decision::Recall)),
+            Some(embedded::default_plugin(Decision::Recall).unwrap()),
             vec![],
         ),
         (
@@ -283,7 +302,7 @@ fn main() {
     let runtime = PolicyRuntime::new(Limits::default(), None).expect("engine");
     for d in Decision::ALL {
         runtime
-            .load(d, &embedded::default_plugin(d), vec![])
+            .load(d, &embedded::default_plugin(d).unwrap(), vec![])
             .expect("default plugin");
     }
     println!("== plugin decisions (default plugins, through Policy, validated) ==");
@@ -299,7 +318,7 @@ fn main() {
     .expect("engine");
     for d in Decision::ALL {
         fresh
-            .load(d, &embedded::default_plugin(d), vec![])
+            .load(d, &embedded::default_plugin(d).unwrap(), vec![])
             .expect("default plugin");
     }
     decisions(&fresh, 5_000, "fresh instance");
@@ -308,7 +327,7 @@ fn main() {
     let store = Arc::new(MemoryArtifactStore::default());
     let rt = PolicyRuntime::new(Limits::default(), Some(store)).expect("engine");
     for d in Decision::ALL {
-        let source = embedded::default_plugin(d);
+        let source = embedded::default_plugin(d).unwrap();
         let mut from_wasm = Vec::new();
         let mut from_cache = Vec::new();
         for i in 0..7 {

@@ -28,8 +28,8 @@
 use std::collections::BTreeMap;
 
 use callpark_core::{
-    Allocation, DialAction, DialContext, EndAction, OrbitState, Params, ParkRequest, ParkTarget,
-    ParkedCall, RecallPlan, RecallReason, RejectCode,
+    Allocation, DialAction, DialContext, EndAction, EventAction, OrbitState, Params, ParkEvent,
+    ParkEventKind, ParkRequest, ParkTarget, ParkedCall, RecallPlan, RecallReason, RejectCode,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -213,6 +213,36 @@ impl Pattern<RecallPlan> for RecallPattern {
     }
 }
 
+/// What an events plugin's actions must be: how many, and the MESSAGE
+/// targets in order when given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventsPattern {
+    pub count: Option<usize>,
+    pub messages_to: Option<Vec<String>>,
+}
+
+impl Pattern<Vec<EventAction>> for EventsPattern {
+    fn check(&self, actions: &Vec<EventAction>) -> Result<(), String> {
+        if let Some(n) = self.count
+            && n != actions.len()
+        {
+            return Err(format!("expected {n} actions, got {actions:?}"));
+        }
+        if let Some(want) = &self.messages_to {
+            let got: Vec<&str> = actions
+                .iter()
+                .map(|a| match a {
+                    EventAction::SendMessage { to, .. } => to.as_str(),
+                })
+                .collect();
+            if *want != got {
+                return Err(format!("expected messages to {want:?}, got {got:?}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The cases of one file, per world.
 #[derive(Debug, Clone, Default)]
 pub struct CaseFile {
@@ -221,11 +251,12 @@ pub struct CaseFile {
     pub allocator: Vec<Case<ParkRequest, AllocationPattern>>,
     pub dialing: Vec<Case<DialContext, DialPattern>>,
     pub recall: Vec<Case<ParkedCall, RecallPattern>>,
+    pub events: Vec<Case<ParkEvent, EventsPattern>>,
 }
 
 impl CaseFile {
     pub fn len(&self) -> usize {
-        self.allocator.len() + self.dialing.len() + self.recall.len()
+        self.allocator.len() + self.dialing.len() + self.recall.len() + self.events.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -252,6 +283,62 @@ struct RawFile {
     dialing: Vec<Spanned<RawDialCase>>,
     #[serde(default)]
     recall: Vec<Spanned<RawRecallCase>>,
+    #[serde(default)]
+    events: Vec<Spanned<RawEventCase>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEventCase {
+    name: String,
+    #[serde(default)]
+    canary: bool,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+    /// `parked`, `retrieved`, `recall-step`, ... (as the WIT names them).
+    kind: RawEventKind,
+    #[serde(default = "one_u64")]
+    call: u64,
+    orbit: Option<String>,
+    parker: Option<String>,
+    parked_uri: Option<String>,
+    call_id: Option<String>,
+    #[serde(default)]
+    by: String,
+    #[serde(default)]
+    detail: String,
+    #[serde(default)]
+    step: u32,
+    at_ms: Option<u64>,
+    expect: Option<RawEventsExpect>,
+}
+
+fn one_u64() -> u64 {
+    1
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum RawEventKind {
+    Parked,
+    Retrieved,
+    Abandoned,
+    RecallStarted,
+    RecallStep,
+    RecallAnswered,
+    RecallExhausted,
+    EscapeKey,
+    Giveup,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEventsExpect {
+    /// How many actions.
+    actions: Option<usize>,
+    /// The targets of the MESSAGE actions, in order.
+    messages_to: Option<Vec<String>>,
+    failure: Option<FailureKind>,
 }
 
 #[derive(Deserialize)]
@@ -357,7 +444,23 @@ struct RawDialCase {
     has_replaces: bool,
     #[serde(default)]
     dialed_is_orbit: bool,
+    /// The state of the orbit `dialed` names (0.2.0 `parse-dialed`); left
+    /// out, it names none.
+    orbit: Option<RawDialedOrbit>,
     expect: Option<RawDialExpect>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDialedOrbit {
+    /// Left out: `dialed`.
+    number: Option<String>,
+    #[serde(default)]
+    occupied: u32,
+    #[serde(default = "one")]
+    capacity: u32,
+    #[serde(default = "yes")]
+    enabled: bool,
 }
 
 #[derive(Deserialize)]
@@ -548,15 +651,22 @@ pub fn parse(text: &str) -> Result<CaseFile, CaseFileError> {
                 _ => return Err(at("expect names one of action and failure".into())),
             }),
         };
+        let dialed = c.dialed;
         out.dialing.push(Case {
             name: c.name,
             canary: c.canary,
             input: DialContext {
-                dialed: c.dialed,
+                dialed: dialed.clone(),
                 caller: c.caller.unwrap_or_else(|| DIAL_CALLER.into()),
                 referred_by: c.referred_by,
                 has_replaces: c.has_replaces,
                 dialed_is_orbit: c.dialed_is_orbit,
+                dialed_orbit: c.orbit.map(|o| OrbitState {
+                    number: o.number.unwrap_or_else(|| dialed.clone()),
+                    occupied: o.occupied,
+                    capacity: o.capacity,
+                    enabled: o.enabled,
+                }),
                 params: layered(&file_params, &c.params),
             },
             expect,
@@ -609,6 +719,55 @@ pub fn parse(text: &str) -> Result<CaseFile, CaseFileError> {
                     RawRecallReason::EscapeKey => RecallReason::EscapeKey,
                     RawRecallReason::OrbitRemoved => RecallReason::OrbitRemoved,
                 },
+                params: layered(&file_params, &c.params),
+            },
+            expect,
+            line,
+        });
+    }
+    for case in raw.events {
+        let line = line_of(text, case.span().start);
+        let at = |reason: String| CaseFileError { line, reason };
+        let c = case.into_inner();
+        let expect = match c.expect {
+            None => None,
+            Some(e) => match (e.failure, e.actions, e.messages_to) {
+                (Some(f), None, None) => Some(Expect::Failure(f)),
+                (None, count, messages_to) => {
+                    Some(Expect::Answer(EventsPattern { count, messages_to }))
+                }
+                _ => {
+                    return Err(at(
+                        "expect names either failure or actions and messages_to".into()
+                    ));
+                }
+            },
+        };
+        use ParkEventKind as K;
+        out.events.push(Case {
+            name: c.name,
+            canary: c.canary,
+            input: ParkEvent {
+                kind: match c.kind {
+                    RawEventKind::Parked => K::Parked,
+                    RawEventKind::Retrieved => K::Retrieved,
+                    RawEventKind::Abandoned => K::Abandoned,
+                    RawEventKind::RecallStarted => K::RecallStarted,
+                    RawEventKind::RecallStep => K::RecallStep,
+                    RawEventKind::RecallAnswered => K::RecallAnswered,
+                    RawEventKind::RecallExhausted => K::RecallExhausted,
+                    RawEventKind::EscapeKey => K::EscapeKey,
+                    RawEventKind::Giveup => K::GiveUp,
+                },
+                call: c.call,
+                orbit: c.orbit.unwrap_or_else(|| "701".into()),
+                parker: c.parker.unwrap_or_else(|| PARKER.into()),
+                parked_uri: c.parked_uri.unwrap_or_else(|| PARKED_URI.into()),
+                call_id: c.call_id.unwrap_or_else(|| "case-call@callpark".into()),
+                by: c.by,
+                detail: c.detail,
+                step: c.step,
+                at_ms: c.at_ms.unwrap_or(NOW_MS),
                 params: layered(&file_params, &c.params),
             },
             expect,

@@ -9,10 +9,10 @@
 
 use std::sync::OnceLock;
 
-use callpark_core::{DialContext, ParkRequest, ParkedCall};
+use callpark_core::{DialContext, ParkEvent, ParkRequest, ParkedCall};
 
 pub use crate::cases::Case;
-use crate::cases::{AllocationPattern, CaseFile, DialPattern, RecallPattern};
+use crate::cases::{AllocationPattern, CaseFile, DialPattern, EventsPattern, RecallPattern};
 
 /// The built-in case file.
 pub const CONFORMANCE: &str = include_str!("../cases/conformance.toml");
@@ -42,4 +42,8 @@ pub fn dialing_cases() -> Vec<Case<DialContext, DialPattern>> {
 
 pub fn recall_cases() -> Vec<Case<ParkedCall, RecallPattern>> {
     built_in().recall.clone()
+}
+
+pub fn events_cases() -> Vec<Case<ParkEvent, EventsPattern>> {
+    built_in().events.clone()
 }

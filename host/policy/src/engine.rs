@@ -15,7 +15,7 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::log;
+use crate::bindings::{v0_1, v0_2};
 use crate::error::EngineError;
 
 /// Resource limits for every plugin instance.
@@ -129,10 +129,120 @@ pub enum CompiledFrom {
     Memory,
 }
 
+/// The outbound HTTP a slot is granted (`wasi:http`): the authorities
+/// (`host:port`) its plugin may send requests to, and how long a request
+/// may take. Shared by the slot and every instance of its plugins, so a
+/// change applies to the next request. Empty: every request is denied,
+/// which is what every slot but the events slot has.
+#[derive(Clone, Default)]
+pub struct HttpGrant {
+    hosts: Arc<arc_swap::ArcSwap<Vec<String>>>,
+    /// Requests refused because their host was not granted, all time.
+    denied: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// How long a granted request may take to connect, to its first byte, and
+/// between bytes: the events plugin waits on it in a host call, where its
+/// CPU budget does not run.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl HttpGrant {
+    /// Grants `hosts`: `host:port`, or a bare host for its scheme's
+    /// default port. Compared without case.
+    pub fn set(&self, hosts: &[String]) {
+        self.hosts.store(Arc::new(
+            hosts
+                .iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .collect(),
+        ));
+    }
+
+    pub fn hosts(&self) -> Vec<String> {
+        self.hosts.load().as_ref().clone()
+    }
+
+    /// Requests refused so far.
+    pub fn denied(&self) -> u64 {
+        self.denied.load(Ordering::Relaxed)
+    }
+
+    fn allows(&self, uri: &http::Uri) -> bool {
+        let Some(host) = uri.host() else { return false };
+        let default_port = if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        };
+        let port = uri.port_u16().unwrap_or(default_port);
+        let host = host.to_ascii_lowercase();
+        let with_port = format!("{host}:{port}");
+        self.hosts
+            .load()
+            .iter()
+            .any(|h| *h == with_port || (*h == host && port == default_port))
+    }
+}
+
+/// The `wasi:http` hooks of a plugin instance: a request goes out only to
+/// a granted host, with timeouts no longer than `HTTP_TIMEOUT`.
+struct HttpHooks {
+    grant: HttpGrant,
+    plugin: Arc<str>,
+}
+
+impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        use http_body_util::BodyExt;
+        drop(fut);
+        if !self.grant.allows(request.uri()) {
+            self.grant.denied.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                plugin = %self.plugin,
+                uri = %request.uri(),
+                "plugin HTTP request denied: the host is not granted"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        let cap = |t: Option<Duration>| Some(t.map_or(HTTP_TIMEOUT, |t| t.min(HTTP_TIMEOUT)));
+        let options = options.unwrap_or_default();
+        let options = wasmtime_wasi_http::RequestOptions {
+            connect_timeout: cap(options.connect_timeout),
+            first_byte_timeout: cap(options.first_byte_timeout),
+            between_bytes_timeout: cap(options.between_bytes_timeout),
+        };
+        Box::new(async move {
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
 /// The store data of one plugin instance.
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    http_hooks: HttpHooks,
     plugin: Arc<str>,
     generation: u64,
     /// The calling thread's CPU clock when the current call passed its
@@ -143,6 +253,16 @@ pub(crate) struct HostState {
     cpu_budget: Duration,
     /// The slot's memory cap, per store (the pool reserves the largest).
     memory: wasmtime::StoreLimits,
+}
+
+impl wasmtime_wasi_http::WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
 }
 
 impl WasiView for HostState {
@@ -157,8 +277,18 @@ impl WasiView for HostState {
 /// The longest log line a plugin may write.
 const MAX_LOG_LINE: usize = 1024;
 
-impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, message: String) {
+/// A plugin's log level, whichever WIT version it came in.
+#[derive(Clone, Copy)]
+enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl HostState {
+    fn write_log(&self, level: LogLevel, message: &str) {
         let mut end = message.len().min(MAX_LOG_LINE);
         while !message.is_char_boundary(end) {
             end -= 1;
@@ -166,14 +296,35 @@ impl log::Host for HostState {
         let message = &message[..end];
         let (plugin, generation) = (&*self.plugin, self.generation);
         match level {
-            log::Level::Trace => tracing::trace!(plugin, generation, "{message}"),
-            log::Level::Debug => tracing::debug!(plugin, generation, "{message}"),
-            log::Level::Info => tracing::info!(plugin, generation, "{message}"),
-            log::Level::Warn => tracing::warn!(plugin, generation, "{message}"),
-            log::Level::Error => tracing::error!(plugin, generation, "{message}"),
+            LogLevel::Trace => tracing::trace!(plugin, generation, "{message}"),
+            LogLevel::Debug => tracing::debug!(plugin, generation, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, generation, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, generation, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, generation, "{message}"),
         }
     }
 }
+
+/// `log` at each WIT version: the same interface, the same host function.
+macro_rules! log_host {
+    ($($version:ident),*) => {$(
+        impl $version::log::Host for HostState {
+            fn log(&mut self, level: $version::log::Level, message: String) {
+                use $version::log::Level as L;
+                let level = match level {
+                    L::Trace => LogLevel::Trace,
+                    L::Debug => LogLevel::Debug,
+                    L::Info => LogLevel::Info,
+                    L::Warn => LogLevel::Warn,
+                    L::Error => LogLevel::Error,
+                };
+                self.write_log(level, &message);
+            }
+        }
+    )*};
+}
+
+log_host!(v0_1, v0_2);
 
 /// The WASI version whose clock interface `forbid_waiting` replaces: the
 /// one wasmtime-wasi defines (guests built for older 0.2 minors link to it
@@ -308,8 +459,19 @@ impl PluginEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| EngineError::Config(crate::error::one_line(&e)))?;
+        // `wasi:http` for every plugin, so that one built with an HTTP
+        // client links; only a granted slot's requests leave the host.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+            .map_err(|e| EngineError::Config(crate::error::one_line(&e)))?;
         forbid_waiting(&mut linker).map_err(|e| EngineError::Config(crate::error::one_line(&e)))?;
-        log::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+        // Both versions of `log`: to wasmtime's semver matching 0.1 and 0.2
+        // are incompatible, so each is its own import.
+        v0_1::log::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|e| EngineError::Config(crate::error::one_line(&e)))?;
+        v0_2::log::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |state| state,
         )
@@ -421,6 +583,7 @@ impl PluginEngine {
         plugin: Arc<str>,
         generation: u64,
         slot: SlotLimits,
+        grant: HttpGrant,
     ) -> Store<HostState> {
         let wasi = WasiCtx::builder()
             .wall_clock(FrozenClock)
@@ -434,6 +597,11 @@ impl PluginEngine {
             HostState {
                 wasi,
                 table: ResourceTable::new(),
+                http: wasmtime_wasi_http::WasiHttpCtx::new(),
+                http_hooks: HttpHooks {
+                    grant,
+                    plugin: plugin.clone(),
+                },
                 plugin,
                 generation,
                 cpu_at_deadline: None,

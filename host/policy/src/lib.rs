@@ -22,8 +22,8 @@ mod stats;
 mod worlds;
 
 pub use engine::{
-    ArtifactStore, CompiledFrom, EPOCH_TICK, Limits, MemoryArtifactStore, PluginEngine, SlotLimits,
-    digest,
+    ArtifactStore, CompiledFrom, EPOCH_TICK, HTTP_TIMEOUT, HttpGrant, Limits, MemoryArtifactStore,
+    PluginEngine, SlotLimits, digest,
 };
 pub use error::{CallFailure, EngineError, LoadError};
 pub use runtime::{CheckReport, LoadReport, PluginSource, PolicyRuntime, WorldCheck};
@@ -47,14 +47,16 @@ pub mod embedded {
         "/callpark_dialing.wasm"
     ));
 
-    /// The embedded default plugin of a slot, with its label.
-    pub fn default_plugin(decision: Decision) -> super::PluginSource {
+    /// The embedded default plugin of a slot, with its label. The events
+    /// slot has none: without a plugin, nobody is told of events.
+    pub fn default_plugin(decision: Decision) -> Option<super::PluginSource> {
         let (name, wasm) = match decision {
             Decision::Allocator => ("allocator", ALLOCATOR),
             Decision::Recall => ("recall", RECALL),
             Decision::Dialing => ("dialing", DIALING),
+            Decision::Events => return None,
         };
-        super::PluginSource::new(format!("embedded:{name}"), wasm)
+        Some(super::PluginSource::new(format!("embedded:{name}"), wasm))
     }
 }
 

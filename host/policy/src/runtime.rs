@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use callpark_builtin::BuiltinPolicy;
 use callpark_core::{
-    Allocation, Decision, DialAction, DialContext, Params, ParkRequest, ParkedCall, Policy,
-    PolicyError, RecallPlan,
+    Allocation, Decision, DialAction, DialContext, EventAction, Params, ParkEvent, ParkRequest,
+    ParkedCall, Policy, PolicyError, RecallPlan, check_event_actions,
 };
 
 use crate::cases::{Case, CaseFailure, CaseFile, Expect, Pattern};
@@ -58,24 +58,36 @@ pub struct CheckReport {
 #[derive(Debug, Clone)]
 pub struct WorldCheck {
     pub world: &'static str,
-    /// `Err` when the file does not implement this world.
-    pub implemented: Result<(), String>,
+    /// The `callpark:policy` version it implements the world at ("0.1.0",
+    /// "0.2.0"); `Err` when the file does not implement this world.
+    pub implemented: Result<&'static str, String>,
     /// `check-params` with the given params, when implemented.
     pub params: Option<Result<(), String>>,
     pub cases: Vec<CaseOutcome>,
 }
 
 impl CheckReport {
-    /// The worlds the file implements, the combined `policy-plugin` included.
-    pub fn implemented(&self) -> Vec<&'static str> {
-        let mut worlds: Vec<_> = self
+    /// The worlds the file implements, with their version, the combined
+    /// `policy-plugin` included.
+    pub fn implemented(&self) -> Vec<String> {
+        let mut worlds: Vec<String> = self
             .worlds
             .iter()
-            .filter(|w| w.implemented.is_ok())
-            .map(|w| w.world)
+            .filter_map(|w| {
+                w.implemented
+                    .as_ref()
+                    .ok()
+                    .map(|v| format!("{}@{v}", w.world))
+            })
             .collect();
-        if worlds.len() == Decision::ALL.len() {
-            worlds.push("policy-plugin");
+        let decisions: Vec<&'static str> = self
+            .worlds
+            .iter()
+            .filter(|w| w.world != "events-plugin")
+            .filter_map(|w| w.implemented.as_ref().ok().copied())
+            .collect();
+        if decisions.len() == Decision::ALL.len() && decisions.iter().all(|v| *v == decisions[0]) {
+            worlds.push(format!("policy-plugin@{}", decisions[0]));
         }
         worlds
     }
@@ -187,6 +199,7 @@ fn prepare<W: World>(
     engine: &Arc<PluginEngine>,
     component: &wasmtime::component::Component,
     info: PluginInfo,
+    grant: crate::engine::HttpGrant,
 ) -> Result<Generation<W>, LoadError> {
     let plugin = info.label.clone();
     let ip = engine
@@ -201,7 +214,7 @@ fn prepare<W: World>(
         world: W::WORLD,
         reason: crate::error::one_line(&e),
     })?;
-    let generation = Generation::new(engine.clone(), pre, info);
+    let generation = Generation::new(engine.clone(), pre, info, grant);
     generation.prewarm().map_err(|e| LoadError::Instantiate {
         plugin,
         reason: e.to_string(),
@@ -248,6 +261,7 @@ pub(crate) trait AnySlot: Send + Sync {
     fn current(&self) -> Option<PluginInfo>;
     fn warm_instances(&self) -> usize;
     fn stats(&self) -> StatsSnapshot;
+    fn grant(&self) -> &crate::engine::HttpGrant;
     /// Whether `component` implements this slot's world, and how it does.
     fn check(
         &self,
@@ -288,6 +302,10 @@ impl<W: World> AnySlot for Slot<W> {
         self.stats.snapshot()
     }
 
+    fn grant(&self) -> &crate::engine::HttpGrant {
+        &self.grant
+    }
+
     fn check(
         &self,
         engine: &Arc<PluginEngine>,
@@ -321,8 +339,9 @@ fn load_into<W: World>(
             generation: *last_generation + 1,
             digest: digest(&source.wasm),
             params,
+            wit_version: "",
         };
-        let generation = prepare::<W>(engine, &component, info)?;
+        let generation = prepare::<W>(engine, &component, info, slot.grant.clone())?;
         let (checked, outcomes) = exercise(&generation, true);
         checked.map_err(|reason| LoadError::Params {
             plugin: source.label.clone(),
@@ -348,6 +367,7 @@ fn load_into<W: World>(
                 generation = info.generation,
                 decision = %W::DECISION,
                 digest = %info.digest,
+                wit = info.wit_version,
                 replaced = ?old.as_ref().map(|g| g.info.generation),
                 ?compiled_from,
                 "plugin swapped in"
@@ -431,6 +451,53 @@ impl PolicyRuntime {
         self.slots.get(decision).stats()
     }
 
+    /// Grants a slot's plugins outbound HTTP to `hosts` (`host:port`, or a
+    /// bare host for its scheme's default port), and nowhere else; empty
+    /// takes every grant away. Applies to the next request.
+    pub fn grant_http(&self, decision: Decision, hosts: &[String]) {
+        self.slots.get(decision).grant().set(hosts);
+    }
+
+    /// The hosts a slot may reach, and how many requests elsewhere were
+    /// refused.
+    pub fn http_grant(&self, decision: Decision) -> (Vec<String>, u64) {
+        let grant = self.slots.get(decision).grant();
+        (grant.hosts(), grant.denied())
+    }
+
+    /// Tells the events plugin of one park event and returns the actions it
+    /// asks for, validated; none when no events plugin is loaded or it
+    /// failed (the failure is counted in its slot and logged). Blocking for
+    /// up to the events slot's budget: call it off the decision path.
+    pub fn observe(&self, event: &ParkEvent) -> Vec<EventAction> {
+        let slot = &self.slots.events;
+        let outcome = slot.decide(
+            |g| {
+                let params = merged(&g.info.params, &event.params);
+                decide_on(g, event, &params)
+            },
+            |actions| check_event_actions(actions),
+        );
+        match outcome {
+            None => Vec::new(),
+            Some((_, Ok(actions))) => actions,
+            Some((generation, Err(failure))) => {
+                if !matches!(failure, CallFailure::CircuitOpen) {
+                    tracing::warn!(
+                        plugin = %generation.info.label,
+                        generation = generation.info.generation,
+                        decision = %Decision::Events,
+                        event = event.kind.name(),
+                        call = event.call,
+                        %failure,
+                        "events plugin failed; the call goes on untouched"
+                    );
+                }
+                Vec::new()
+            }
+        }
+    }
+
     /// Checks a plugin without loading it: which worlds it implements, and
     /// for each, `check-params` and every conformance case.
     pub fn check(&self, source: &PluginSource, params: &Params) -> CheckReport {
@@ -490,8 +557,9 @@ impl PolicyRuntime {
             generation: 0,
             digest: report.digest.clone(),
             params: params.clone(),
+            wit_version: "",
         };
-        report.worlds = Decision::ALL
+        report.worlds = Decision::SLOTS
             .iter()
             .map(|&d| {
                 self.slots
@@ -564,7 +632,7 @@ fn check_world<W: World>(
     info: &PluginInfo,
     file: Option<&CaseFile>,
 ) -> WorldCheck {
-    let generation = prepare::<W>(engine, component, info.clone());
+    let generation = prepare::<W>(engine, component, info.clone(), Default::default());
     let Some(file) = file else {
         return match generation {
             Err(e) => WorldCheck {
@@ -577,7 +645,7 @@ fn check_world<W: World>(
                 let (params, cases) = exercise(&generation, false);
                 WorldCheck {
                     world: W::WORLD,
-                    implemented: Ok(()),
+                    implemented: Ok(generation.info.wit_version),
                     params: Some(params),
                     cases,
                 }
@@ -600,9 +668,9 @@ fn check_world<W: World>(
                 })
                 .collect(),
         },
-        Ok(_) if cases.is_empty() => WorldCheck {
+        Ok(generation) if cases.is_empty() => WorldCheck {
             world: W::WORLD,
-            implemented: Ok(()),
+            implemented: Ok(generation.info.wit_version),
             params: None,
             cases: Vec::new(),
         },
@@ -622,7 +690,7 @@ fn check_world<W: World>(
             };
             WorldCheck {
                 world: W::WORLD,
-                implemented: Ok(()),
+                implemented: Ok(generation.info.wit_version),
                 params: Some(checked),
                 cases,
             }

@@ -30,6 +30,9 @@ pub struct PluginInfo {
     pub digest: String,
     /// The params it was loaded with.
     pub params: Params,
+    /// The version of `callpark:policy` it was built against ("0.1.0",
+    /// "0.2.0"); empty until it passed the type check.
+    pub wit_version: &'static str,
 }
 
 /// One loaded plugin in one slot. Decisions hold an `Arc` to the generation
@@ -45,6 +48,8 @@ pub(crate) struct Generation<W: World> {
     warm: Mutex<Vec<Warm<W>>>,
     /// This generation's circuit breaker; a new generation starts closed.
     breaker: Mutex<Breaker>,
+    /// The slot's outbound HTTP grant (empty for a plugin checked, not loaded).
+    grant: crate::engine::HttpGrant,
 }
 
 /// Failures in a row that open the circuit.
@@ -114,7 +119,13 @@ impl Breaker {
 }
 
 impl<W: World> Generation<W> {
-    pub(crate) fn new(engine: Arc<PluginEngine>, pre: W::Pre, info: PluginInfo) -> Self {
+    pub(crate) fn new(
+        engine: Arc<PluginEngine>,
+        pre: W::Pre,
+        mut info: PluginInfo,
+        grant: crate::engine::HttpGrant,
+    ) -> Self {
+        info.wit_version = W::version(&pre);
         let limits = engine.limits().slot(W::DECISION);
         Generation {
             label: Arc::from(info.label.as_str()),
@@ -125,13 +136,17 @@ impl<W: World> Generation<W> {
             engine,
             warm: Mutex::new(Vec::new()),
             breaker: Mutex::new(Breaker::default()),
+            grant,
         }
     }
 
     fn instantiate(&self) -> Result<Warm<W>, CallFailure> {
-        let mut store =
-            self.engine
-                .new_store(self.label.clone(), self.info.generation, self.limits);
+        let mut store = self.engine.new_store(
+            self.label.clone(),
+            self.info.generation,
+            self.limits,
+            self.grant.clone(),
+        );
         let bindings = W::instantiate(&self.pre, &mut store)
             .map_err(|e| CallFailure::Instantiate(crate::error::one_line(&e)))?;
         Ok(Warm { store, bindings })
@@ -220,6 +235,8 @@ pub(crate) struct Slot<W: World> {
     /// Loads into one slot run one at a time, so generations count up
     /// without gaps and the last load wins.
     pub(crate) load_lock: Mutex<u64>,
+    /// The hosts this slot's plugins may reach over HTTP.
+    pub(crate) grant: crate::engine::HttpGrant,
 }
 
 impl<W: World> Default for Slot<W> {
@@ -229,6 +246,7 @@ impl<W: World> Default for Slot<W> {
             stats: SlotStats::default(),
             on_failure: Mutex::new(OnFailure::Fallback),
             load_lock: Mutex::new(0),
+            grant: Default::default(),
         }
     }
 }

@@ -3,20 +3,27 @@
 //! conformance cases. The runtime and the slots are generic over `World`,
 //! and the runtime finds a slot by its `Decision` (`Slots::get`).
 //!
+//! Every world is served at each WIT version that has it: a plugin's
+//! bindings are `Versioned`, by the version of the interface it exports,
+//! and a decision is converted to that version's types.
+//!
 //! Adding a world: its WIT (and a `bindgen!` in `bindings.rs`), the method
 //! on `callpark_core::Policy` and its `Decision`, the built-in answer, the
 //! conversions, the conformance cases, and one entry in `worlds!` below.
 //! The macro exists because bindgen gives every world its own types.
 
 use callpark_core::{
-    Allocation, Decision, DialAction, DialContext, Params, ParkRequest, ParkedCall, RecallPlan,
-    check_allocation, check_dial_action, check_recall_plan,
+    Allocation, Decision, DialAction, DialContext, EventAction, Params, ParkEvent, ParkRequest,
+    ParkedCall, RecallPlan, check_allocation, check_dial_action, check_event_actions,
+    check_recall_plan,
 };
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use crate::bindings::{allocator, dialing, recall};
-use crate::cases::{AllocationPattern, Case, CaseFile, DialPattern, Pattern, RecallPattern};
+use crate::bindings::{v0_1, v0_2};
+use crate::cases::{
+    AllocationPattern, Case, CaseFile, DialPattern, EventsPattern, Pattern, RecallPattern,
+};
 use crate::conformance;
 use crate::convert;
 use crate::engine::HostState;
@@ -41,7 +48,52 @@ macro_rules! has_params {
     )*};
 }
 
-has_params!(ParkRequest, DialContext, ParkedCall);
+has_params!(ParkRequest, DialContext, ParkedCall, ParkEvent);
+
+/// A plugin's pre-instance or bindings, by the WIT version it was built
+/// against.
+pub(crate) enum Versioned<A, B> {
+    V0_1(A),
+    V0_2(B),
+}
+
+impl<A: Clone, B: Clone> Clone for Versioned<A, B> {
+    fn clone(&self) -> Self {
+        match self {
+            Versioned::V0_1(a) => Versioned::V0_1(a.clone()),
+            Versioned::V0_2(b) => Versioned::V0_2(b.clone()),
+        }
+    }
+}
+
+impl<A, B> Versioned<A, B> {
+    pub(crate) fn version(&self) -> &'static str {
+        match self {
+            Versioned::V0_1(_) => "0.1.0",
+            Versioned::V0_2(_) => "0.2.0",
+        }
+    }
+}
+
+/// The pre-instance of the newest version `ip` implements: 0.2.0 first,
+/// then 0.1.0. The error names both when it implements neither.
+fn newest<A, B>(
+    ip: InstancePre<HostState>,
+    v0_1: impl FnOnce(InstancePre<HostState>) -> wasmtime::Result<A>,
+    v0_2: impl FnOnce(InstancePre<HostState>) -> wasmtime::Result<B>,
+) -> wasmtime::Result<Versioned<A, B>> {
+    let newer = match v0_2(ip.clone()) {
+        Ok(b) => return Ok(Versioned::V0_2(b)),
+        Err(e) => e,
+    };
+    v0_1(ip).map(Versioned::V0_1).map_err(|older| {
+        wasmtime::format_err!(
+            "{} (as 0.2.0); {} (as 0.1.0)",
+            crate::error::one_line(&newer),
+            crate::error::one_line(&older)
+        )
+    })
+}
 
 /// One of the plugin worlds, as the host drives it.
 pub(crate) trait World: 'static {
@@ -56,6 +108,8 @@ pub(crate) trait World: 'static {
     type Pattern: Pattern<Self::Answer> + Clone + 'static;
 
     fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
+    /// The WIT version of a plugin's pre-instance.
+    fn version(pre: &Self::Pre) -> &'static str;
     fn instantiate(
         pre: &Self::Pre,
         store: &mut Store<HostState>,
@@ -80,14 +134,19 @@ pub(crate) trait World: 'static {
     fn file_cases(file: &CaseFile) -> &[Case<Self::Input, Self::Pattern>];
 }
 
-/// The worlds, and `Slots`, one slot per world.
+/// The worlds served at 0.1.0 and 0.2.0, and `Slots`, one slot per world.
+/// `decide` names, per version, the bindings' call, the conversion of the
+/// input (`with_*`, a continuation that borrows) and of the answer (given
+/// the input too).
 macro_rules! worlds {
     ($(
         $slot:ident: $world:ident {
             decision: $decision:ident,
             wit: $wit:literal,
             bindings: $module:ident::$plugin:ident / $pre:ident . $interface:ident,
-            decide: $call:ident($input:ty => $to_wit:path) -> $answer:ty => $from_wit:path,
+            v0_1: $call1:ident($to1:ident; $($arg1:ident),+) -> $from1:expr,
+            v0_2: $call2:ident($to2:ident; $($arg2:ident),+) -> $from2:expr,
+            input: $input:ty, answer: $answer:ty,
             validate: $validate:expr,
             pattern: $pattern:ty,
             cases: $cases:path, file: $file:ident $(,)?
@@ -99,29 +158,37 @@ macro_rules! worlds {
             impl World for $world {
                 const DECISION: Decision = Decision::$decision;
                 const WORLD: &'static str = $wit;
-                type Pre = $module::$pre<HostState>;
-                type Bindings = $module::$plugin;
+                type Pre = Versioned<v0_1::$module::$pre<HostState>, v0_2::$module::$pre<HostState>>;
+                type Bindings = Versioned<v0_1::$module::$plugin, v0_2::$module::$plugin>;
                 type Input = $input;
                 type Answer = $answer;
                 type Pattern = $pattern;
 
                 fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-                    $module::$pre::new(ip)
+                    newest(ip, v0_1::$module::$pre::new, v0_2::$module::$pre::new)
+                }
+                fn version(pre: &Self::Pre) -> &'static str {
+                    pre.version()
                 }
                 fn instantiate(
                     pre: &Self::Pre,
                     store: &mut Store<HostState>,
                 ) -> wasmtime::Result<Self::Bindings> {
-                    pre.instantiate(store)
+                    Ok(match pre {
+                        Versioned::V0_1(p) => Versioned::V0_1(p.instantiate(store)?),
+                        Versioned::V0_2(p) => Versioned::V0_2(p.instantiate(store)?),
+                    })
                 }
                 fn check_params(
                     bindings: &Self::Bindings,
                     store: &mut Store<HostState>,
                     params: &Params,
                 ) -> wasmtime::Result<Result<(), String>> {
-                    bindings
-                        .$interface()
-                        .call_check_params(store, &convert::params(params))
+                    let params = convert::params(params);
+                    match bindings {
+                        Versioned::V0_1(b) => b.$interface().call_check_params(store, &params),
+                        Versioned::V0_2(b) => b.$interface().call_check_params(store, &params),
+                    }
                 }
                 fn decide(
                     bindings: &Self::Bindings,
@@ -129,8 +196,18 @@ macro_rules! worlds {
                     input: &Self::Input,
                     params: &Params,
                 ) -> wasmtime::Result<Self::Answer> {
-                    $to_wit(input, params, |input| bindings.$interface().$call(store, input))
-                        .map($from_wit)
+                    let from1: fn(&Self::Input, _) -> Self::Answer = $from1;
+                    let from2: fn(&Self::Input, _) -> Self::Answer = $from2;
+                    match bindings {
+                        Versioned::V0_1(b) => convert::v0_1::$to1(input, params, |$($arg1),+| {
+                            b.$interface().$call1(store, $($arg1),+)
+                        })
+                        .map(|a| from1(input, a)),
+                        Versioned::V0_2(b) => convert::v0_2::$to2(input, params, |$($arg2),+| {
+                            b.$interface().$call2(store, $($arg2),+)
+                        })
+                        .map(|a| from2(input, a)),
+                    }
                 }
                 fn validate(input: &Self::Input, answer: &Self::Answer) -> Result<(), String> {
                     let rules: fn(&Self::Input, &Self::Answer) -> Result<(), String> = $validate;
@@ -149,13 +226,15 @@ macro_rules! worlds {
         #[derive(Default)]
         pub(crate) struct Slots {
             $(pub(crate) $slot: Slot<$world>,)*
+            pub(crate) events: Slot<EventsWorld>,
         }
 
         impl Slots {
-            /// The slot that makes `decision`.
+            /// The slot of `decision`.
             pub(crate) fn get(&self, decision: Decision) -> &dyn crate::runtime::AnySlot {
                 match decision {
                     $(Decision::$decision => &self.$slot,)*
+                    Decision::Events => &self.events,
                 }
             }
         }
@@ -167,7 +246,9 @@ worlds! {
         decision: Allocator,
         wit: "allocator-plugin",
         bindings: allocator::AllocatorPlugin / AllocatorPluginPre.callpark_policy_allocator,
-        decide: call_allocate(ParkRequest => convert::with_park_request) -> Allocation => convert::allocation,
+        v0_1: call_allocate(with_park_request; req) -> |_, a| convert::v0_1::allocation(a),
+        v0_2: call_pick(with_pick_request; req) -> convert::v0_2::picked,
+        input: ParkRequest, answer: Allocation,
         validate: check_allocation,
         pattern: AllocationPattern,
         cases: conformance::allocator_cases, file: allocator,
@@ -176,7 +257,9 @@ worlds! {
         decision: Recall,
         wit: "recall-plugin",
         bindings: recall::RecallPlugin / RecallPluginPre.callpark_policy_recall,
-        decide: call_plan(ParkedCall => convert::with_parked_call) -> RecallPlan => convert::recall_plan,
+        v0_1: call_plan(with_parked_call; call) -> |_, p| convert::v0_1::recall_plan(p),
+        v0_2: call_plan(with_parked_call; call) -> |_, p| convert::v0_2::recall_plan(p),
+        input: ParkedCall, answer: RecallPlan,
         validate: |_, plan| check_recall_plan(plan),
         pattern: RecallPattern,
         cases: conformance::recall_cases, file: recall,
@@ -185,9 +268,66 @@ worlds! {
         decision: Dialing,
         wit: "dialing-plugin",
         bindings: dialing::DialingPlugin / DialingPluginPre.callpark_policy_dialing,
-        decide: call_parse(DialContext => convert::with_dial_context) -> DialAction => convert::dial_action,
+        v0_1: call_parse(with_dial_context; ctx) -> convert::v0_1::bare_orbit_as_in_0_1,
+        v0_2: call_parse_dialed(with_dial_context_and_orbit; ctx, orbit) -> |_, a| convert::v0_2::dial_action(a),
+        input: DialContext, answer: DialAction,
         validate: |_, action| check_dial_action(action),
         pattern: DialPattern,
         cases: conformance::dialing_cases, file: dialing,
+    }
+}
+
+/// The events world: 0.2.0 only, told of park events off the decision path.
+pub(crate) struct EventsWorld;
+
+impl World for EventsWorld {
+    const DECISION: Decision = Decision::Events;
+    const WORLD: &'static str = "events-plugin";
+    type Pre = v0_2::events::EventsPluginPre<HostState>;
+    type Bindings = v0_2::events::EventsPlugin;
+    type Input = ParkEvent;
+    type Answer = Vec<EventAction>;
+    type Pattern = EventsPattern;
+
+    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+        v0_2::events::EventsPluginPre::new(ip)
+    }
+    fn version(_: &Self::Pre) -> &'static str {
+        "0.2.0"
+    }
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Self::Bindings> {
+        pre.instantiate(store)
+    }
+    fn check_params(
+        bindings: &Self::Bindings,
+        store: &mut Store<HostState>,
+        params: &Params,
+    ) -> wasmtime::Result<Result<(), String>> {
+        bindings
+            .callpark_policy_events()
+            .call_check_params(store, &convert::params(params))
+    }
+    fn decide(
+        bindings: &Self::Bindings,
+        store: &mut Store<HostState>,
+        input: &Self::Input,
+        params: &Params,
+    ) -> wasmtime::Result<Self::Answer> {
+        convert::v0_2::with_park_event(input, params, |event| {
+            bindings.callpark_policy_events().call_observe(store, event)
+        })
+        .map(convert::v0_2::event_actions)
+    }
+    fn validate(_: &Self::Input, answer: &Self::Answer) -> Result<(), String> {
+        check_event_actions(answer)
+    }
+    fn cases() -> Vec<Case<Self::Input, Self::Pattern>> {
+        conformance::events_cases()
+    }
+    fn file_cases(file: &CaseFile) -> &[Case<Self::Input, Self::Pattern>] {
+        &file.events
     }
 }

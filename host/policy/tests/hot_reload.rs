@@ -13,9 +13,10 @@ use common::{lot_request, plugin, shared_runtime};
 fn one_hundred_swaps_under_load_with_zero_failed_decisions() {
     let rt = shared_runtime();
     for d in Decision::ALL {
-        rt.load(d, &embedded::default_plugin(d), vec![]).unwrap();
+        rt.load(d, &embedded::default_plugin(d).unwrap(), vec![])
+            .unwrap();
     }
-    let default_allocator = embedded::default_plugin(Decision::Allocator);
+    let default_allocator = embedded::default_plugin(Decision::Allocator).unwrap();
     let vip = plugin("vip_allocator");
     let vip_params = vec![
         ("vip_domains".to_string(), "example.com".to_string()),
@@ -37,6 +38,7 @@ fn one_hundred_swaps_under_load_with_zero_failed_decisions() {
                     referred_by: None,
                     has_replaces: false,
                     dialed_is_orbit: false,
+                    dialed_orbit: None,
                     params: vec![],
                 };
                 while !stop.load(Ordering::Relaxed) {

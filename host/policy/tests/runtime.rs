@@ -15,7 +15,7 @@ use common::{lot_request, plugin, runtime};
 
 fn load_defaults(rt: &PolicyRuntime) {
     for d in Decision::ALL {
-        rt.load(d, &embedded::default_plugin(d), vec![])
+        rt.load(d, &embedded::default_plugin(d).unwrap(), vec![])
             .unwrap_or_else(|e| panic!("{d}: {e}"));
     }
 }
@@ -70,7 +70,7 @@ fn plugin_params_reach_the_plugin() {
     let params = vec![("strategy".to_string(), "next".to_string())];
     rt.load(
         Decision::Allocator,
-        &embedded::default_plugin(Decision::Allocator),
+        &embedded::default_plugin(Decision::Allocator).unwrap(),
         params,
     )
     .unwrap();
@@ -165,7 +165,7 @@ fn wrong_worlds_and_versions_are_refused_at_load_and_the_old_plugin_keeps_servin
     let first = rt
         .load(
             Decision::Allocator,
-            &embedded::default_plugin(Decision::Allocator),
+            &embedded::default_plugin(Decision::Allocator).unwrap(),
             vec![],
         )
         .unwrap();
@@ -194,14 +194,14 @@ fn wrong_worlds_and_versions_are_refused_at_load_and_the_old_plugin_keeps_servin
         .unwrap_err();
     assert!(matches!(err, LoadError::Imports { .. }), "{err}");
     assert!(
-        err.to_string().contains("callpark:policy/log@0.2.0"),
+        err.to_string().contains("callpark:policy/log@1.0.0"),
         "{err}"
     );
 
     let err = rt
         .load(
             Decision::Allocator,
-            &embedded::default_plugin(Decision::Dialing),
+            &embedded::default_plugin(Decision::Dialing).unwrap(),
             vec![],
         )
         .unwrap_err();
@@ -219,7 +219,7 @@ fn wrong_worlds_and_versions_are_refused_at_load_and_the_old_plugin_keeps_servin
     let err = rt
         .load(
             Decision::Allocator,
-            &embedded::default_plugin(Decision::Allocator),
+            &embedded::default_plugin(Decision::Allocator).unwrap(),
             vec![("strategy".into(), "lifo".into())],
         )
         .unwrap_err();
@@ -279,7 +279,7 @@ fn the_vip_example_reserves_a_block_for_listed_domains() {
 #[test]
 fn compiled_plugins_are_cached_by_digest() {
     let store = Arc::new(MemoryArtifactStore::default());
-    let source = embedded::default_plugin(Decision::Recall);
+    let source = embedded::default_plugin(Decision::Recall).unwrap();
     let rt = PolicyRuntime::new(Default::default(), Some(store.clone())).unwrap();
     let first = rt.load(Decision::Recall, &source, vec![]).unwrap();
     assert_eq!(first.compiled_from, CompiledFrom::Wasm);

@@ -458,6 +458,11 @@ pub struct PluginsConfig {
     pub allocator: String,
     pub recall: String,
     pub dialing: String,
+    /// The events plugin (WIT 0.2.0 `events-plugin`); empty: none.
+    pub events: String,
+    /// The hosts (`host:port`, or a host for its scheme's default port) the
+    /// events plugin may reach over HTTP; nothing else is reachable.
+    pub events_http: Vec<String>,
     pub watch: bool,
     pub timeout: String,
     pub memory: String,
@@ -475,6 +480,7 @@ pub struct PluginLimits {
     pub allocator: SlotLimitsConfig,
     pub recall: SlotLimitsConfig,
     pub dialing: SlotLimitsConfig,
+    pub events: SlotLimitsConfig,
 }
 
 /// One slot's `timeout` and `memory`; a key left out takes `[plugins]`'s.
@@ -487,12 +493,13 @@ pub struct SlotLimitsConfig {
 
 impl PluginLimits {
     /// The slots' tables, by decision.
-    pub fn by_slot(&self) -> [(callpark_core::Decision, &SlotLimitsConfig); 3] {
+    pub fn by_slot(&self) -> [(callpark_core::Decision, &SlotLimitsConfig); 4] {
         use callpark_core::Decision;
         [
             (Decision::Allocator, &self.allocator),
             (Decision::Recall, &self.recall),
             (Decision::Dialing, &self.dialing),
+            (Decision::Events, &self.events),
         ]
     }
 }
@@ -503,6 +510,8 @@ impl Default for PluginsConfig {
             allocator: String::new(),
             recall: String::new(),
             dialing: String::new(),
+            events: String::new(),
+            events_http: Vec::new(),
             watch: true,
             timeout: "10ms".into(),
             memory: "16MiB".into(),
@@ -521,6 +530,7 @@ pub struct PluginParams {
     pub allocator: BTreeMap<String, toml::Value>,
     pub recall: BTreeMap<String, toml::Value>,
     pub dialing: BTreeMap<String, toml::Value>,
+    pub events: BTreeMap<String, toml::Value>,
 }
 
 impl Default for PluginParams {
@@ -529,6 +539,7 @@ impl Default for PluginParams {
             allocator: BTreeMap::from([("strategy".into(), toml::Value::from("first"))]),
             recall: BTreeMap::new(),
             dialing: BTreeMap::new(),
+            events: BTreeMap::new(),
         }
     }
 }
@@ -663,12 +674,13 @@ impl Config {
             Decision::Allocator => &self.plugins.allocator,
             Decision::Recall => &self.plugins.recall,
             Decision::Dialing => &self.plugins.dialing,
+            Decision::Events => &self.plugins.events,
         }
     }
 
     /// The params each plugin slot is loaded with, by decision.
     pub fn plugin_params(&self) -> Vec<(callpark_core::Decision, Params)> {
-        callpark_core::Decision::ALL
+        callpark_core::Decision::SLOTS
             .iter()
             .map(|&d| (d, self.plugin_params_for(d)))
             .collect()
@@ -713,6 +725,7 @@ impl Config {
                 ];
                 overlay(dialing, table(&p.dialing))
             }
+            Decision::Events => table(&p.events),
         }
     }
 
@@ -1781,7 +1794,6 @@ impl Config {
             media_addr: site.media_addr,
             outbound_proxy: self.outbound_proxy()?,
             max_parked_calls: self.server.max_parked_calls as usize,
-            bare_orbit_parks_when_empty: true,
             access: self.park_access(),
             epoch_ms_at_zero: site.epoch_ms_at_zero,
             entropy: site.entropy,

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod clock;
 pub mod config;
 pub mod ctl;
+pub mod events;
 pub mod import;
 pub mod logging;
 pub mod pacers;

@@ -48,7 +48,7 @@ pub fn run(
     if implemented.is_empty() {
         writeln!(
             out,
-            "  implements: none of the callpark:policy@0.1.0 worlds"
+            "  implements: none of the callpark:policy worlds (0.1.0, 0.2.0)"
         )?;
     } else {
         writeln!(out, "  implements: {}", implemented.join(", "))?;
@@ -59,7 +59,7 @@ pub fn run(
     for world in &report.worlds {
         match &world.implemented {
             Err(why) => writeln!(out, "  {:<17} not implemented ({why})", world.world)?,
-            Ok(()) => {
+            Ok(_) => {
                 match &world.params {
                     Some(Ok(())) => writeln!(out, "  {:<17} ok   check-params", world.world)?,
                     Some(Err(why)) => {

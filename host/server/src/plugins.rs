@@ -145,7 +145,10 @@ impl PluginSupervisor {
             at_start: pl.clone(),
             stored: Mutex::new(stored),
         });
-        for decision in Decision::ALL {
+        supervisor
+            .runtime
+            .grant_http(Decision::Events, &pl.events_http);
+        for decision in Decision::SLOTS {
             match supervisor.reload(decision) {
                 ReloadOutcome::Refused(why) => {
                     anyhow::bail!(
@@ -190,8 +193,9 @@ impl PluginSupervisor {
                 );
             }
         }
+        self.runtime.grant_http(Decision::Events, &pl.events_http);
         if let Ok(on_failure) = parse_on_failure(&pl.on_failure) {
-            for decision in Decision::ALL {
+            for decision in Decision::SLOTS {
                 self.runtime.set_on_failure(decision, on_failure);
             }
         }
@@ -234,7 +238,21 @@ impl PluginSupervisor {
             }
         };
         let source = match &setup.origin {
-            PluginOrigin::Embedded => embedded::default_plugin(decision),
+            PluginOrigin::Embedded => match embedded::default_plugin(decision) {
+                Some(source) => source,
+                // A slot with no default (events): nothing configured, so
+                // nothing serves.
+                None => {
+                    if setup.loaded.is_some() {
+                        self.runtime.unload(decision);
+                        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(s) = slots.iter_mut().find(|s| s.decision == decision) {
+                            s.loaded = None;
+                        }
+                    }
+                    return ReloadOutcome::Unchanged;
+                }
+            },
             PluginOrigin::Stored(wasm) => {
                 PluginSource::new(format!("store:{decision}"), wasm.clone())
             }
@@ -318,7 +336,10 @@ impl PluginSupervisor {
             return Ok(());
         };
         let source = match origin {
-            PluginOrigin::Embedded => embedded::default_plugin(decision),
+            PluginOrigin::Embedded => match embedded::default_plugin(decision) {
+                Some(source) => source,
+                None => return Ok(()),
+            },
             PluginOrigin::Stored(wasm) => PluginSource::new(format!("store:{decision}"), wasm),
             PluginOrigin::File(path) => PluginSource::new(
                 path.display().to_string(),
@@ -338,7 +359,7 @@ impl PluginSupervisor {
 
     /// Reloads every slot (SIGHUP).
     pub fn reload_all(&self) -> Vec<(Decision, ReloadOutcome)> {
-        Decision::ALL
+        Decision::SLOTS
             .into_iter()
             .map(|d| (d, self.reload(d)))
             .collect()

@@ -388,6 +388,8 @@ pub async fn serve(file: crate::provision::FileSource) -> anyhow::Result<()> {
     let data_dir = provisioning.data_dir.clone();
     let live = crate::admin::Live::new(provisioning, admin_tx, supervisor.clone());
     start_admin(&config, &data_dir, live.clone()).await?;
+    let (mut event_feed, mut event_actions) =
+        crate::events::EventFeed::start(supervisor.runtime().clone())?;
 
     loop {
         let now = clock(started);
@@ -399,7 +401,7 @@ pub async fn serve(file: crate::provision::FileSource) -> anyhow::Result<()> {
         while let Some((dest, packet)) = engine.poll_rtcp() {
             let _ = rtcp.try_send_to(&packet, dest);
         }
-        log_events(&mut engine);
+        log_events(&mut engine, &mut event_feed);
         // The drain: every BYE of the shutdown is retransmitted until the
         // phone answers it or the drain time runs out; parks meanwhile get
         // 503.
@@ -509,6 +511,14 @@ pub async fn serve(file: crate::provision::FileSource) -> anyhow::Result<()> {
                 AdminRequest::Apply(applying, reply) => {
                     let outcome = apply(&mut engine, *applying, secret, clock(started));
                     let _ = reply.send(outcome);
+                }
+            },
+            Some(action) = event_actions.recv() => match action {
+                callpark_core::EventAction::SendMessage { to, text } => {
+                    match engine.send_message(clock(started), &to, &text) {
+                        Ok(()) => tracing::info!(%to, "events plugin: MESSAGE sent"),
+                        Err(why) => tracing::warn!(%to, "events plugin: MESSAGE not sent: {why}"),
+                    }
                 }
             },
             Some(msg) = tcp_events.recv() => {
@@ -767,8 +777,12 @@ fn flush(engine: &mut Engine, udp: &[UdpSocket], conns: &mut Connections) {
     }
 }
 
-fn log_events(engine: &mut Engine) {
+fn log_events(engine: &mut Engine, feed: &mut crate::events::EventFeed) {
     while let Some(event) = engine.poll_event() {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        feed.publish(&event, at_ms);
         match event {
             EngineEvent::Parked {
                 call,

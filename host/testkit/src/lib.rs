@@ -42,7 +42,6 @@ pub fn config() -> EngineConfig {
         media_addr: MEDIA.parse().unwrap(),
         outbound_proxy: None,
         max_parked_calls: 20_000,
-        bare_orbit_parks_when_empty: true,
         access: Access::All,
         epoch_ms_at_zero: 0,
         entropy: 1,

@@ -1,15 +1,20 @@
 //! The default dialing plugin: a thin wrapper over `callpark_builtin::dialing`.
+//!
+//! Built against `callpark:policy@0.2.0`: the host asks `parse-dialed`,
+//! with the state of the dialed orbit, so that the `bare_orbit` param
+//! decides what dialing an empty orbit does.
 
 wit_bindgen::generate!({
     path: "../../wit",
     world: "dialing-plugin",
     with: {
-        "callpark:policy/types@0.1.0": callpark_guest::types,
-        "callpark:policy/log@0.1.0": callpark_guest::log,
+        "callpark:policy/types@0.2.0": callpark_guest::v0_2::types,
+        "callpark:policy/log@0.2.0": callpark_guest::v0_2::log,
     },
 });
 
-use callpark_guest::types::{DialAction, DialContext, Params};
+use callpark_guest::v0_2 as guest;
+use guest::types::{DialAction, DialContext, OrbitState, Params};
 
 struct DefaultDialing;
 
@@ -19,8 +24,12 @@ impl exports::callpark::policy::dialing::Guest for DefaultDialing {
     }
 
     fn parse(ctx: DialContext) -> DialAction {
-        let ctx = callpark_guest::dial_context(ctx);
-        callpark_guest::dial_action(callpark_builtin::dialing::parse(&ctx))
+        Self::parse_dialed(ctx, None)
+    }
+
+    fn parse_dialed(ctx: DialContext, orbit: Option<OrbitState>) -> DialAction {
+        let ctx = guest::dial_context_with(ctx, orbit);
+        guest::dial_action(callpark_builtin::dialing::parse(&ctx))
     }
 }
 

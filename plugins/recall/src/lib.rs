@@ -1,15 +1,17 @@
-//! The default recall plugin: a thin wrapper over `callpark_builtin::recall`.
+//! The default recall plugin: a thin wrapper over `callpark_builtin::recall`,
+//! built against `callpark:policy@0.2.0` (whose `recall` is 0.1.0's).
 
 wit_bindgen::generate!({
     path: "../../wit",
     world: "recall-plugin",
     with: {
-        "callpark:policy/types@0.1.0": callpark_guest::types,
-        "callpark:policy/log@0.1.0": callpark_guest::log,
+        "callpark:policy/types@0.2.0": callpark_guest::v0_2::types,
+        "callpark:policy/log@0.2.0": callpark_guest::v0_2::log,
     },
 });
 
-use callpark_guest::types::{Params, ParkedCall, RecallPlan};
+use callpark_guest::v0_2 as guest;
+use guest::types::{Params, ParkedCall, RecallPlan};
 
 struct DefaultRecall;
 
@@ -19,8 +21,8 @@ impl exports::callpark::policy::recall::Guest for DefaultRecall {
     }
 
     fn plan(call: ParkedCall) -> RecallPlan {
-        let call = callpark_guest::parked_call(call);
-        callpark_guest::recall_plan(callpark_builtin::recall::plan(&call))
+        let call = guest::parked_call(call);
+        guest::recall_plan(callpark_builtin::recall::plan(&call))
     }
 }
 

@@ -17,7 +17,7 @@
 //! (from `plugins/`), then `callpark plugin check` the `.wasm`.
 
 wit_bindgen::generate!({
-    path: "../../../wit",
+    path: "../../../wit/0.1.0",
     world: "allocator-plugin",
     with: {
         "callpark:policy/types@0.1.0": callpark_guest::types,

@@ -1,0 +1,223 @@
+//! The events slot, off the decision path: park events go to a thread of
+//! their own through a bounded queue, the events plugin observes each there,
+//! and the actions it asks for (SIP MESSAGEs) come back to the SIP loop.
+//! A slow, looping or failing events plugin costs that thread its budget;
+//! the SIP loop only ever does a `try_send`, and an event that finds the
+//! queue full is dropped and counted, never waited for.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+
+use callpark_core::{Decision, EventAction, ParkEvent, ParkEventKind};
+use callpark_engine::EngineEvent;
+use callpark_policy::PolicyRuntime;
+use tokio::sync::mpsc;
+
+/// Events waiting for the events plugin at most; past it they are dropped.
+pub const QUEUE: usize = 1024;
+
+/// What the SIP loop knows of a parked call, to tell the events plugin
+/// who is involved when later events name only the call.
+#[derive(Clone)]
+struct CallFacts {
+    parker: String,
+    caller: String,
+    call_id: String,
+}
+
+/// The SIP loop's end of the events slot.
+pub struct EventFeed {
+    runtime: Arc<PolicyRuntime>,
+    queue: SyncSender<ParkEvent>,
+    calls: HashMap<u64, CallFacts>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventFeed {
+    /// Starts the events thread; the actions it is asked for arrive on the
+    /// receiver.
+    pub fn start(
+        runtime: Arc<PolicyRuntime>,
+    ) -> anyhow::Result<(EventFeed, mpsc::UnboundedReceiver<EventAction>)> {
+        let (queue, events) = std::sync::mpsc::sync_channel::<ParkEvent>(QUEUE);
+        let (actions_tx, actions) = mpsc::unbounded_channel();
+        let observer = runtime.clone();
+        std::thread::Builder::new()
+            .name("callpark-events".into())
+            .spawn(move || {
+                // Ends when the feed (the SIP loop) is dropped.
+                while let Ok(event) = events.recv() {
+                    for action in observer.observe(&event) {
+                        if actions_tx.send(action).is_err() {
+                            return;
+                        }
+                    }
+                }
+            })?;
+        Ok((
+            EventFeed {
+                runtime,
+                queue,
+                calls: HashMap::new(),
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            actions,
+        ))
+    }
+
+    /// Events dropped because the events plugin fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Hands one engine event to the events plugin, when one is loaded.
+    /// Never blocks.
+    pub fn publish(&mut self, event: &EngineEvent, at_ms: u64) {
+        let Some(park_event) = self.park_event(event, at_ms) else {
+            return;
+        };
+        if self.runtime.current(Decision::Events).is_none() {
+            return;
+        }
+        match self.queue.try_send(park_event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(e)) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                // One line per power of two: a stuck plugin must not flood.
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        event = e.kind.name(),
+                        call = e.call,
+                        dropped = n,
+                        "the events plugin is behind: event dropped"
+                    );
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// The park event an engine event is, with what the feed remembers of
+    /// the call; `None` for engine events that are not park events. Keeps
+    /// the facts of a parked call until its last event.
+    fn park_event(&mut self, event: &EngineEvent, at_ms: u64) -> Option<ParkEvent> {
+        use ParkEventKind as K;
+        let (kind, call, orbit, by, detail, step, ends) = match event {
+            EngineEvent::Parked {
+                call,
+                orbit,
+                parker,
+                caller,
+                call_id,
+            }
+            | EngineEvent::AttendedParkCompleted {
+                call,
+                orbit,
+                parker,
+                caller,
+                call_id,
+            } => {
+                self.calls.insert(
+                    call.0,
+                    CallFacts {
+                        parker: parker.clone(),
+                        caller: caller.clone(),
+                        call_id: call_id.clone(),
+                    },
+                );
+                (K::Parked, call, orbit, "", String::new(), 0, false)
+            }
+            EngineEvent::Retrieved { call, orbit, by } => (
+                K::Retrieved,
+                call,
+                orbit,
+                by.as_str(),
+                String::new(),
+                0,
+                true,
+            ),
+            EngineEvent::Abandoned { call, orbit } => {
+                (K::Abandoned, call, orbit, "", String::new(), 0, true)
+            }
+            EngineEvent::RecallStarted { call, orbit, steps } => (
+                K::RecallStarted,
+                call,
+                orbit,
+                "",
+                String::new(),
+                *steps as u32,
+                false,
+            ),
+            EngineEvent::RecallStep {
+                call,
+                orbit,
+                step,
+                target,
+            } => (
+                K::RecallStep,
+                call,
+                orbit,
+                target.as_str(),
+                String::new(),
+                *step as u32,
+                false,
+            ),
+            EngineEvent::RecallAnswered { call, orbit, by } => (
+                K::RecallAnswered,
+                call,
+                orbit,
+                by.as_str(),
+                String::new(),
+                0,
+                true,
+            ),
+            EngineEvent::RecallExhausted { call, orbit, end } => (
+                K::RecallExhausted,
+                call,
+                orbit,
+                "",
+                format!("{end:?}"),
+                0,
+                false,
+            ),
+            EngineEvent::EscapeKey { call, orbit, key } => {
+                (K::EscapeKey, call, orbit, "", key.to_string(), 0, false)
+            }
+            EngineEvent::GiveUp { call, orbit, why } => (
+                K::GiveUp,
+                call,
+                orbit,
+                "",
+                why.as_str().to_string(),
+                0,
+                true,
+            ),
+            EngineEvent::Ended { .. } | EngineEvent::Refused { .. } => return None,
+        };
+        let facts = if ends {
+            self.calls.remove(&call.0)
+        } else {
+            self.calls.get(&call.0).cloned()
+        };
+        let facts = facts.unwrap_or(CallFacts {
+            parker: String::new(),
+            caller: String::new(),
+            call_id: String::new(),
+        });
+        Some(ParkEvent {
+            kind,
+            call: call.0,
+            orbit: orbit.clone(),
+            parker: facts.parker,
+            parked_uri: facts.caller,
+            call_id: facts.call_id,
+            by: by.to_string(),
+            detail,
+            step,
+            at_ms,
+            params: Vec::new(),
+        })
+    }
+}
