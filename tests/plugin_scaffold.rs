@@ -37,7 +37,7 @@ fn every_scaffold_builds_with_one_command_and_passes_check_and_its_cases() {
     let mut matrix = Vec::new();
     let mut failures = Vec::new();
     for lang in ["rust", "python", "js"] {
-        for world in ["allocator", "recall", "dialing", "policy"] {
+        for world in ["allocator", "recall", "dialing", "events", "policy"] {
             let name = format!("my-{world}-{lang}");
             let (ok, out) = callpark(
                 root.path(),

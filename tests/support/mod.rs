@@ -325,6 +325,44 @@ pub fn admin_token(secret: &str) -> String {
 /// A caller parked on `orbit` by a raw INVITE with Referred-By `parker`:
 /// its SIP socket and the socket its RTP (the hold music) arrives on.
 pub fn park(server: &Server, orbit: &str, call_id: &str, parker: &str) -> (UdpSocket, UdpSocket) {
+    let caller = park_caller(server, orbit, call_id, parker);
+    (caller.sip, caller.rtp)
+}
+
+/// A parked raw caller, with what it needs to hang up.
+pub struct ParkedCaller {
+    pub sip: UdpSocket,
+    pub rtp: UdpSocket,
+    orbit: String,
+    call_id: String,
+    /// The To header of the 200, with the server's tag.
+    to: String,
+    server: SocketAddr,
+}
+
+impl ParkedCaller {
+    /// Hangs up (BYE) and waits for the 200.
+    pub fn hang_up(&self) {
+        let me = self.sip.local_addr().unwrap();
+        let (orbit, call_id, to) = (&self.orbit, &self.call_id, &self.to);
+        let bye = format!(
+            "BYE sip:{orbit}@{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}bye\r\nFrom: <sip:c@{me}>;tag=c\r\n{to}\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            a = self.server
+        );
+        self.sip.send_to(bye.as_bytes(), self.server).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            let (n, _) = self.sip.recv_from(&mut buf).expect("an answer to the BYE");
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if text.starts_with("SIP/2.0 200") && text.contains("BYE") {
+                return;
+            }
+        }
+    }
+}
+
+/// `park`, keeping the dialog.
+pub fn park_caller(server: &Server, orbit: &str, call_id: &str, parker: &str) -> ParkedCaller {
     let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
     sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -357,7 +395,14 @@ pub fn park(server: &Server, orbit: &str, call_id: &str, parker: &str) -> (UdpSo
             "ACK sip:{orbit}@{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}ack\r\nFrom: <sip:c@{me}>;tag=c\r\n{to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         );
         sip.send_to(ack.as_bytes(), a).unwrap();
-        return (sip, rtp);
+        return ParkedCaller {
+            sip,
+            rtp,
+            orbit: orbit.to_string(),
+            call_id: call_id.to_string(),
+            to,
+            server: a,
+        };
     }
 }
 

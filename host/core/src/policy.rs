@@ -48,11 +48,19 @@ impl OrbitState {
 /// number is written as one (decimal digits, no leading zero), so that a
 /// plugin gets no string for it. `None` for "*701", "0701", "0" and names.
 pub fn numeric_orbit(number: &str) -> Option<u32> {
+    // By hand, not `str::parse`: this runs for every candidate of every
+    // park, and parse accepts a leading `+` that an orbit number is not.
     let digits = number.as_bytes();
-    if digits.is_empty() || digits[0] == b'0' || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || digits[0] == b'0' || digits.len() > 10 {
         return None;
     }
-    number.parse().ok()
+    digits.iter().try_fold(0u32, |n, &d| {
+        if d.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+        } else {
+            None
+        }
+    })
 }
 
 /// What an allocator needs to know of a candidate orbit, whichever form it
@@ -508,6 +516,25 @@ fn check_text(what: &str, text: &str, max: usize) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orbit_numbers_written_as_numbers_become_numbers() {
+        assert_eq!(numeric_orbit("701"), Some(701));
+        assert_eq!(numeric_orbit("4294967295"), Some(u32::MAX));
+        for not in [
+            "",
+            "0",
+            "0701",
+            "*701",
+            "+701",
+            "70 1",
+            "4294967296",
+            "sales",
+            "٧٠١",
+        ] {
+            assert_eq!(numeric_orbit(not), None, "{not:?}");
+        }
+    }
 
     fn orbit(number: &str, occupied: u32, capacity: u32, enabled: bool) -> OrbitState {
         OrbitState {

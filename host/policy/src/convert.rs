@@ -186,33 +186,31 @@ pub(crate) mod v0_2 {
         with_dial_context(c, params, |ctx| f(ctx, orbit))
     }
 
-    /// Calls `f` with the request as `allocator.pick` takes it: numbered
-    /// candidates, a string only for an orbit whose number is not written
-    /// as one. One slice of plain records is all the canonical ABI lowers
-    /// for the candidates, where 0.1.0 lowers a string per orbit.
+    /// Calls `f` with the request as `allocator.pick` takes it: the
+    /// candidates as columns of numbers, which the canonical ABI copies in
+    /// one piece each (0.1.0 lowers a string per orbit), with a string only
+    /// for an orbit whose number is not written as one.
     pub(crate) fn with_pick_request<R>(
         r: &core::ParkRequest,
         params: &core::Params,
         f: impl FnOnce(wit::PickRequest<'_>) -> R,
     ) -> R {
-        let candidates: Vec<wit::Candidate<'_>> = r
-            .candidates
-            .iter()
-            .map(|o| {
-                let number = core::numeric_orbit(&o.number);
-                wit::Candidate {
-                    number: number.unwrap_or(0),
-                    label: if number.is_some() {
-                        None
-                    } else {
-                        Some(&o.number)
-                    },
-                    occupied: o.occupied,
-                    capacity: o.capacity,
-                    enabled: o.enabled,
-                }
-            })
-            .collect();
+        let n = r.candidates.len();
+        let (mut numbers, mut occupied, mut capacity) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut labels: Vec<(u32, &str)> = Vec::new();
+        for (i, o) in r.candidates.iter().enumerate() {
+            let number = core::numeric_orbit(&o.number);
+            if number.is_none() {
+                labels.push((i as u32, &o.number));
+            }
+            numbers.push(number.unwrap_or(0));
+            occupied.push(o.occupied);
+            capacity.push(if o.enabled { o.capacity } else { 0 });
+        }
         let last = r.last_orbit.as_deref().and_then(|last| {
             r.candidates
                 .iter()
@@ -229,7 +227,12 @@ pub(crate) mod v0_2 {
                 core::ParkTarget::Group(g) => wit::ParkTarget::Group(g),
                 core::ParkTarget::DefaultLot => wit::ParkTarget::DefaultLot,
             },
-            candidates: &candidates,
+            candidates: wit::Candidates {
+                numbers: &numbers,
+                labels: &labels,
+                occupied: &occupied,
+                capacity: &capacity,
+            },
             last,
             now_ms: r.now_ms,
             entropy: r.entropy,

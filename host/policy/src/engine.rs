@@ -184,10 +184,21 @@ impl HttpGrant {
     }
 }
 
+/// What one generation of a plugin may do over HTTP: its slot's grant,
+/// once it serves. Until then (its load-time canaries, `plugin check`)
+/// every request is denied, so that checking an events plugin never makes
+/// it call a CRM.
+#[derive(Clone, Default)]
+pub(crate) struct HttpAccess {
+    pub(crate) grant: HttpGrant,
+    pub(crate) serving: Arc<AtomicBool>,
+}
+
 /// The `wasi:http` hooks of a plugin instance: a request goes out only to
-/// a granted host, with timeouts no longer than `HTTP_TIMEOUT`.
+/// a granted host, from a generation that serves, with timeouts no longer
+/// than `HTTP_TIMEOUT`.
 struct HttpHooks {
-    grant: HttpGrant,
+    access: HttpAccess,
     plugin: Arc<str>,
 }
 
@@ -210,8 +221,13 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
     > {
         use http_body_util::BodyExt;
         drop(fut);
-        if !self.grant.allows(request.uri()) {
-            self.grant.denied.fetch_add(1, Ordering::Relaxed);
+        if !self.access.serving.load(Ordering::Acquire) {
+            tracing::debug!(plugin = %self.plugin, uri = %request.uri(), "plugin HTTP request denied: the plugin is being checked, not serving");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        let grant = &self.access.grant;
+        if !grant.allows(request.uri()) {
+            grant.denied.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 plugin = %self.plugin,
                 uri = %request.uri(),
@@ -583,7 +599,7 @@ impl PluginEngine {
         plugin: Arc<str>,
         generation: u64,
         slot: SlotLimits,
-        grant: HttpGrant,
+        http: HttpAccess,
     ) -> Store<HostState> {
         let wasi = WasiCtx::builder()
             .wall_clock(FrozenClock)
@@ -599,7 +615,7 @@ impl PluginEngine {
                 table: ResourceTable::new(),
                 http: wasmtime_wasi_http::WasiHttpCtx::new(),
                 http_hooks: HttpHooks {
-                    grant,
+                    access: http,
                     plugin: plugin.clone(),
                 },
                 plugin,

@@ -117,6 +117,17 @@ pub struct PolicyRuntime {
     builtin: BuiltinPolicy,
 }
 
+/// `base` with `extra` laid over it, borrowed when `extra` is empty (the
+/// usual decision: the slot's params alone), so that a decision copies no
+/// params.
+fn merged_cow<'a>(base: &'a Params, extra: &Params) -> std::borrow::Cow<'a, Params> {
+    if extra.is_empty() {
+        std::borrow::Cow::Borrowed(base)
+    } else {
+        std::borrow::Cow::Owned(merged(base, extra))
+    }
+}
+
 /// `base` with `extra` laid over it: keys of `extra` win.
 fn merged(base: &Params, extra: &Params) -> Params {
     let mut out: Params = base
@@ -360,6 +371,7 @@ fn load_into<W: World>(
         Ok((generation, compiled_from)) => {
             let info = generation.info.clone();
             *last_generation = info.generation;
+            generation.serving();
             let old = slot.current.swap(Some(Arc::new(generation)));
             slot.stats.count(Counter::Load);
             tracing::info!(
@@ -473,7 +485,7 @@ impl PolicyRuntime {
         let slot = &self.slots.events;
         let outcome = slot.decide(
             |g| {
-                let params = merged(&g.info.params, &event.params);
+                let params = merged_cow(&g.info.params, &event.params);
                 decide_on(g, event, &params)
             },
             |actions| check_event_actions(actions),
@@ -720,17 +732,17 @@ fn decide<W: World>(
     input: &W::Input,
     builtin: impl FnOnce(&W::Input) -> Result<W::Answer, PolicyError>,
 ) -> Result<W::Answer, PolicyError> {
-    let mut effective: Option<Params> = None;
     let outcome = slot.decide(
-        |g| {
-            let params = merged(&g.info.params, input.params());
-            let answer = decide_on(g, input, &params);
-            effective = Some(params);
-            answer
-        },
+        |g| decide_on(g, input, &merged_cow(&g.info.params, input.params())),
         |answer| W::validate(input, answer),
     );
     // The input is cloned only on the failure path.
+    // The params the plugin ran with, for the built-in policy: built on
+    // the failure path only.
+    let effective = match &outcome {
+        Some((g, Err(_))) => Some(merged(&g.info.params, input.params())),
+        _ => None,
+    };
     PolicyRuntime::settle(slot, outcome, || match effective {
         Some(params) => {
             let mut with_params = input.clone();

@@ -48,8 +48,9 @@ pub(crate) struct Generation<W: World> {
     warm: Mutex<Vec<Warm<W>>>,
     /// This generation's circuit breaker; a new generation starts closed.
     breaker: Mutex<Breaker>,
-    /// The slot's outbound HTTP grant (empty for a plugin checked, not loaded).
-    grant: crate::engine::HttpGrant,
+    /// The slot's outbound HTTP grant (empty for a plugin checked, not
+    /// loaded), open once this generation serves.
+    http: crate::engine::HttpAccess,
 }
 
 /// Failures in a row that open the circuit.
@@ -136,7 +137,10 @@ impl<W: World> Generation<W> {
             engine,
             warm: Mutex::new(Vec::new()),
             breaker: Mutex::new(Breaker::default()),
-            grant,
+            http: crate::engine::HttpAccess {
+                grant,
+                serving: Default::default(),
+            },
         }
     }
 
@@ -145,7 +149,7 @@ impl<W: World> Generation<W> {
             self.label.clone(),
             self.info.generation,
             self.limits,
-            self.grant.clone(),
+            self.http.clone(),
         );
         let bindings = W::instantiate(&self.pre, &mut store)
             .map_err(|e| CallFailure::Instantiate(crate::error::one_line(&e)))?;
@@ -198,6 +202,13 @@ impl<W: World> Generation<W> {
             pool.push(warm);
         }
         Ok(())
+    }
+
+    /// Opens the slot's HTTP grant to this generation: it serves now.
+    pub(crate) fn serving(&self) {
+        self.http
+            .serving
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Idle instances kept now.

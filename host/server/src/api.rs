@@ -250,6 +250,8 @@ pub struct LoadedOut {
     /// SHA-256 of the `.wasm`.
     pub digest: String,
     pub params: BTreeMap<String, String>,
+    /// The `callpark:policy` version it was built against.
+    pub wit_version: String,
 }
 
 /// A slot's counters since start.
@@ -277,6 +279,10 @@ pub struct PluginOut {
     pub params_source: Source,
     pub loaded: Option<LoadedOut>,
     pub stats: PluginStatsOut,
+    /// The hosts the slot's plugin may reach over HTTP (`events_http`; the
+    /// events slot only), and how many requests elsewhere were refused.
+    pub http_hosts: Vec<String>,
+    pub http_denied: u64,
 }
 
 /// A `.wasm` that would load (a dry run).
@@ -1469,13 +1475,15 @@ async fn get_export(
 const MAX_PLUGIN_BYTES: usize = 64 << 20;
 
 fn decision_of(slot: &str) -> Result<callpark_core::Decision, Problem> {
-    callpark_core::Decision::ALL
+    callpark_core::Decision::SLOTS
         .into_iter()
         .find(|d| d.name() == slot)
         .ok_or_else(|| {
             problem(
                 StatusCode::NOT_FOUND,
-                format!("no plugin slot `{slot}`: the slots are allocator, recall, dialing"),
+                format!(
+                    "no plugin slot `{slot}`: the slots are allocator, recall, dialing, events"
+                ),
             )
         })
 }
@@ -1499,6 +1507,12 @@ fn plugin_json(api: &Api, prov: &Provisioning, decision: callpark_core::Decision
             kind: "store".into(),
             file: None,
         },
+        PluginOrigin::Embedded if callpark_policy::embedded::default_plugin(decision).is_none() => {
+            PluginSourceOut {
+                kind: "none".into(),
+                file: None,
+            }
+        }
         PluginOrigin::Embedded => PluginSourceOut {
             kind: "default".into(),
             file: None,
@@ -1509,7 +1523,9 @@ fn plugin_json(api: &Api, prov: &Provisioning, decision: callpark_core::Decision
         generation: info.generation,
         digest: info.digest,
         params: info.params.into_iter().collect(),
+        wit_version: info.wit_version.to_string(),
     });
+    let (http_hosts, http_denied) = runtime.http_grant(decision);
     let stats = runtime.stats(decision);
     let us = |q: f64| stats.latency_quantile(q).map(|d| d.as_micros() as u64);
     PluginOut {
@@ -1530,6 +1546,8 @@ fn plugin_json(api: &Api, prov: &Provisioning, decision: callpark_core::Decision
             decision_p50_us: us(0.5),
             decision_p99_us: us(0.99),
         },
+        http_hosts,
+        http_denied,
     }
 }
 
@@ -1537,14 +1555,14 @@ fn plugin_json(api: &Api, prov: &Provisioning, decision: callpark_core::Decision
 async fn list_plugins(State(api): State<Api>, headers: HeaderMap) -> Answer {
     authorize(&api, &headers, Role::Viewer)?;
     let prov = api.live.prov.lock().await;
-    let all: Vec<PluginOut> = callpark_core::Decision::ALL
+    let all: Vec<PluginOut> = callpark_core::Decision::SLOTS
         .into_iter()
         .map(|d| plugin_json(&api, &prov, d))
         .collect();
     Ok(ok(StatusCode::OK, all))
 }
 
-#[utoipa::path(get, path = "/api/v1/plugins/{key}", tag = "plugins", params(("key" = String, Path, description = "allocator, recall or dialing", example = "allocator")), responses((status = 200, description = "The slot", body = PluginOut)))]
+#[utoipa::path(get, path = "/api/v1/plugins/{key}", tag = "plugins", params(("key" = String, Path, description = "allocator, recall, dialing or events", example = "allocator")), responses((status = 200, description = "The slot", body = PluginOut)))]
 async fn get_plugin(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -1577,7 +1595,7 @@ fn plugin_not_file_owned(
 /// `PUT /plugins/{slot}`: a `.wasm`, loaded on the path a file swap takes
 /// (type check, `check-params`, canary cases, atomic swap), then kept in
 /// the store; refused with the reason, the previous plugin still serving.
-#[utoipa::path(put, path = "/api/v1/plugins/{key}", tag = "plugins", params(("key" = String, Path, description = "allocator, recall or dialing", example = "allocator"), Flags), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "a WASM component (.wasm) of the slot's world"), responses((status = 200, description = "Loaded and kept (or, as a dry run, checked)", body = PluginOut)))]
+#[utoipa::path(put, path = "/api/v1/plugins/{key}", tag = "plugins", params(("key" = String, Path, description = "allocator, recall, dialing or events", example = "allocator"), Flags), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "a WASM component (.wasm) of the slot's world"), responses((status = 200, description = "Loaded and kept (or, as a dry run, checked)", body = PluginOut)))]
 async fn put_plugin(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -1648,7 +1666,7 @@ async fn put_plugin(
 
 /// `DELETE /plugins/{slot}`: the stored plugin goes; the slot runs the
 /// embedded default again.
-#[utoipa::path(delete, path = "/api/v1/plugins/{key}", tag = "plugins", params(("key" = String, Path, description = "allocator, recall or dialing", example = "allocator"), Flags), responses((status = 200, description = "The slot, back on the embedded default", body = PluginOut)))]
+#[utoipa::path(delete, path = "/api/v1/plugins/{key}", tag = "plugins", params(("key" = String, Path, description = "allocator, recall, dialing or events", example = "allocator"), Flags), responses((status = 200, description = "The slot, back on the embedded default", body = PluginOut)))]
 async fn delete_plugin(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -1683,7 +1701,7 @@ async fn delete_plugin(
 }
 
 /// `GET /plugins/{slot}/params`: the params the slot is configured with.
-#[utoipa::path(get, path = "/api/v1/plugins/{key}/params", tag = "plugins", params(("key" = String, Path, description = "allocator, recall or dialing", example = "allocator")), responses((status = 200, description = "The params the slot is loaded with", body = ParamsOut)))]
+#[utoipa::path(get, path = "/api/v1/plugins/{key}/params", tag = "plugins", params(("key" = String, Path, description = "allocator, recall, dialing or events", example = "allocator")), responses((status = 200, description = "The params the slot is loaded with", body = ParamsOut)))]
 async fn get_params(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -1709,7 +1727,7 @@ async fn get_params(
 /// `PUT /plugins/{slot}/params`: the slot's own params (a JSON object of
 /// strings), checked by the plugin's `check-params` and conformance cases
 /// before anything is kept.
-#[utoipa::path(put, path = "/api/v1/plugins/{key}/params", tag = "plugins", params(("key" = String, Path, description = "allocator, recall or dialing", example = "allocator"), Flags), request_body(content = BTreeMap<String, String>, description = "the slot's own params"), responses((status = 200, description = "The params after the write", body = ParamsWritten)))]
+#[utoipa::path(put, path = "/api/v1/plugins/{key}/params", tag = "plugins", params(("key" = String, Path, description = "allocator, recall, dialing or events", example = "allocator"), Flags), request_body(content = BTreeMap<String, String>, description = "the slot's own params"), responses((status = 200, description = "The params after the write", body = ParamsWritten)))]
 async fn put_params(
     State(api): State<Api>,
     headers: HeaderMap,

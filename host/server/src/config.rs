@@ -1364,6 +1364,10 @@ impl Config {
                 }
             }
         }
+        for (i, host) in pl.events_http.iter().enumerate() {
+            check_http_host(host)
+                .or_else(|m| at(&[K("plugins"), K("events_http"), PathPart::Index(i)], m))?;
+        }
         Ok(())
     }
 
@@ -1408,6 +1412,28 @@ fn callpark_sip_user(uri: &str) -> Option<String> {
     let rest = uri.split_once(':')?.1;
     let (user, _) = rest.split_once('@')?;
     Some(user.to_string())
+}
+
+/// An `events_http` entry: `host` or `host:port`, nothing more (no scheme,
+/// no path), so that what is granted is exactly a place on the network.
+fn check_http_host(entry: &str) -> Result<(), String> {
+    let (host, port) = match entry.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.starts_with('[') => (h, Some(p)),
+        _ => (entry, None),
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-[]:".contains(c));
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{entry}` is not a host or host:port (say \"crm.example.com\" or \"127.0.0.1:8080\")"
+        ))
+    }
 }
 
 fn duration_in(text: &str, min: Duration, max: Duration) -> Result<(), String> {
@@ -1930,6 +1956,20 @@ on_failure = "fallback"
 
         let e = err("[plugins]\non_failure = \"explode\"\n");
         assert_eq!((e.line, e.field.as_str()), (2, "plugins.on_failure"), "{e}");
+        let e = err("[plugins]\nevents_http = [\"http://crm.example.com/hook\"]\n");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (2, "plugins.events_http[1]"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("not a host or host:port"), "{e}");
+        assert!(
+            Config::parse(
+                "[plugins]\nevents_http = [\"127.0.0.1:8080\", \"crm.example.com\"]\n",
+                "park.toml"
+            )
+            .is_ok()
+        );
 
         let e = err("[media]\nrtp_timeout = \"60s\"\npacer_threads = 65\n");
         assert_eq!(

@@ -132,7 +132,7 @@ impl FileSource {
                 return self.names(value).then(|| self.line(&[PathPart::Key(key)]));
             }
             ObjectKind::PluginParams => {
-                let slot = ["allocator", "recall", "dialing"]
+                let slot = ["allocator", "recall", "dialing", "events"]
                     .into_iter()
                     .find(|s| *s == value)?;
                 return self.names_params(slot).then(|| {
@@ -341,6 +341,7 @@ pub fn compose(file: &FileSource, stored: &Stored) -> Result<Config, Refusal> {
             "allocator" => c.plugins.params.allocator = table,
             "recall" => c.plugins.params.recall = table,
             "dialing" => c.plugins.params.dialing = table,
+            "events" => c.plugins.params.events = table,
             _ => {}
         }
     }

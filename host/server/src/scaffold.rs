@@ -20,6 +20,8 @@ pub enum World {
     Allocator,
     Recall,
     Dialing,
+    /// Told of park events, off the decision path (WIT 0.2.0).
+    Events,
     /// All three decisions in one component.
     Policy,
 }
@@ -30,6 +32,7 @@ impl World {
             World::Allocator => "allocator-plugin",
             World::Recall => "recall-plugin",
             World::Dialing => "dialing-plugin",
+            World::Events => "events-plugin",
             World::Policy => "policy-plugin",
         }
     }
@@ -40,6 +43,7 @@ impl World {
             World::Allocator => &[Interface::Allocator],
             World::Recall => &[Interface::Recall],
             World::Dialing => &[Interface::Dialing],
+            World::Events => &[Interface::Events],
             World::Policy => &[Interface::Allocator, Interface::Recall, Interface::Dialing],
         }
     }
@@ -50,6 +54,7 @@ enum Interface {
     Allocator,
     Recall,
     Dialing,
+    Events,
 }
 
 impl Interface {
@@ -58,6 +63,7 @@ impl Interface {
             Interface::Allocator => "allocator",
             Interface::Recall => "recall",
             Interface::Dialing => "dialing",
+            Interface::Events => "events",
         }
     }
 
@@ -66,6 +72,7 @@ impl Interface {
             Interface::Allocator => include_str!("../scaffold/common/allocator.toml"),
             Interface::Recall => include_str!("../scaffold/common/recall.toml"),
             Interface::Dialing => include_str!("../scaffold/common/dialing.toml"),
+            Interface::Events => include_str!("../scaffold/common/events.toml"),
         }
     }
 }
@@ -83,7 +90,7 @@ struct Templates {
     name: &'static str,
     source: &'static str,
     head: &'static str,
-    parts: [&'static str; 3],
+    parts: [&'static str; 4],
     tail: &'static str,
     /// Build files besides the source: (path, template).
     files: &'static [(&'static str, &'static str)],
@@ -102,6 +109,7 @@ impl Lang {
                     include_str!("../scaffold/rust/allocator.rs"),
                     include_str!("../scaffold/rust/recall.rs"),
                     include_str!("../scaffold/rust/dialing.rs"),
+                    include_str!("../scaffold/rust/events.rs"),
                 ],
                 tail: include_str!("../scaffold/rust/tail.rs"),
                 files: &[("Cargo.toml", include_str!("../scaffold/rust/Cargo.toml"))],
@@ -117,6 +125,7 @@ impl Lang {
                     include_str!("../scaffold/python/allocator.py"),
                     include_str!("../scaffold/python/recall.py"),
                     include_str!("../scaffold/python/dialing.py"),
+                    include_str!("../scaffold/python/events.py"),
                 ],
                 tail: "",
                 files: &[(
@@ -138,6 +147,7 @@ impl Lang {
                     include_str!("../scaffold/js/allocator.js"),
                     include_str!("../scaffold/js/recall.js"),
                     include_str!("../scaffold/js/dialing.js"),
+                    include_str!("../scaffold/js/events.js"),
                 ],
                 tail: "",
                 files: &[("package.json", include_str!("../scaffold/js/package.json"))],
@@ -256,6 +266,7 @@ mod tests {
             World::Allocator,
             World::Recall,
             World::Dialing,
+            World::Events,
             World::Policy,
         ] {
             for lang in [Lang::Rust, Lang::Python, Lang::Js] {

@@ -227,7 +227,7 @@ pub async fn serve(file: crate::provision::FileSource) -> anyhow::Result<()> {
         .plugins()?
         .into_iter()
         .filter_map(|(slot, wasm)| {
-            let decision = callpark_core::Decision::ALL
+            let decision = callpark_core::Decision::SLOTS
                 .into_iter()
                 .find(|d| d.name() == slot)?;
             Some((decision, std::sync::Arc::<[u8]>::from(wasm)))

@@ -33,7 +33,7 @@ impl exports::callpark::policy::allocator::Guest for DefaultAllocator {
         let target = guest::park_target(req.target);
         match callpark_builtin::allocator::choose(
             &target,
-            &req.candidates,
+            &guest::candidates(&req.candidates),
             req.last.map(|i| i as usize),
             req.entropy,
             &req.params,

@@ -201,49 +201,81 @@ pub mod v0_2 {
         }
     }
 
-    impl core::CandidateOrbit for wit::Candidate {
+    /// One candidate of a pick request, read from its columns.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Candidate<'a> {
+        pub number: u32,
+        /// The orbit number when `number` cannot say it.
+        pub label: Option<&'a str>,
+        pub occupied: u32,
+        /// 0: disabled.
+        pub capacity: u32,
+    }
+
+    impl Candidate<'_> {
+        /// The orbit number as a string.
+        pub fn orbit(&self) -> String {
+            self.label
+                .map_or_else(|| self.number.to_string(), str::to_string)
+        }
+    }
+
+    /// The candidates of a pick request, one per orbit, without a string
+    /// but for the few orbits whose number is not written as a number.
+    pub fn candidates(c: &wit::Candidates) -> Vec<Candidate<'_>> {
+        let mut labels = c.labels.iter().peekable();
+        (0..c.numbers.len())
+            .map(|i| {
+                let label = labels
+                    .next_if(|(at, _)| *at as usize == i)
+                    .map(|(_, l)| l.as_str());
+                Candidate {
+                    number: c.numbers[i],
+                    label,
+                    occupied: c.occupied.get(i).copied().unwrap_or(0),
+                    capacity: c.capacity.get(i).copied().unwrap_or(0),
+                }
+            })
+            .collect()
+    }
+
+    impl core::CandidateOrbit for Candidate<'_> {
         fn enabled(&self) -> bool {
-            self.enabled
+            self.capacity > 0
         }
         fn full(&self) -> bool {
             self.occupied >= self.capacity
         }
         fn is_number(&self, number: &str) -> bool {
-            match &self.label {
+            match self.label {
                 Some(label) => label == number,
                 None => core::numeric_orbit(number) == Some(self.number),
             }
         }
     }
 
-    /// The candidate's orbit number as a string (for a 0.1.0-style answer
-    /// or a log line; `pick` needs none).
-    pub fn candidate_number(c: &wit::Candidate) -> String {
-        c.label.clone().unwrap_or_else(|| c.number.to_string())
-    }
-
     /// A pick request as a park request, for a plugin that implements
     /// `allocate` and answers `pick` with it (it pays a string per orbit).
     pub fn park_request_of(r: wit::PickRequest) -> core::ParkRequest {
+        let candidates: Vec<core::OrbitState> = self::candidates(&r.candidates)
+            .iter()
+            .map(|c| core::OrbitState {
+                number: c.orbit(),
+                occupied: c.occupied,
+                capacity: c.capacity.max(1),
+                enabled: c.capacity > 0,
+            })
+            .collect();
         let last_orbit = r
             .last
-            .and_then(|i| r.candidates.get(i as usize))
-            .map(candidate_number);
+            .and_then(|i| candidates.get(i as usize))
+            .map(|c| c.number.clone());
         core::ParkRequest {
             parker: r.parker,
             parked_uri: r.parked_uri,
             parked_display: r.parked_display,
             target: park_target(r.target),
-            candidates: r
-                .candidates
-                .iter()
-                .map(|c| core::OrbitState {
-                    number: candidate_number(c),
-                    occupied: c.occupied,
-                    capacity: c.capacity,
-                    enabled: c.enabled,
-                })
-                .collect(),
+            candidates,
             last_orbit,
             now_ms: r.now_ms,
             entropy: r.entropy,

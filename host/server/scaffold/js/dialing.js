@@ -1,13 +1,21 @@
 
-// What a dialed string means: `*68<orbit>` parks, `*88<orbit>` retrieves.
+// What a dialed string means: `*68<orbit>` parks, `*88<orbit>` retrieves,
+// and a bare orbit parks when it is empty or the call was transferred there,
+// and retrieves otherwise. The host asks `parseDialed`, with the dialed
+// orbit's state; `parse` is the 0.1.0 form.
 export const dialing = {
   checkParams(params) {},
 
   parse(ctx) {
+    return dialing.parseDialed(ctx, undefined);
+  },
+
+  parseDialed(ctx, orbit) {
     const dialed = ctx.dialed.trim();
     if (ctx.dialedIsOrbit) {
-      // Transferred to a bare orbit: park there; dialed: retrieve.
-      if (ctx.referredBy !== undefined || ctx.hasReplaces) return { tag: 'park-orbit', val: dialed };
+      const transferred = ctx.referredBy !== undefined || ctx.hasReplaces;
+      const empty = orbit !== undefined && orbit.occupied === 0;
+      if (transferred || empty) return { tag: 'park-orbit', val: dialed };
       return { tag: 'retrieve', val: dialed };
     }
     for (const code of ['*68', '*88']) {

@@ -1,9 +1,9 @@
 // {{name}}: a callpark policy plugin (world `{{world}}` of
-// callpark:policy@0.1.0). Every input a decision needs arrives as a
+// callpark:policy@0.2.0). Every input a decision needs arrives as a
 // parameter, and the answer is checked by the host: see wit/policy.wit.
 // Records have camelCase fields, u64 values are BigInts, variants are
 // { tag, val }; throw a string from checkParams to refuse params.
-import { log } from 'callpark:policy/log@0.1.0';
+import { log } from 'callpark:policy/log@0.2.0';
 
 // The value of a parameter, if the configuration sets it.
 function param(params, key) {

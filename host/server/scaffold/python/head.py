@@ -1,5 +1,5 @@
 # world: {{world}}
-"""{{name}}: a callpark policy plugin (world `{{world}}` of callpark:policy@0.1.0).
+"""{{name}}: a callpark policy plugin (world `{{world}}` of callpark:policy@0.2.0).
 
 Every input a decision needs arrives as a parameter, and the answer is
 checked by the host: see wit/policy.wit. `componentize-py -d wit -w {{world}}

@@ -1,5 +1,5 @@
 //! {{name}}: a callpark policy plugin (world `{{world}}` of
-//! callpark:policy@0.1.0). Every input a decision needs arrives as a
+//! callpark:policy@0.2.0). Every input a decision needs arrives as a
 //! parameter, and the answer is checked by the host: see wit/policy.wit.
 
 wit_bindgen::generate!({

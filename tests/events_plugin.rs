@@ -1,0 +1,228 @@
+//! The events slot through the real binary: an events plugin (the
+//! `fixture_events` component, WIT 0.2.0) is told of park events off the
+//! decision path. A granted local HTTP receiver gets a POST per event and a
+//! SIP MESSAGE reaches the URI the plugin names; a plugin that calls a host
+//! it was not granted, loops or traps leaves every call as it was, and the
+//! failure is counted in the admin API.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn fixture() -> String {
+    format!("{}/fixture_events.wasm", callpark_policy::PLUGIN_BUILD_DIR)
+}
+
+/// A local HTTP receiver: the request line and body of every request, in
+/// order; each answered 204.
+fn http_receiver() -> (u16, mpsc::Receiver<(String, String)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut length = 0usize;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+                let lower = header.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length.min(4096)];
+            let _ = reader.read_exact(&mut body);
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            if tx
+                .send((
+                    line.trim_end().to_string(),
+                    String::from_utf8_lossy(&body).to_string(),
+                ))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// The next SIP MESSAGE `socket` gets, answered 200; its whole text.
+fn next_message(socket: &UdpSocket) -> String {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf).expect("a MESSAGE");
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if !text.starts_with("MESSAGE ") {
+            continue;
+        }
+        let header = |name: &str| {
+            text.lines()
+                .filter(|l| l.to_ascii_lowercase().starts_with(name))
+                .map(|l| format!("{l}\r\n"))
+                .collect::<String>()
+        };
+        let ok = format!(
+            "SIP/2.0 200 OK\r\n{}{}{}{}Content-Length: 0\r\n\r\n",
+            header("via:"),
+            header("from:"),
+            header("to:"),
+            header("call-id:") + &header("cseq:")
+        );
+        socket.send_to(ok.as_bytes(), from).unwrap();
+        return text;
+    }
+}
+
+/// The events slot as the admin API shows it.
+fn events_slot(server: &Server, secret: &str) -> serde_json::Value {
+    get_json(server.admin, "/api/v1/plugins/events", secret)
+}
+
+/// Music reaches a parked caller: it is parked and the SIP loop is serving.
+fn hears_music(caller: &ParkedCaller) {
+    let mut buf = [0u8; 2048];
+    let (n, _) = caller.rtp.recv_from(&mut buf).expect("hold music");
+    assert!(n > 12, "an RTP packet");
+}
+
+#[test]
+fn a_granted_events_plugin_reaches_its_receiver_and_sends_the_message_it_asks_for() {
+    let secret = "events-granted";
+    let (granted, posts) = http_receiver();
+    let reception = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rport = reception.local_addr().unwrap().port();
+    let server = Server::start_with(&format!(
+        r#"
+[plugins]
+events = "{fixture}"
+events_http = ["127.0.0.1:{granted}"]
+[plugins.params.events]
+http = "http://127.0.0.1:{granted}/hook"
+notify = "sip:reception@127.0.0.1:{rport}"
+{token}"#,
+        fixture = fixture(),
+        token = admin_token(secret)
+    ));
+
+    let caller = park_caller(&server, "701", "events-granted-1", "sip:parker@127.0.0.1");
+    hears_music(&caller);
+    let message = next_message(&reception);
+    assert!(
+        message.starts_with(&format!("MESSAGE sip:reception@127.0.0.1:{rport} SIP/2.0")),
+        "{message}"
+    );
+    assert!(message.contains("Content-Type: text/plain"), "{message}");
+    assert!(message.contains("parked on 701"), "{message}");
+    let (line, body) = posts.recv_timeout(Duration::from_secs(10)).expect("a POST");
+    assert_eq!(line, "POST /hook HTTP/1.1");
+    assert!(body.starts_with("parked 701 "), "{body}");
+
+    caller.hang_up();
+    let (_, body) = posts.recv_timeout(Duration::from_secs(10)).expect("a POST");
+    assert!(body.starts_with("abandoned 701 "), "{body}");
+
+    let slot = events_slot(&server, secret);
+    assert_eq!(slot["loaded"]["wit_version"], "0.2.0", "{slot}");
+    assert_eq!(
+        slot["http_hosts"][0],
+        format!("127.0.0.1:{granted}"),
+        "{slot}"
+    );
+    assert_eq!(slot["http_denied"], 0, "{slot}");
+    assert_eq!(slot["stats"]["traps"], 0, "{slot}");
+    assert_eq!(slot["stats"]["timeouts"], 0, "{slot}");
+    let (clean, log) = server.stop();
+    assert!(clean, "{log}");
+}
+
+#[test]
+fn an_events_plugin_that_calls_an_ungranted_host_loops_or_traps_leaves_calls_untouched_and_is_counted()
+ {
+    for mode in ["ungranted", "loop", "trap"] {
+        let secret = "events-misbehaving";
+        let (ungranted, posts) = http_receiver();
+        let params = match mode {
+            "ungranted" => format!("http = \"http://127.0.0.1:{ungranted}/hook\""),
+            other => format!("mode = \"{other}\""),
+        };
+        let server = Server::start_with(&format!(
+            r#"
+[plugins]
+events = "{fixture}"
+[plugins.params.events]
+{params}
+{token}"#,
+            fixture = fixture(),
+            token = admin_token(secret)
+        ));
+        // Three calls parked one after the other, each answered and
+        // hearing music, then hung up: six events for the plugin, three of
+        // them `abandoned`, on which the looping and trapping modes fail.
+        let started = Instant::now();
+        for i in 0..3 {
+            let caller = park_caller(
+                &server,
+                "701",
+                &format!("events-{mode}-{i}"),
+                "sip:parker@127.0.0.1",
+            );
+            hears_music(&caller);
+            caller.hang_up();
+        }
+        println!(
+            "{mode}: three park + hang-up cycles in {} ms",
+            started.elapsed().as_millis()
+        );
+        // The events thread catches up (bounded).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let counted = |slot: &serde_json::Value| match mode {
+            "ungranted" => slot["http_denied"].as_u64().unwrap_or(0) >= 6,
+            "loop" => slot["stats"]["timeouts"].as_u64().unwrap_or(0) >= 3,
+            _ => slot["stats"]["traps"].as_u64().unwrap_or(0) >= 3,
+        };
+        let mut slot = events_slot(&server, secret);
+        while !counted(&slot) {
+            assert!(Instant::now() < deadline, "{mode}: not counted: {slot}");
+            std::thread::sleep(Duration::from_millis(100));
+            slot = events_slot(&server, secret);
+        }
+        match mode {
+            "ungranted" => {
+                assert!(posts.try_recv().is_err(), "an ungranted host was reached");
+                assert!(server.log().contains("plugin HTTP request denied"));
+            }
+            // The other three events were observed without a failure.
+            _ => assert!(slot["stats"]["calls"].as_u64() >= Some(6), "{slot}"),
+        }
+        if mode != "ungranted" {
+            assert!(
+                server
+                    .log()
+                    .contains("events plugin failed; the call goes on untouched"),
+                "{mode}"
+            );
+        }
+        let (clean, log) = server.stop();
+        assert!(clean, "{mode}: {log}");
+    }
+}
