@@ -291,3 +291,119 @@ fn compiled_plugins_are_cached_by_digest() {
     let cached = restarted.load(Decision::Recall, &source, vec![]).unwrap();
     assert_eq!(cached.compiled_from, CompiledFrom::Artifact);
 }
+
+/// A lot with what 0.2.0's numbered candidates must carry exactly: orbit
+/// numbers that are not numbers, a disabled orbit, a FIFO orbit.
+fn awkward_lot() -> Vec<callpark_core::OrbitState> {
+    let orbit = |number: &str, occupied, capacity, enabled| callpark_core::OrbitState {
+        number: number.into(),
+        occupied,
+        capacity,
+        enabled,
+    };
+    vec![
+        orbit("701", 1, 1, true),
+        orbit("0702", 0, 1, true),
+        orbit("*703", 0, 1, false),
+        orbit("704", 1, 3, true),
+        orbit("4294967296", 0, 1, true),
+        orbit("705", 0, 1, true),
+    ]
+}
+
+#[test]
+fn plugins_built_against_0_1_and_0_2_serve_side_by_side_each_as_its_version_says() {
+    let rt = runtime();
+    rt.load(
+        Decision::Allocator,
+        &embedded::default_plugin(Decision::Allocator).unwrap(),
+        vec![],
+    )
+    .unwrap();
+    rt.load(Decision::Dialing, &plugin("fixture_dialing_0_1"), vec![])
+        .unwrap();
+    rt.load(Decision::Recall, &plugin("fixture_custom_recall"), vec![])
+        .unwrap();
+    let version = |d| rt.current(d).unwrap().wit_version;
+    assert_eq!(version(Decision::Allocator), "0.2.0");
+    assert_eq!(version(Decision::Dialing), "0.1.0");
+    assert_eq!(version(Decision::Recall), "0.1.0");
+
+    // The 0.2.0 allocator, over numbered candidates and labels, answers as
+    // the built-in policy does over strings, for every target and strategy.
+    let builtin = BuiltinPolicy;
+    let mut req = lot_request(0);
+    req.candidates = awkward_lot();
+    for target in [
+        callpark_core::ParkTarget::DefaultLot,
+        callpark_core::ParkTarget::Group("front-desk".into()),
+        callpark_core::ParkTarget::Orbit("0702".into()),
+        callpark_core::ParkTarget::Orbit("*703".into()),
+        callpark_core::ParkTarget::Orbit("701".into()),
+        callpark_core::ParkTarget::Orbit("4294967296".into()),
+    ] {
+        for strategy in ["first", "next", "random"] {
+            for last in [None, Some("0702"), Some("705"), Some("999")] {
+                req.target = target.clone();
+                req.params = vec![("strategy".into(), strategy.into())];
+                req.last_orbit = last.map(str::to_string);
+                assert_eq!(
+                    rt.allocate(&req),
+                    builtin.allocate(&req),
+                    "{target:?} {strategy} after {last:?}"
+                );
+            }
+        }
+    }
+    // With everything taken but the disabled orbit, a full lot.
+    for o in &mut req.candidates {
+        o.occupied = o.capacity;
+    }
+    req.candidates[2].occupied = 0;
+    req.target = callpark_core::ParkTarget::DefaultLot;
+    assert!(matches!(
+        rt.allocate(&req).unwrap(),
+        Allocation::Rejected(r) if r.code == callpark_core::RejectCode::Full
+    ));
+
+    // The 0.1.0 dialing plugin cannot see the orbit's state: a bare orbit
+    // dialed means "retrieve, or park there when it is empty", as the
+    // 0.1.0 host carried it out.
+    let dial = |occupied| callpark_core::DialContext {
+        dialed: "701".into(),
+        caller: "sip:carol@example.com".into(),
+        referred_by: None,
+        has_replaces: false,
+        dialed_is_orbit: true,
+        dialed_orbit: Some(callpark_core::OrbitState {
+            number: "701".into(),
+            occupied,
+            capacity: 1,
+            enabled: true,
+        }),
+        params: vec![],
+    };
+    assert_eq!(
+        rt.parse_dial(&dial(0)).unwrap(),
+        callpark_core::DialAction::ParkOrbit("701".into())
+    );
+    assert_eq!(
+        rt.parse_dial(&dial(1)).unwrap(),
+        callpark_core::DialAction::Retrieve(Some("701".into()))
+    );
+    // The 0.2.0 default dialing plugin decides that itself, by its param.
+    rt.load(
+        Decision::Dialing,
+        &embedded::default_plugin(Decision::Dialing).unwrap(),
+        vec![("bare_orbit".into(), "retrieve".into())],
+    )
+    .unwrap();
+    assert_eq!(version(Decision::Dialing), "0.2.0");
+    assert_eq!(
+        rt.parse_dial(&dial(0)).unwrap(),
+        callpark_core::DialAction::Retrieve(Some("701".into()))
+    );
+    for d in Decision::ALL {
+        assert_eq!(rt.stats(d).failures(), 0, "{d}");
+    }
+}

@@ -1,9 +1,15 @@
-//! The events slot through the real binary: an events plugin (the
-//! `fixture_events` component, WIT 0.2.0) is told of park events off the
-//! decision path. A granted local HTTP receiver gets a POST per event and a
-//! SIP MESSAGE reaches the URI the plugin names; a plugin that calls a host
-//! it was not granted, loops or traps leaves every call as it was, and the
-//! failure is counted in the admin API.
+//! What WIT `callpark:policy@0.2.0` adds, through the real binary.
+//!
+//! The events slot: an events plugin (the `fixture_events` component) is
+//! told of park events off the decision path. A granted local HTTP receiver
+//! gets a POST per event and a SIP MESSAGE reaches the URI the plugin
+//! names; a plugin that calls a host it was not granted, loops or traps
+//! leaves every call as it was, and the failure is counted in the admin
+//! API.
+//!
+//! A bare orbit: what dialing an empty orbit does is the dialing plugin's
+//! to say (the default plugin's `bare_orbit` param), and a 0.1.0 dialing
+//! plugin keeps the meaning it had, beside 0.2.0 plugins in the other slots.
 
 mod support;
 
@@ -224,5 +230,101 @@ events = "{fixture}"
         }
         let (clean, log) = server.stop();
         assert!(clean, "{mode}: {log}");
+    }
+}
+
+/// Dials a bare orbit from a phone that sends no Referred-By (not a
+/// transfer); the final status and the Warning, if any. A 200 is ACKed and
+/// hung up.
+fn dial_bare(server: &Server, orbit: &str, call_id: &str) -> (u16, String) {
+    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let me = sip.local_addr().unwrap();
+    let a = server.addr();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+    let invite = format!(
+        "INVITE sip:{orbit}@{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}\r\nFrom: <sip:dialer@{me}>;tag=d\r\nTo: <sip:{orbit}@{a}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:dialer@{me}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sip.send_to(invite.as_bytes(), a).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, _) = sip.recv_from(&mut buf).expect("an answer");
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        let status: u16 = text.get(8..11).and_then(|s| s.parse().ok()).unwrap_or(0);
+        if status < 200 {
+            continue;
+        }
+        let header = |name: &str| {
+            text.lines()
+                .find(|l| l.to_ascii_lowercase().starts_with(name))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let to = header("to:");
+        let ack = format!(
+            "ACK sip:{orbit}@{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}ack\r\nFrom: <sip:dialer@{me}>;tag=d\r\n{to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        sip.send_to(ack.as_bytes(), a).unwrap();
+        if status == 200 {
+            let bye = format!(
+                "BYE sip:{orbit}@{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}bye\r\nFrom: <sip:dialer@{me}>;tag=d\r\n{to}\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            );
+            sip.send_to(bye.as_bytes(), a).unwrap();
+        }
+        return (status, header("warning:"));
+    }
+}
+
+#[test]
+fn the_dialing_plugin_decides_what_a_bare_empty_orbit_means_and_a_0_1_plugin_keeps_its_meaning() {
+    let secret = "bare-orbit";
+    let fixtures = callpark_policy::PLUGIN_BUILD_DIR;
+    for (setup, empty_status) in [
+        // The default 0.2.0 plugin: park when empty (sipX, FreeSWITCH).
+        (String::new(), 200),
+        // Told to retrieve: 404 on an empty orbit.
+        (
+            "[plugins.params.dialing]\nbare_orbit = \"retrieve\"\n".to_string(),
+            404,
+        ),
+        // A 0.1.0 dialing plugin beside the 0.2.0 allocator and recall
+        // plugins: its "retrieve" on an empty orbit parks, as before.
+        (
+            format!("[plugins]\ndialing = \"{fixtures}/fixture_dialing_0_1.wasm\"\n"),
+            200,
+        ),
+    ] {
+        let server = Server::start_with(&format!("{setup}{}", admin_token(secret)));
+        let (status, warning) = dial_bare(&server, "702", "bare-empty");
+        assert_eq!(status, empty_status, "{setup}: {warning}");
+        if status == 404 {
+            assert!(warning.contains("Nothing parked on 702"), "{warning}");
+        }
+        // An orbit holding a call: dialing it bare retrieves the call.
+        let caller = park_caller(&server, "703", "bare-held", "sip:parker@127.0.0.1");
+        hears_music(&caller);
+        let (status, warning) = dial_bare(&server, "703", "bare-retrieve");
+        assert_eq!(status, 200, "{setup}: {warning}");
+        wait_log(&server, "event=\"retrieved\"", 1);
+        let slots = get_json(server.admin, "/api/v1/plugins", secret);
+        let version = |slot: &str| {
+            slots
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["slot"] == slot)
+                .map(|s| s["loaded"]["wit_version"].clone())
+                .unwrap()
+        };
+        assert_eq!(version("allocator"), "0.2.0");
+        let dialing = if setup.contains("fixture_dialing_0_1") {
+            "0.1.0"
+        } else {
+            "0.2.0"
+        };
+        assert_eq!(version("dialing"), dialing, "{slots}");
+        let (clean, log) = server.stop();
+        assert!(clean, "{log}");
     }
 }
