@@ -528,6 +528,10 @@ impl PluginEngine {
         &self.limits
     }
 
+    pub(crate) fn wasmtime(&self) -> &Engine {
+        &self.engine
+    }
+
     pub(crate) fn linker(&self) -> &Linker<HostState> {
         &self.linker
     }

@@ -225,6 +225,22 @@ fn prepare<W: World>(
         world: W::WORLD,
         reason: crate::error::one_line(&e),
     })?;
+    // The linker has `wasi:http` for events plugins; a decision runs on the
+    // SIP loop and may not wait on the network, so a decision plugin that
+    // imports it is refused here rather than denied at every call.
+    if W::DECISION != Decision::Events
+        && let Some((name, _)) = component
+            .component_type()
+            .imports(engine.wasmtime())
+            .find(|(name, _)| name.starts_with("wasi:http/"))
+    {
+        return Err(LoadError::Imports {
+            plugin,
+            reason: format!(
+                "imports {name}: only an events plugin may make HTTP requests (a decision may not wait on the network)"
+            ),
+        });
+    }
     let generation = Generation::new(engine.clone(), pre, info, grant);
     generation.prewarm().map_err(|e| LoadError::Instantiate {
         plugin,

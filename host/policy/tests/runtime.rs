@@ -407,3 +407,56 @@ fn plugins_built_against_0_1_and_0_2_serve_side_by_side_each_as_its_version_says
         assert_eq!(rt.stats(d).failures(), 0, "{d}");
     }
 }
+
+#[test]
+fn a_decision_slot_refuses_a_plugin_that_imports_wasi_http_and_the_events_slot_takes_it() {
+    let rt = runtime();
+    // `fixture_events` exports an allocator too, and imports wasi:http.
+    let err = rt
+        .load(Decision::Allocator, &plugin("fixture_events"), vec![])
+        .unwrap_err();
+    assert!(matches!(err, LoadError::Imports { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("only an events plugin may make HTTP requests"),
+        "{err}"
+    );
+    assert!(rt.current(Decision::Allocator).is_none());
+
+    rt.load(Decision::Events, &plugin("fixture_events"), vec![])
+        .unwrap();
+    assert_eq!(rt.current(Decision::Events).unwrap().wit_version, "0.2.0");
+    let event = |kind| callpark_core::ParkEvent {
+        kind,
+        call: 9,
+        orbit: "701".into(),
+        parker: "sip:alice@example.com".into(),
+        parked_uri: "sip:bob@example.com".into(),
+        call_id: "c9".into(),
+        by: String::new(),
+        detail: String::new(),
+        step: 0,
+        at_ms: 0,
+        params: vec![("notify".into(), "sip:reception@example.com".into())],
+    };
+    assert_eq!(
+        rt.observe(&event(callpark_core::ParkEventKind::Parked)),
+        vec![callpark_core::EventAction::SendMessage {
+            to: "sip:reception@example.com".into(),
+            text: "Call from sip:bob@example.com parked on 701".into(),
+        }]
+    );
+    assert!(
+        rt.observe(&event(callpark_core::ParkEventKind::Retrieved))
+            .is_empty()
+    );
+    // Not granted any host: a request is denied and counted, and the plugin
+    // still answers.
+    let mut posting = event(callpark_core::ParkEventKind::Retrieved);
+    posting
+        .params
+        .push(("http".into(), "http://127.0.0.1:9/hook".into()));
+    assert!(rt.observe(&posting).is_empty());
+    assert_eq!(rt.http_grant(Decision::Events), (vec![], 1));
+    assert_eq!(rt.stats(Decision::Events).failures(), 0);
+}
