@@ -934,7 +934,13 @@ fn plugins_are_swapped_and_their_params_set_through_the_api() {
     let before = slot(port);
     assert_eq!(before["source"]["kind"], "default", "{before}");
     let generation = before["loaded"]["generation"].as_u64().unwrap();
-    assert_eq!(get(port, "/api/v1/plugins").as_array().unwrap().len(), 3);
+    let slots = get(port, "/api/v1/plugins");
+    assert_eq!(slots.as_array().unwrap().len(), 4, "{slots}");
+    // The events slot, with no plugin configured: nothing serves it.
+    let events = get(port, "/api/v1/plugins/events");
+    assert_eq!(events["source"]["kind"], "none", "{events}");
+    assert!(events["loaded"].is_null(), "{events}");
+    assert_eq!(before["loaded"]["wit_version"], "0.2.0", "{before}");
 
     // Params: the plugin's own check-params judges them.
     let (status, v) = call(

@@ -280,7 +280,8 @@ mod tests {
                     [
                         parsed.allocator.is_empty(),
                         parsed.recall.is_empty(),
-                        parsed.dialing.is_empty()
+                        parsed.dialing.is_empty(),
+                        parsed.events.is_empty()
                     ]
                     .iter()
                     .filter(|e| !**e)
