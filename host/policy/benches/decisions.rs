@@ -220,7 +220,9 @@ fn side_by_side(
 }
 
 fn languages() {
-    println!("== Rust, Python and JavaScript side by side (allocator: 50 candidates) ==");
+    println!(
+        "== Rust, Python and JavaScript side by side (allocator: 50 candidates; events: a parked call, one MESSAGE) =="
+    );
     println!(
         "| plugin                   | language   | WIT   | .wasm       | warm p50   | warm p99   | from .wasm | from cache |"
     );
@@ -277,6 +279,13 @@ fn languages() {
             Decision::Recall,
             Some(embedded::default_plugin(Decision::Recall).unwrap()),
             vec![],
+        ),
+        (
+            "events fixture",
+            "Rust",
+            Decision::Events,
+            file(rust, "fixture_events"),
+            p(&[("notify", "sip:reception@example.com")]),
         ),
         (
             "after-hours recall",
