@@ -407,7 +407,7 @@ impl Engine {
     /// "Parked on 701", by SIP MESSAGE to the parker.
     pub(crate) fn tell_parker(&mut self, now: Duration, parker: &str, orbit: &str) {
         if let Err(why) = self.send_message(now, parker, &format!("Parked on {orbit}")) {
-            tracing::info!(parker, "not telling the parker: {why}");
+            tracing::debug!(parker, "not telling the parker: {why}");
         }
     }
 

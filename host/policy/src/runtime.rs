@@ -286,6 +286,7 @@ pub(crate) trait AnySlot: Send + Sync {
     fn unload(&self) -> Option<PluginInfo>;
     fn set_on_failure(&self, on_failure: OnFailure);
     fn current(&self) -> Option<PluginInfo>;
+    fn serves(&self) -> bool;
     fn warm_instances(&self) -> usize;
     fn stats(&self) -> StatsSnapshot;
     fn grant(&self) -> &crate::engine::HttpGrant;
@@ -319,6 +320,10 @@ impl<W: World> AnySlot for Slot<W> {
 
     fn current(&self) -> Option<PluginInfo> {
         self.current.load().as_ref().map(|g| g.info.clone())
+    }
+
+    fn serves(&self) -> bool {
+        self.current.load().is_some()
     }
 
     fn warm_instances(&self) -> usize {
@@ -468,6 +473,12 @@ impl PolicyRuntime {
     /// The plugin serving a slot now; `None` is the built-in policy.
     pub fn current(&self, decision: Decision) -> Option<PluginInfo> {
         self.slots.get(decision).current()
+    }
+
+    /// Whether a plugin serves the slot (cheaper than `current`: nothing
+    /// is cloned).
+    pub fn serves(&self, decision: Decision) -> bool {
+        self.slots.get(decision).serves()
     }
 
     /// Idle warm instances of the plugin serving a slot.

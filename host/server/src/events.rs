@@ -18,6 +18,13 @@ use tokio::sync::mpsc;
 /// Events waiting for the events plugin at most; past it they are dropped.
 pub const QUEUE: usize = 1024;
 
+/// Parked calls whose facts the feed keeps at most. A call's facts go at
+/// its last event; a call whose last event never comes (the process lives
+/// long, calls end in ways that report nothing) must not grow the map
+/// without bound, so past this the oldest facts are forgotten: a later
+/// event of such a call names no parker.
+const MAX_CALLS: usize = 65_536;
+
 /// What the SIP loop knows of a parked call, to tell the events plugin
 /// who is involved when later events name only the call.
 #[derive(Clone)]
@@ -78,7 +85,7 @@ impl EventFeed {
         let Some(park_event) = self.park_event(event, at_ms) else {
             return;
         };
-        if self.runtime.current(Decision::Events).is_none() {
+        if !self.runtime.serves(Decision::Events) {
             return;
         }
         match self.queue.try_send(park_event) {
@@ -119,6 +126,18 @@ impl EventFeed {
                 caller,
                 call_id,
             } => {
+                if self.calls.len() >= MAX_CALLS {
+                    // Call ids count up: the smallest are the oldest.
+                    let mut ids: Vec<u64> = self.calls.keys().copied().collect();
+                    ids.sort_unstable();
+                    for id in &ids[..ids.len() / 2] {
+                        self.calls.remove(id);
+                    }
+                    tracing::warn!(
+                        kept = self.calls.len(),
+                        "events feed: forgot the facts of the oldest half of the parked calls it knew"
+                    );
+                }
                 self.calls.insert(
                     call.0,
                     CallFacts {
@@ -194,7 +213,11 @@ impl EventFeed {
                 0,
                 true,
             ),
-            EngineEvent::Ended { .. } | EngineEvent::Refused { .. } => return None,
+            EngineEvent::Ended { call } => {
+                self.calls.remove(&call.0);
+                return None;
+            }
+            EngineEvent::Refused { .. } => return None,
         };
         let facts = if ends {
             self.calls.remove(&call.0)
