@@ -268,6 +268,18 @@ pub enum ParkEventKind {
 }
 
 impl ParkEventKind {
+    pub const ALL: [ParkEventKind; 9] = [
+        ParkEventKind::Parked,
+        ParkEventKind::Retrieved,
+        ParkEventKind::Abandoned,
+        ParkEventKind::RecallStarted,
+        ParkEventKind::RecallStep,
+        ParkEventKind::RecallAnswered,
+        ParkEventKind::RecallExhausted,
+        ParkEventKind::EscapeKey,
+        ParkEventKind::GiveUp,
+    ];
+
     /// As logs, the WIT and case files say it.
     pub fn name(self) -> &'static str {
         match self {

@@ -296,7 +296,7 @@ struct RawEventCase {
     #[serde(default)]
     params: BTreeMap<String, String>,
     /// `parked`, `retrieved`, `recall-step`, ... (as the WIT names them).
-    kind: RawEventKind,
+    kind: String,
     #[serde(default = "one_u64")]
     call: u64,
     orbit: Option<String>,
@@ -315,20 +315,6 @@ struct RawEventCase {
 
 fn one_u64() -> u64 {
     1
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "kebab-case")]
-enum RawEventKind {
-    Parked,
-    Retrieved,
-    Abandoned,
-    RecallStarted,
-    RecallStep,
-    RecallAnswered,
-    RecallExhausted,
-    EscapeKey,
-    Giveup,
 }
 
 #[derive(Deserialize)]
@@ -743,22 +729,19 @@ pub fn parse(text: &str) -> Result<CaseFile, CaseFileError> {
                 }
             },
         };
-        use ParkEventKind as K;
+        let Some(kind) = ParkEventKind::ALL.into_iter().find(|k| k.name() == c.kind) else {
+            let names: Vec<&str> = ParkEventKind::ALL.iter().map(|k| k.name()).collect();
+            return Err(at(format!(
+                "kind `{}` is not one of {}",
+                c.kind,
+                names.join(", ")
+            )));
+        };
         out.events.push(Case {
             name: c.name,
             canary: c.canary,
             input: ParkEvent {
-                kind: match c.kind {
-                    RawEventKind::Parked => K::Parked,
-                    RawEventKind::Retrieved => K::Retrieved,
-                    RawEventKind::Abandoned => K::Abandoned,
-                    RawEventKind::RecallStarted => K::RecallStarted,
-                    RawEventKind::RecallStep => K::RecallStep,
-                    RawEventKind::RecallAnswered => K::RecallAnswered,
-                    RawEventKind::RecallExhausted => K::RecallExhausted,
-                    RawEventKind::EscapeKey => K::EscapeKey,
-                    RawEventKind::Giveup => K::GiveUp,
-                },
+                kind,
                 call: c.call,
                 orbit: c.orbit.unwrap_or_else(|| "701".into()),
                 parker: c.parker.unwrap_or_else(|| PARKER.into()),
@@ -901,6 +884,21 @@ expect = { steps = [{ target = "sip:alice@example.com" }], end = "re-park" }
                 "unknown variant",
             ),
             ("[[recall]]\nname = 3\n", 2, "invalid type"),
+            (
+                "\n\n[[events]]\nname = \"x\"\nkind = \"hung-up\"\n",
+                3,
+                "kind `hung-up` is not one of parked, retrieved",
+            ),
+            (
+                "[[events]]\nname = \"x\"\nkind = \"parked\"\nexpect = { actions = 1, failure = \"trap\" }\n",
+                1,
+                "either failure or actions",
+            ),
+            (
+                "[[dialing]]\nname = \"x\"\ndialed = \"701\"\norbit = { occupied = \"two\" }\n",
+                4,
+                "invalid type",
+            ),
         ];
         for (text, line, reason) in cases {
             let e = parse(text).expect_err(text);

@@ -13,6 +13,14 @@ pub(crate) fn params(p: &core::Params) -> Vec<(&str, &str)> {
 
 macro_rules! conversions {
     () => {
+        pub(crate) fn park_target(t: &core::ParkTarget) -> wit::ParkTarget<'_> {
+            match t {
+                core::ParkTarget::Orbit(o) => wit::ParkTarget::Orbit(o),
+                core::ParkTarget::Group(g) => wit::ParkTarget::Group(g),
+                core::ParkTarget::DefaultLot => wit::ParkTarget::DefaultLot,
+            }
+        }
+
         pub(crate) fn allocation(a: wit::Allocation) -> core::Allocation {
             match a {
                 wit::Allocation::Orbit(o) => core::Allocation::Orbit(o),
@@ -128,11 +136,7 @@ pub(crate) mod v0_1 {
             parker: &r.parker,
             parked_uri: &r.parked_uri,
             parked_display: &r.parked_display,
-            target: match &r.target {
-                core::ParkTarget::Orbit(o) => wit::ParkTarget::Orbit(o),
-                core::ParkTarget::Group(g) => wit::ParkTarget::Group(g),
-                core::ParkTarget::DefaultLot => wit::ParkTarget::DefaultLot,
-            },
+            target: park_target(&r.target),
             candidates: &candidates,
             last_orbit: r.last_orbit.as_deref(),
             now_ms: r.now_ms,
@@ -222,11 +226,7 @@ pub(crate) mod v0_2 {
             parker: &r.parker,
             parked_uri: &r.parked_uri,
             parked_display: &r.parked_display,
-            target: match &r.target {
-                core::ParkTarget::Orbit(o) => wit::ParkTarget::Orbit(o),
-                core::ParkTarget::Group(g) => wit::ParkTarget::Group(g),
-                core::ParkTarget::DefaultLot => wit::ParkTarget::DefaultLot,
-            },
+            target: park_target(&r.target),
             candidates: wit::Candidates {
                 numbers: &numbers,
                 labels: &labels,
