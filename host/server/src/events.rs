@@ -80,14 +80,19 @@ impl EventFeed {
     }
 
     /// Hands one engine event to the events plugin, when one is loaded.
-    /// Never blocks.
+    /// Never blocks. Without an events plugin it costs the SIP loop one
+    /// atomic load: no facts are kept (a call parked before an events
+    /// plugin was loaded names no parker in its later events).
     pub fn publish(&mut self, event: &EngineEvent, at_ms: u64) {
+        if !self.runtime.serves(Decision::Events) {
+            if !self.calls.is_empty() {
+                self.calls = HashMap::new();
+            }
+            return;
+        }
         let Some(park_event) = self.park_event(event, at_ms) else {
             return;
         };
-        if !self.runtime.serves(Decision::Events) {
-            return;
-        }
         match self.queue.try_send(park_event) {
             Ok(()) => {}
             Err(TrySendError::Full(e)) => {
