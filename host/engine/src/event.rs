@@ -90,6 +90,8 @@ pub enum GiveUpReason {
     CallerVanished,
     /// The recall plan ended in a disconnect.
     RecallUnanswered,
+    /// An operator hung up on the call (admin API).
+    Operator,
 }
 
 impl GiveUpReason {
@@ -100,6 +102,7 @@ impl GiveUpReason {
             GiveUpReason::MaxLifetime => "max_lifetime",
             GiveUpReason::CallerVanished => "caller vanished",
             GiveUpReason::RecallUnanswered => "recall unanswered",
+            GiveUpReason::Operator => "hung up by an operator",
         }
     }
 }

@@ -63,6 +63,7 @@
 
 mod blf;
 mod call;
+mod command;
 mod config;
 mod dialog;
 mod engine;
@@ -96,6 +97,7 @@ use callpark_sip::sdp::{self, AgreedAudio, Direction, Law, LocalMedia};
 use callpark_sip::transaction::{Peer, Transactions, Transmit, Transport, TxEvent, TxId};
 use callpark_sip::uri::{Host, NameAddr, Uri};
 
+pub use command::{Command, ParkedView, RecallView, Reply};
 pub use config::{Access, EngineConfig, MusicLibrary, Reconfiguration};
 use dialog::Dialog;
 pub use event::{EngineEvent, GiveUpReason};
@@ -331,6 +333,8 @@ pub struct Engine {
 #[derive(Debug, Default)]
 struct Reports {
     events: VecDeque<EngineEvent>,
+    /// Answers to operators' commands, by tag.
+    replies: VecDeque<(u64, command::Reply)>,
     logs: LogLimits,
 }
 

@@ -180,6 +180,12 @@ pub enum AdminRequest {
     /// Take a composed configuration (an API write, SIGHUP,
     /// `config:reload`) with parked calls, bridges and watchers kept.
     Apply(Box<Applying>, oneshot::Sender<Result<(), String>>),
+    /// An operator's command (the parked-call directory and its actions),
+    /// for `Engine::handle_command`.
+    Command(
+        callpark_engine::Command,
+        oneshot::Sender<callpark_engine::Reply>,
+    ),
 }
 
 /// A validated configuration and its decoded music, for the engine.
@@ -684,13 +690,13 @@ async fn not_found() -> Problem {
 }
 
 pub fn router(tokens: Arc<Tokens>, live: Live, config_dir: PathBuf) -> Router {
-    crate::api::routes(
+    crate::parked::routes(crate::api::routes(
         Router::new()
             .route("/healthz", get(healthz))
             .route("/api/v1/openapi.json", get(openapi_json))
             .route("/api/v1/config:validate", post(validate_config))
             .route("/api/v1/config:reload", post(reload_config)),
-    )
+    ))
     .fallback(not_found)
     .with_state(Api {
         tokens,

@@ -2000,6 +2000,7 @@ pub(crate) fn routes(router: Router<Api>) -> Router<Api> {
         list_music, get_music, put_music, delete_music,
         post_import, list_imports, get_import, get_export,
         list_plugins, get_plugin, put_plugin, delete_plugin, get_params, put_params,
+        crate::parked::list_parked, crate::parked::get_parked, crate::parked::hang_up,
     ),
     components(schemas(crate::admin::ProblemDoc)),
     modifiers(&ApiConventions),

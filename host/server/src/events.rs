@@ -216,7 +216,8 @@ impl EventFeed {
                 "",
                 why.as_str().to_string(),
                 0,
-                true,
+                // An `abandoned` event follows: the facts go then.
+                false,
             ),
             EngineEvent::Ended { call } => {
                 self.calls.remove(&call.0);

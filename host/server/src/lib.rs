@@ -11,6 +11,7 @@ pub mod events;
 pub mod import;
 pub mod logging;
 pub mod pacers;
+pub mod parked;
 pub mod plugin_check;
 pub mod plugins;
 pub mod provision;

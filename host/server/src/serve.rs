@@ -512,6 +512,14 @@ pub async fn serve(file: crate::provision::FileSource) -> anyhow::Result<()> {
                     let outcome = apply(&mut engine, *applying, secret, clock(started));
                     let _ = reply.send(outcome);
                 }
+                AdminRequest::Command(command, reply) => {
+                    // The engine answers a command at once: its reply is
+                    // the next one out.
+                    engine.handle_command(clock(started), 0, command);
+                    if let Some((_, answer)) = engine.poll_reply() {
+                        let _ = reply.send(answer);
+                    }
+                }
             },
             Some(action) = event_actions.recv() => match action {
                 callpark_core::EventAction::SendMessage { to, text } => {

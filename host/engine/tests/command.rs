@@ -1,0 +1,110 @@
+//! Operators' commands: the parked-call directory and hanging up a parked
+//! call, answered on `poll_reply` with the command's tag.
+
+use callpark_engine::{Command, ParkedView, RecallView, Reply};
+use callpark_testkit::*;
+
+fn command(w: &mut World, tag: u64, command: Command) -> Reply {
+    w.engine.handle_command(w.now, tag, command);
+    let (got, reply) = w.engine.poll_reply().expect("a reply");
+    assert_eq!(got, tag);
+    assert!(w.engine.poll_reply().is_none(), "one reply per command");
+    reply
+}
+
+fn directory(w: &mut World) -> Vec<ParkedView> {
+    match command(w, 1, Command::ListParked) {
+        Reply::Parked(calls) => calls,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_directory_lists_parked_calls_with_positions_and_a_hang_up_frees_the_orbit() {
+    let mut w = World::new(recall_engine(&[], 45_000));
+    let by_alice = "Referred-By: <sip:alice@127.0.0.1:6009>\r\n";
+    let mut bob = Phone::new("bob", 6001);
+    let mut carol = Phone::new("carol", 6003);
+    assert_eq!(w.call(&mut bob, "d1", "701", by_alice).status, 200);
+    w.advance(std::time::Duration::from_secs(5));
+    assert_eq!(w.call(&mut carol, "d2", "*68702", "").status, 200);
+    w.events();
+
+    let calls = directory(&mut w);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let (b, c) = (&calls[0], &calls[1]);
+    assert_eq!((b.orbit.as_str(), b.position), ("701", 1));
+    assert_eq!(b.caller_uri, "sip:bob@127.0.0.1:6001");
+    assert_eq!(b.call_id, "d1");
+    assert_eq!(b.parker, "sip:alice@127.0.0.1:6009");
+    assert_eq!(b.parked_at_ms, 1_767_225_600_000);
+    // Recall is due recall_after after the park, on the wall clock.
+    assert_eq!(b.recall_at_ms, Some(1_767_225_600_000 + 45_000));
+    assert_eq!(b.recall, RecallView::Idle);
+    assert_eq!((c.orbit.as_str(), c.call_id.as_str()), ("702", "d2"));
+    assert_eq!(c.parked_at_ms, 1_767_225_605_000);
+
+    // Past recall_after the parker rings: the directory says so.
+    w.advance(std::time::Duration::from_secs(41));
+    let ringing = directory(&mut w);
+    assert!(
+        matches!(&ringing[0].recall, RecallView::Ringing { target, step: 1, .. } if target.contains("alice")),
+        "{:?}",
+        ringing[0]
+    );
+    w.out();
+
+    // Hang up on carol: she gets a BYE, her orbit is free, the reply is her
+    // call as it was.
+    w.engine
+        .handle_command(w.now, 7, Command::HangUp { call: c.id });
+    let out = w.out();
+    assert!(
+        requests(&out)
+            .iter()
+            .any(|(p, r)| r.method.to_string() == "BYE" && *p == carol.peer()),
+        "{:?}",
+        methods(&out)
+    );
+    match w.engine.poll_reply() {
+        Some((7, Reply::HungUp(view))) => assert_eq!(view.call_id, "d2"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.engine.lot().parked_on("702").count(), 0);
+    assert_eq!(directory(&mut w).len(), 1);
+    // Again: the call is gone.
+    assert_eq!(
+        command(&mut w, 8, Command::HangUp { call: c.id }),
+        Reply::NoSuchCall(c.id)
+    );
+    assert!(w.events().iter().any(|e| matches!(
+        e,
+        callpark_engine::EngineEvent::GiveUp {
+            why: callpark_engine::GiveUpReason::Operator,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_fifo_orbit_lists_its_calls_in_queue_order() {
+    let mut w = World::new(engine(vec![], Access::All));
+    for (i, name) in ["first", "second"].iter().enumerate() {
+        let mut p = Phone::new(name, 6001 + 2 * i as u16);
+        assert_eq!(w.call(&mut p, name, "*68799", "").status, 200);
+    }
+    let calls = directory(&mut w);
+    let queue: Vec<(&str, usize)> = calls
+        .iter()
+        .map(|c| (c.call_id.as_str(), c.position))
+        .collect();
+    assert_eq!(queue, [("first", 1), ("second", 2)]);
+    // A retrieve takes the first; the second moves up.
+    let mut r = Phone::new("r", 6021);
+    assert_eq!(w.call(&mut r, "take", "*88799", "").status, 200);
+    let calls = directory(&mut w);
+    assert_eq!(
+        (calls.len(), calls[0].call_id.as_str(), calls[0].position),
+        (1, "second", 1)
+    );
+}

@@ -1,0 +1,175 @@
+//! The parked-call directory and hanging up through the admin API, on the
+//! real binary: raw SIP callers parked, `GET /api/v1/parked` shows them
+//! with their callers and queue positions (filtered by orbit, range and
+//! group), and `DELETE /api/v1/parked/{id}` sends the caller a BYE and
+//! frees the orbit. Viewers read; operators act.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const VIEWER: &str = "parked-viewer";
+const OPERATOR: &str = "parked-operator";
+
+fn hash(secret: &str) -> String {
+    callpark_server::admin::hex(&callpark_server::admin::token_hash(secret))
+}
+
+/// A raw caller on `*68<orbit>` (a directed park from the caller itself).
+fn park_directed(server: &Server, orbit: &str, call_id: &str) -> ParkedCaller {
+    park_caller(
+        server,
+        &format!("*68{orbit}"),
+        call_id,
+        "sip:parker@127.0.0.1",
+    )
+}
+
+/// Whether `caller` gets a BYE within a few seconds (answered 200).
+fn gets_bye(caller: &ParkedCaller) -> bool {
+    caller
+        .sip
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while let Ok((n, from)) = caller.sip.recv_from(&mut buf) {
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if !text.starts_with("BYE ") {
+            continue;
+        }
+        let header = |name: &str| {
+            text.lines()
+                .filter(|l| l.to_ascii_lowercase().starts_with(name))
+                .map(|l| format!("{l}\r\n"))
+                .collect::<String>()
+        };
+        let ok = format!(
+            "SIP/2.0 200 OK\r\n{}{}{}{}{}Content-Length: 0\r\n\r\n",
+            header("via:"),
+            header("from:"),
+            header("to:"),
+            header("call-id:"),
+            header("cseq:")
+        );
+        caller.sip.send_to(ok.as_bytes(), from).unwrap();
+        return true;
+    }
+    false
+}
+
+#[test]
+fn the_directory_shows_parked_calls_and_an_operator_hangs_one_up() {
+    let server = Server::start_with(&format!(
+        "[admin]\n[[admin.token]]\nrole = \"viewer\"\nsha256 = \"{}\"\n[[admin.token]]\nrole = \"operator\"\nsha256 = \"{}\"\n",
+        hash(VIEWER),
+        hash(OPERATOR)
+    ));
+    wait_log(&server, "admin API listening", 1);
+    let port = server.admin;
+    let alice = park_caller(&server, "701", "dir-alice", "sip:parker@127.0.0.1");
+    let bob = park_directed(&server, "799", "dir-bob");
+    let carol = park_directed(&server, "799", "dir-carol");
+
+    let all = get_json(port, "/api/v1/parked", VIEWER);
+    let calls = all.as_array().unwrap();
+    assert_eq!(calls.len(), 3, "{all}");
+    let row = |call_id: &str| {
+        calls
+            .iter()
+            .find(|c| c["call_id"] == call_id)
+            .unwrap_or_else(|| panic!("{call_id} in {all}"))
+    };
+    let a = row("dir-alice");
+    assert_eq!(
+        (a["orbit"].as_str(), a["position"].as_u64()),
+        (Some("701"), Some(1))
+    );
+    assert_eq!(a["parker"], "sip:parker@127.0.0.1");
+    assert!(
+        a["caller_uri"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("sip:c@127.0.0.1:")),
+        "{a}"
+    );
+    assert_eq!(a["recall"]["state"], "idle");
+    assert!(a["parked_at_ms"].as_u64() > Some(1_700_000_000_000), "{a}");
+    assert_eq!(row("dir-bob")["position"], 1);
+    assert_eq!(row("dir-carol")["position"], 2);
+    assert_eq!(row("dir-carol")["orbit"], "799");
+
+    // Filters: by orbit, range (main is 701-705) and group (front-desk
+    // is 704 and 705); an unknown range or group is a 404.
+    let count = |path: &str| get_json(port, path, VIEWER).as_array().unwrap().len();
+    assert_eq!(count("/api/v1/parked?orbit=799"), 2);
+    assert_eq!(count("/api/v1/parked?range=main"), 1);
+    assert_eq!(count("/api/v1/parked?group=front-desk"), 0);
+    let (status, _, body) = http(port, "GET", "/api/v1/parked?range=nope", Some(VIEWER));
+    assert_eq!(status, 404, "{body}");
+    let (status, _, body) = http(port, "GET", "/api/v1/parked?colour=red", Some(VIEWER));
+    assert_eq!(status, 400, "{body}");
+
+    // One call by id; a viewer may not hang up.
+    let id = row("dir-bob")["id"].as_u64().unwrap();
+    let one = get_json(port, &format!("/api/v1/parked/{id}"), VIEWER);
+    assert_eq!(one["call_id"], "dir-bob");
+    let (status, _, body) = http(
+        port,
+        "DELETE",
+        &format!("/api/v1/parked/{id}"),
+        Some(VIEWER),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(!gets_bye_quickly(&bob));
+
+    // The operator hangs up bob: bob gets a BYE, carol moves up.
+    let (status, _, body) = http(
+        port,
+        "DELETE",
+        &format!("/api/v1/parked/{id}"),
+        Some(OPERATOR),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("dir-bob"), "{body}");
+    assert!(gets_bye(&bob), "bob got no BYE");
+    let after = get_json(port, "/api/v1/parked?orbit=799", VIEWER);
+    assert_eq!(after.as_array().unwrap().len(), 1, "{after}");
+    assert_eq!(after[0]["call_id"], "dir-carol");
+    assert_eq!(after[0]["position"], 1);
+    wait_log(&server, "hung up by an operator", 1);
+
+    // Gone now, and ids are numbers.
+    let (status, _, body) = http(
+        port,
+        "DELETE",
+        &format!("/api/v1/parked/{id}"),
+        Some(OPERATOR),
+    );
+    assert_eq!(status, 404, "{body}");
+    let (status, _, _) = http(port, "GET", "/api/v1/parked/nope", Some(VIEWER));
+    assert_eq!(status, 404);
+    // No token, no directory.
+    let (status, _, _) = http(port, "GET", "/api/v1/parked", None);
+    assert_eq!(status, 401);
+
+    alice.hang_up();
+    carol.hang_up();
+    let (clean, log) = server.stop();
+    assert!(clean, "{log}");
+}
+
+/// No BYE within half a second.
+fn gets_bye_quickly(caller: &ParkedCaller) -> bool {
+    caller
+        .sip
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while let Ok((n, _)) = caller.sip.recv_from(&mut buf) {
+        if buf[..n].starts_with(b"BYE ") {
+            return true;
+        }
+    }
+    false
+}
