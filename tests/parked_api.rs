@@ -153,6 +153,36 @@ fn the_directory_shows_parked_calls_and_an_operator_hangs_one_up() {
     let (status, _, _) = http(port, "GET", "/api/v1/parked", None);
     assert_eq!(status, 401);
 
+    // A busy-lamp watcher on 701 shows in the subscriptions list.
+    let lamp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    lamp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let me = lamp.local_addr().unwrap();
+    let a = server.addr();
+    let subscribe = format!(
+        "SUBSCRIBE sip:701@{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKlampsub\r\nFrom: <sip:lamp@{me}>;tag=lampt\r\nTo: <sip:701@{a}>\r\nCall-ID: lamp-701\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:lamp@{me}>\r\nEvent: dialog\r\nAccept: application/dialog-info+xml\r\nExpires: 600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    lamp.send_to(subscribe.as_bytes(), a).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = lamp
+        .recv_from(&mut buf)
+        .expect("an answer to the SUBSCRIBE");
+    assert!(
+        buf[..n].starts_with(b"SIP/2.0 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let subs = get_json(port, "/api/v1/subscriptions", VIEWER);
+    let subs = subs.as_array().unwrap();
+    assert_eq!(subs.len(), 1, "{subs:?}");
+    assert_eq!(subs[0]["kind"], "orbit");
+    assert_eq!(subs[0]["watched"], "701");
+    assert_eq!(subs[0]["call_id"], "lamp-701");
+    assert!(
+        subs[0]["watcher"]
+            .as_str()
+            .is_some_and(|w| w.contains("sip:lamp@127.0.0.1"))
+    );
+
     alice.hang_up();
     carol.hang_up();
     let (clean, log) = server.stop();

@@ -13,6 +13,8 @@ pub enum Command {
     ListParked,
     /// Hang up on a parked caller (BYE) and free its orbit.
     HangUp { call: u64 },
+    /// Every busy-lamp watcher.
+    ListSubscriptions,
 }
 
 /// The engine's answer to a `Command`.
@@ -23,6 +25,23 @@ pub enum Reply {
     HungUp(ParkedView),
     /// No parked call has this id (it was retrieved, hung up, or never was).
     NoSuchCall(u64),
+    Subscriptions(Vec<SubscriptionView>),
+}
+
+/// A busy-lamp watcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionView {
+    pub id: u64,
+    /// `orbit` or `group`.
+    pub kind: &'static str,
+    /// The orbit number or group name watched.
+    pub watched: String,
+    /// Who watches: the SUBSCRIBE's From, as its header carried it.
+    pub watcher: String,
+    /// The subscription's SIP Call-ID.
+    pub call_id: String,
+    /// When it expires unless refreshed (milliseconds since the Unix epoch).
+    pub expires_at_ms: u64,
 }
 
 /// A parked call as the directory shows it.
@@ -68,6 +87,7 @@ impl Engine {
         self.timers.latest = self.timers.latest.max(now);
         let reply = match command {
             Command::ListParked => Reply::Parked(self.parked_views()),
+            Command::ListSubscriptions => Reply::Subscriptions(self.subscription_views()),
             Command::HangUp { call } => match self.parked_view(CallId(call)) {
                 None => Reply::NoSuchCall(call),
                 Some(view) => {
@@ -82,6 +102,30 @@ impl Engine {
     /// The next reply to a command, with its tag.
     pub fn poll_reply(&mut self) -> Option<(u64, Reply)> {
         self.reports.replies.pop_front()
+    }
+
+    fn subscription_views(&self) -> Vec<SubscriptionView> {
+        let mut views: Vec<SubscriptionView> = self
+            .lamps
+            .subscriptions
+            .iter()
+            .map(|(id, s)| {
+                let (kind, watched) = match &s.watched {
+                    blf::Watched::Orbit(o) => ("orbit", o.clone()),
+                    blf::Watched::Group(g) => ("group", g.clone()),
+                };
+                SubscriptionView {
+                    id: id.0,
+                    kind,
+                    watched,
+                    watcher: s.dialog.remote.clone(),
+                    call_id: s.dialog.call_id.clone(),
+                    expires_at_ms: self.now_ms(s.expires_at),
+                }
+            })
+            .collect();
+        views.sort_by_key(|v| v.id);
+        views
     }
 
     fn parked_views(&self) -> Vec<ParkedView> {

@@ -97,7 +97,7 @@ use callpark_sip::sdp::{self, AgreedAudio, Direction, Law, LocalMedia};
 use callpark_sip::transaction::{Peer, Transactions, Transmit, Transport, TxEvent, TxId};
 use callpark_sip::uri::{Host, NameAddr, Uri};
 
-pub use command::{Command, ParkedView, RecallView, Reply};
+pub use command::{Command, ParkedView, RecallView, Reply, SubscriptionView};
 pub use config::{Access, EngineConfig, MusicLibrary, Reconfiguration};
 use dialog::Dialog;
 pub use event::{EngineEvent, GiveUpReason};

@@ -108,3 +108,34 @@ fn a_fifo_orbit_lists_its_calls_in_queue_order() {
         (1, "second", 1)
     );
 }
+
+#[test]
+fn the_subscriptions_list_names_each_lamp_watcher() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let watcher = Phone::new("lamp", 6031);
+    let out = subscribe(&mut w, &watcher, "701", "lamp-701", 600, None, "dialog");
+    assert_eq!(final_response(&out).status, 200);
+    match command(&mut w, 3, Command::ListSubscriptions) {
+        Reply::Subscriptions(subs) => {
+            assert_eq!(subs.len(), 1, "{subs:?}");
+            let s = &subs[0];
+            assert_eq!((s.kind, s.watched.as_str()), ("orbit", "701"));
+            assert_eq!(s.call_id, "lamp-701");
+            assert!(s.watcher.contains("sip:lamp@127.0.0.1:6031"), "{s:?}");
+            assert_eq!(s.expires_at_ms, 1_767_225_600_000 + 600_000);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Unsubscribed (Expires: 0), it is gone.
+    let tag = final_response(&out)
+        .to()
+        .unwrap()
+        .tag()
+        .unwrap()
+        .to_string();
+    subscribe(&mut w, &watcher, "701", "lamp-701", 0, Some(&tag), "dialog");
+    assert_eq!(
+        command(&mut w, 4, Command::ListSubscriptions),
+        Reply::Subscriptions(vec![])
+    );
+}

@@ -2001,6 +2001,7 @@ pub(crate) fn routes(router: Router<Api>) -> Router<Api> {
         post_import, list_imports, get_import, get_export,
         list_plugins, get_plugin, put_plugin, delete_plugin, get_params, put_params,
         crate::parked::list_parked, crate::parked::get_parked, crate::parked::hang_up,
+        crate::parked::list_subscriptions,
     ),
     components(schemas(crate::admin::ProblemDoc)),
     modifiers(&ApiConventions),

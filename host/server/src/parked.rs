@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use callpark_engine::{Command, ParkedView, RecallView, Reply};
+use callpark_engine::{Command, ParkedView, RecallView, Reply, SubscriptionView};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -86,6 +86,57 @@ fn parked_json(v: ParkedView) -> ParkedOut {
     }
 }
 
+/// A busy-lamp watcher.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionOut {
+    pub id: u64,
+    /// `orbit` or `group`.
+    pub kind: String,
+    /// The orbit number or group name watched.
+    pub watched: String,
+    /// Who watches: the SUBSCRIBE's From.
+    pub watcher: String,
+    /// The subscription's SIP Call-ID.
+    pub call_id: String,
+    /// When it expires unless refreshed (milliseconds since the Unix epoch).
+    pub expires_at_ms: u64,
+}
+
+fn subscription_json(v: SubscriptionView) -> SubscriptionOut {
+    SubscriptionOut {
+        id: v.id,
+        kind: v.kind.to_string(),
+        watched: v.watched,
+        watcher: v.watcher,
+        call_id: v.call_id,
+        expires_at_ms: v.expires_at_ms,
+    }
+}
+
+/// The engine answered a command with a reply of another kind: a bug.
+fn unexpected(reply: &Reply) -> Problem {
+    tracing::error!(?reply, "the engine answered a command with the wrong reply");
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the engine answered something else",
+    )
+}
+
+#[utoipa::path(get, path = "/api/v1/subscriptions", tag = "parked", responses((status = 200, description = "Every busy-lamp watcher", body = Vec<SubscriptionOut>)))]
+pub(crate) async fn list_subscriptions(
+    State(api): State<Api>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    authorize(&api, &headers, Role::Viewer)?;
+    match command(&api, Command::ListSubscriptions).await? {
+        Reply::Subscriptions(subs) => {
+            let subs: Vec<SubscriptionOut> = subs.into_iter().map(subscription_json).collect();
+            Ok((StatusCode::OK, axum::Json(subs)).into_response())
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
 /// The directory's filters.
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -147,11 +198,9 @@ pub(crate) async fn list_parked(
         };
         (range, group)
     };
-    let Reply::Parked(calls) = command(&api, Command::ListParked).await? else {
-        return Err(problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the engine answered something else",
-        ));
+    let calls = match command(&api, Command::ListParked).await? {
+        Reply::Parked(calls) => calls,
+        other => return Err(unexpected(&other)),
     };
     let calls: Vec<ParkedOut> = calls
         .into_iter()
@@ -177,11 +226,9 @@ pub(crate) async fn get_parked(
 ) -> Result<Response, Problem> {
     authorize(&api, &headers, Role::Viewer)?;
     let id = call_id(&key)?;
-    let Reply::Parked(calls) = command(&api, Command::ListParked).await? else {
-        return Err(problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the engine answered something else",
-        ));
+    let calls = match command(&api, Command::ListParked).await? {
+        Reply::Parked(calls) => calls,
+        other => return Err(unexpected(&other)),
     };
     match calls.into_iter().find(|c| c.id == id) {
         Some(c) => Ok((StatusCode::OK, axum::Json(parked_json(c))).into_response()),
@@ -209,10 +256,7 @@ pub(crate) async fn hang_up(
             StatusCode::NOT_FOUND,
             format!("no parked call `{key}`"),
         )),
-        Reply::Parked(_) => Err(problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the engine answered something else",
-        )),
+        other => Err(unexpected(&other)),
     }
 }
 
@@ -221,4 +265,5 @@ pub(crate) fn routes(router: Router<Api>) -> Router<Api> {
     router
         .route("/api/v1/parked", get(list_parked))
         .route("/api/v1/parked/{key}", get(get_parked).delete(hang_up))
+        .route("/api/v1/subscriptions", get(list_subscriptions))
 }
