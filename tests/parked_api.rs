@@ -139,6 +139,37 @@ fn the_directory_shows_parked_calls_and_an_operator_hangs_one_up() {
     assert_eq!(after[0]["position"], 1);
     wait_log(&server, "hung up by an operator", 1);
 
+    // Carol moves from 799 to 702: the directory follows; a busy or
+    // unknown orbit is refused and nothing changes.
+    let carol_id = after[0]["id"].as_u64().unwrap();
+    let move_to = |token: &str, orbit: &str| {
+        http_with(
+            port,
+            "POST",
+            &format!("/api/v1/parked/{carol_id}/move"),
+            Some(token),
+            &format!("{{\"orbit\": \"{orbit}\"}}"),
+        )
+    };
+    assert_eq!(move_to(VIEWER, "702").0, 403);
+    assert_eq!(move_to(OPERATOR, "701").0, 409, "701 holds alice");
+    assert_eq!(move_to(OPERATOR, "999").0, 404);
+    let (status, _, body) = move_to(OPERATOR, "702");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"orbit\":\"702\""), "{body}");
+    let on_702 = get_json(port, "/api/v1/parked?orbit=702", VIEWER);
+    assert_eq!(on_702[0]["call_id"], "dir-carol", "{on_702}");
+    assert_eq!(count("/api/v1/parked?orbit=799"), 0);
+    wait_log(&server, "event=\"moved\"", 1);
+    let (status, _, body) = http_with(
+        port,
+        "POST",
+        &format!("/api/v1/parked/{carol_id}/move"),
+        Some(OPERATOR),
+        "{\"orbit\": 702, \"x\": 1}",
+    );
+    assert_eq!(status, 422, "{body}");
+
     // Gone now, and ids are numbers.
     let (status, _, body) = http(
         port,

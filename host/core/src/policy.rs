@@ -265,10 +265,11 @@ pub enum ParkEventKind {
     RecallExhausted,
     EscapeKey,
     GiveUp,
+    Moved,
 }
 
 impl ParkEventKind {
-    pub const ALL: [ParkEventKind; 9] = [
+    pub const ALL: [ParkEventKind; 10] = [
         ParkEventKind::Parked,
         ParkEventKind::Retrieved,
         ParkEventKind::Abandoned,
@@ -278,6 +279,7 @@ impl ParkEventKind {
         ParkEventKind::RecallExhausted,
         ParkEventKind::EscapeKey,
         ParkEventKind::GiveUp,
+        ParkEventKind::Moved,
     ];
 
     /// As logs, the WIT and case files say it.
@@ -292,6 +294,7 @@ impl ParkEventKind {
             ParkEventKind::RecallExhausted => "recall-exhausted",
             ParkEventKind::EscapeKey => "escape-key",
             ParkEventKind::GiveUp => "giveup",
+            ParkEventKind::Moved => "moved",
         }
     }
 }

@@ -15,6 +15,10 @@ pub enum Command {
     HangUp { call: u64 },
     /// Every busy-lamp watcher.
     ListSubscriptions,
+    /// Move a parked call to another orbit (a number or an extension
+    /// name): its caller hears that orbit's music, the lamps of both orbits
+    /// follow, its recall keeps its schedule.
+    Move { call: u64, orbit: String },
 }
 
 /// The engine's answer to a `Command`.
@@ -26,6 +30,14 @@ pub enum Reply {
     /// No parked call has this id (it was retrieved, hung up, or never was).
     NoSuchCall(u64),
     Subscriptions(Vec<SubscriptionView>),
+    /// The call where it is now.
+    Moved(ParkedView),
+    /// Not done: a status (404 no such orbit, 409 the orbit cannot take it)
+    /// and why; nothing changed.
+    Refused {
+        status: u16,
+        reason: String,
+    },
 }
 
 /// A busy-lamp watcher.
@@ -88,6 +100,7 @@ impl Engine {
         let reply = match command {
             Command::ListParked => Reply::Parked(self.parked_views()),
             Command::ListSubscriptions => Reply::Subscriptions(self.subscription_views()),
+            Command::Move { call, orbit } => self.move_call(now, CallId(call), &orbit),
             Command::HangUp { call } => match self.parked_view(CallId(call)) {
                 None => Reply::NoSuchCall(call),
                 Some(view) => {
@@ -102,6 +115,70 @@ impl Engine {
     /// The next reply to a command, with its tag.
     pub fn poll_reply(&mut self) -> Option<(u64, Reply)> {
         self.reports.replies.pop_front()
+    }
+
+    fn move_call(&mut self, now: Duration, call: CallId, to: &str) -> Reply {
+        if self.parked_view(call).is_none() {
+            return Reply::NoSuchCall(call.0);
+        }
+        let refused = |status: u16, reason: String| Reply::Refused { status, reason };
+        let Some(target) = self.lot.resolve(to).map(|o| o.number.clone()) else {
+            return refused(404, format!("orbit {to} does not exist"));
+        };
+        let Some(from) = self.lot.get(call).map(|p| p.orbit.clone()) else {
+            return Reply::NoSuchCall(call.0);
+        };
+        if from == target {
+            return refused(409, format!("the call is on {target} already"));
+        }
+        // Checked before the call leaves its orbit, so that a refusal
+        // changes nothing (its place in a FIFO queue included).
+        let room = self.lot.orbit(&target).is_some_and(|o| {
+            o.enabled && (self.lot.parked_on(&target).count() as u32) < o.capacity
+        });
+        if !room {
+            return refused(409, format!("orbit {target} is full or disabled"));
+        }
+        let before = self.music_of(&from);
+        self.lamp_gone(call);
+        let Some(parked) = self.lot.remove(call) else {
+            return Reply::NoSuchCall(call.0);
+        };
+        let moved = Parked {
+            orbit: target.clone(),
+            ..parked
+        };
+        if let Err(e) = self
+            .lot
+            .park(&ParkTarget::Orbit(target.clone()), moved.clone())
+        {
+            // Checked above; kept on its old orbit all the same.
+            let _ = self.lot.restore(Parked {
+                orbit: from,
+                ..moved
+            });
+            return refused(409, e.to_string());
+        }
+        let after = self.music_of(&target);
+        if !after.same_audio(&before)
+            && let Some(CallState::Parked {
+                stream: Some(stream),
+                ..
+            }) = self.legs.calls.get(&call)
+        {
+            self.media.desk.set_music(*stream, after);
+        }
+        self.notify_watchers(now, &from);
+        self.notify_watchers(now, &target);
+        self.reports.events.push_back(EngineEvent::Moved {
+            call,
+            from,
+            to: target,
+        });
+        match self.parked_view(call) {
+            Some(view) => Reply::Moved(view),
+            None => Reply::NoSuchCall(call.0),
+        }
     }
 
     fn subscription_views(&self) -> Vec<SubscriptionView> {

@@ -256,7 +256,7 @@ impl Engine {
 
     /// What a call parked on `orbit` hears under the current lot and
     /// library.
-    fn music_of(&self, orbit: &str) -> Music {
+    pub(crate) fn music_of(&self, orbit: &str) -> Music {
         self.media
             .library
             .for_orbit(self.lot.orbit(orbit).and_then(|o| o.music.as_deref()))

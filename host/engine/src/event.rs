@@ -64,6 +64,12 @@ pub enum EngineEvent {
         orbit: String,
         why: GiveUpReason,
     },
+    /// An operator moved a parked call to another orbit.
+    Moved {
+        call: CallId,
+        from: String,
+        to: String,
+    },
     /// A parked caller pressed the orbit's escape key.
     EscapeKey {
         call: CallId,

@@ -139,3 +139,82 @@ fn the_subscriptions_list_names_each_lamp_watcher() {
         Reply::Subscriptions(vec![])
     );
 }
+
+#[test]
+fn a_move_takes_the_call_to_another_orbit_and_tells_both_lamps() {
+    let mut w = World::new(engine(vec![], Access::All));
+    let watcher = Phone::new("lamp", 6031);
+    let mut bob = Phone::new("bob", 6001);
+    let mut carol = Phone::new("carol", 6003);
+    assert_eq!(w.call(&mut bob, "m1", "*68701", "").status, 200);
+    assert_eq!(w.call(&mut carol, "m2", "*68702", "").status, 200);
+    for orbit in ["701", "703"] {
+        let out = subscribe(
+            &mut w,
+            &watcher,
+            orbit,
+            &format!("lamp-{orbit}"),
+            600,
+            None,
+            "dialog",
+        );
+        assert_eq!(final_response(&out).status, 200);
+    }
+    w.events();
+    let id = directory(&mut w)[0].id;
+
+    // Refusals change nothing: a busy orbit, an unknown one, the same one.
+    for (to, status) in [("702", 409), ("999", 404), ("701", 409)] {
+        match command(
+            &mut w,
+            2,
+            Command::Move {
+                call: id,
+                orbit: to.into(),
+            },
+        ) {
+            Reply::Refused { status: s, .. } => assert_eq!(s, status, "{to}"),
+            other => panic!("{to}: {other:?}"),
+        }
+    }
+    assert_eq!(w.engine.lot().parked_on("701").count(), 1);
+    assert!(w.out().is_empty(), "a refusal sends nothing");
+
+    w.engine.handle_command(
+        w.now,
+        3,
+        Command::Move {
+            call: id,
+            orbit: "703".into(),
+        },
+    );
+    match w.engine.poll_reply() {
+        Some((3, Reply::Moved(view))) => {
+            assert_eq!((view.orbit.as_str(), view.call_id.as_str()), ("703", "m1"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.engine.lot().parked_on("701").count(), 0);
+    assert_eq!(w.engine.lot().parked_on("703").count(), 1);
+    // Both lamps hear of it: 701 goes dark, 703 lights.
+    let told = notifies(&w.out());
+    assert_eq!(told.len(), 2, "{told:?}");
+    let about = |orbit: &str| {
+        told.iter()
+            .find(|(_, body)| body.contains(&format!("sip:{orbit}@")))
+            .map(|(_, body)| body.clone())
+            .unwrap_or_else(|| panic!("no NOTIFY about {orbit}: {told:?}"))
+    };
+    assert!(about("701").contains("terminated"), "{}", about("701"));
+    assert!(!about("703").contains("terminated"), "{}", about("703"));
+    assert!(w.events().iter().any(|e| matches!(
+        e,
+        callpark_engine::EngineEvent::Moved { from, to, .. } if from == "701" && to == "703"
+    )));
+    // The music still reaches bob from the new orbit.
+    assert!(
+        w.advance(std::time::Duration::from_millis(200))
+            .iter()
+            .any(|(dest, _)| *dest == bob.rtp())
+    );
+}

@@ -273,6 +273,7 @@ pub(crate) mod v0_2 {
                 K::RecallExhausted => W::RecallExhausted,
                 K::EscapeKey => W::EscapeKey,
                 K::GiveUp => W::Giveup,
+                K::Moved => W::Moved,
             },
             call: e.call,
             orbit: &e.orbit,

@@ -367,7 +367,7 @@ fn invalid(field: &str, reason: String, status: StatusCode) -> Problem {
 
 /// A JSON body as `T`, refused with the path of the field that does not
 /// fit (`capacity: invalid type ...`).
-fn parse_body<T: DeserializeOwned>(value: Value) -> Result<T, Problem> {
+pub(crate) fn parse_body<T: DeserializeOwned>(value: Value) -> Result<T, Problem> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { String::new() } else { path };
@@ -379,7 +379,7 @@ fn parse_body<T: DeserializeOwned>(value: Value) -> Result<T, Problem> {
     })
 }
 
-fn json_body(bytes: &[u8]) -> Result<Value, Problem> {
+pub(crate) fn json_body(bytes: &[u8]) -> Result<Value, Problem> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(invalid(
             "",
@@ -2001,7 +2001,7 @@ pub(crate) fn routes(router: Router<Api>) -> Router<Api> {
         post_import, list_imports, get_import, get_export,
         list_plugins, get_plugin, put_plugin, delete_plugin, get_params, put_params,
         crate::parked::list_parked, crate::parked::get_parked, crate::parked::hang_up,
-        crate::parked::list_subscriptions,
+        crate::parked::list_subscriptions, crate::parked::move_parked,
     ),
     components(schemas(crate::admin::ProblemDoc)),
     modifiers(&ApiConventions),

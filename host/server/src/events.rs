@@ -206,6 +206,9 @@ impl EventFeed {
                 0,
                 false,
             ),
+            EngineEvent::Moved { call, from, to } => {
+                (K::Moved, call, to, "", from.clone(), 0, false)
+            }
             EngineEvent::EscapeKey { call, orbit, key } => {
                 (K::EscapeKey, call, orbit, "", key.to_string(), 0, false)
             }

@@ -260,10 +260,57 @@ pub(crate) async fn hang_up(
     }
 }
 
+/// Where to move a parked call.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveIn {
+    /// An orbit number or extension name.
+    pub orbit: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/parked/{id}/move", tag = "parked", params(("id" = String, Path, description = "the call's id", example = "7")), request_body = MoveIn, responses((status = 200, description = "Moved: the call on its new orbit (its caller hears that orbit's music; the lamps of both orbits follow)", body = ParkedOut)))]
+pub(crate) async fn move_parked(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let role = authorize(&api, &headers, Role::Operator)?;
+    let id = call_id(&key)?;
+    let MoveIn { orbit } = crate::api::parse_body(crate::api::json_body(&body)?)?;
+    match command(
+        &api,
+        Command::Move {
+            call: id,
+            orbit: orbit.clone(),
+        },
+    )
+    .await?
+    {
+        Reply::Moved(view) => {
+            tracing::info!(call = id, to = %view.orbit, role = role.name(), "operator moved a parked call");
+            Ok((StatusCode::OK, axum::Json(parked_json(view))).into_response())
+        }
+        Reply::NoSuchCall(_) => Err(problem(
+            StatusCode::NOT_FOUND,
+            format!("no parked call `{key}`"),
+        )),
+        Reply::Refused { status, reason } => Err(problem(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT),
+            reason,
+        )),
+        other => Err(unexpected(&other)),
+    }
+}
+
 /// The parked-call routes, added to the admin router.
 pub(crate) fn routes(router: Router<Api>) -> Router<Api> {
     router
         .route("/api/v1/parked", get(list_parked))
         .route("/api/v1/parked/{key}", get(get_parked).delete(hang_up))
+        .route(
+            "/api/v1/parked/{key}/move",
+            axum::routing::post(move_parked),
+        )
         .route("/api/v1/subscriptions", get(list_subscriptions))
 }

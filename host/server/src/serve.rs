@@ -823,6 +823,9 @@ fn log_events(engine: &mut Engine, feed: &mut crate::events::EventFeed) {
             EngineEvent::EscapeKey { call, orbit, key } => {
                 tracing::info!(event = "escape-key", call = call.0, %orbit, %key)
             }
+            EngineEvent::Moved { call, from, to } => {
+                tracing::info!(event = "moved", call = call.0, %from, %to)
+            }
             EngineEvent::RecallStarted { call, orbit, steps } => {
                 tracing::info!(event = "recall-started", call = call.0, %orbit, steps)
             }
