@@ -154,14 +154,17 @@ rtp_ports = "{rtp}-{rtp_hi}"
         SocketAddr::from(([127, 0, 0, 1], self.sip))
     }
 
-    /// Bounded wait until the server answers OPTIONS.
+    /// Bounded wait until the server answers OPTIONS. Bounded at 90 s: a
+    /// server that starts with a Python or JavaScript plugin compiles 12 to
+    /// 18 MB of component first (8 to 15 s in a debug build, more on a busy
+    /// two-core machine; a CI run once took over 30 s).
     pub fn wait_ready(&self) {
         let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
         probe
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let me = probe.local_addr().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(90);
         let mut n = 0;
         while Instant::now() < deadline {
             n += 1;
