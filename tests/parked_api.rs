@@ -27,36 +27,9 @@ fn park_directed(server: &Server, orbit: &str, call_id: &str) -> ParkedCaller {
     )
 }
 
-/// Whether `caller` gets a BYE within a few seconds (answered 200).
-fn gets_bye(caller: &ParkedCaller) -> bool {
-    caller
-        .sip
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut buf = [0u8; 4096];
-    while let Ok((n, from)) = caller.sip.recv_from(&mut buf) {
-        let text = String::from_utf8_lossy(&buf[..n]).to_string();
-        if !text.starts_with("BYE ") {
-            continue;
-        }
-        let header = |name: &str| {
-            text.lines()
-                .filter(|l| l.to_ascii_lowercase().starts_with(name))
-                .map(|l| format!("{l}\r\n"))
-                .collect::<String>()
-        };
-        let ok = format!(
-            "SIP/2.0 200 OK\r\n{}{}{}{}{}Content-Length: 0\r\n\r\n",
-            header("via:"),
-            header("from:"),
-            header("to:"),
-            header("call-id:"),
-            header("cseq:")
-        );
-        caller.sip.send_to(ok.as_bytes(), from).unwrap();
-        return true;
-    }
-    false
+/// Whether `caller` gets a BYE within `within` (answered 200).
+fn gets_bye(caller: &ParkedCaller, within: Duration) -> bool {
+    next_request(&caller.sip, "BYE", within).is_some()
 }
 
 #[test]
@@ -121,7 +94,7 @@ fn the_directory_shows_parked_calls_and_an_operator_hangs_one_up() {
         Some(VIEWER),
     );
     assert_eq!(status, 403, "{body}");
-    assert!(!gets_bye_quickly(&bob));
+    assert!(!gets_bye(&bob, Duration::from_millis(500)));
 
     // The operator hangs up bob: bob gets a BYE, carol moves up.
     let (status, _, body) = http(
@@ -132,7 +105,7 @@ fn the_directory_shows_parked_calls_and_an_operator_hangs_one_up() {
     );
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("dir-bob"), "{body}");
-    assert!(gets_bye(&bob), "bob got no BYE");
+    assert!(gets_bye(&bob, Duration::from_secs(5)), "bob got no BYE");
     let after = get_json(port, "/api/v1/parked?orbit=799", VIEWER);
     assert_eq!(after.as_array().unwrap().len(), 1, "{after}");
     assert_eq!(after[0]["call_id"], "dir-carol");
@@ -218,19 +191,4 @@ fn the_directory_shows_parked_calls_and_an_operator_hangs_one_up() {
     carol.hang_up();
     let (clean, log) = server.stop();
     assert!(clean, "{log}");
-}
-
-/// No BYE within half a second.
-fn gets_bye_quickly(caller: &ParkedCaller) -> bool {
-    caller
-        .sip
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut buf = [0u8; 4096];
-    while let Ok((n, _)) = caller.sip.recv_from(&mut buf) {
-        if buf[..n].starts_with(b"BYE ") {
-            return true;
-        }
-    }
-    false
 }

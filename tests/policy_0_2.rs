@@ -71,32 +71,7 @@ fn http_receiver() -> (u16, mpsc::Receiver<(String, String)>) {
 
 /// The next SIP MESSAGE `socket` gets, answered 200; its whole text.
 fn next_message(socket: &UdpSocket) -> String {
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        let (n, from) = socket.recv_from(&mut buf).expect("a MESSAGE");
-        let text = String::from_utf8_lossy(&buf[..n]).to_string();
-        if !text.starts_with("MESSAGE ") {
-            continue;
-        }
-        let header = |name: &str| {
-            text.lines()
-                .filter(|l| l.to_ascii_lowercase().starts_with(name))
-                .map(|l| format!("{l}\r\n"))
-                .collect::<String>()
-        };
-        let ok = format!(
-            "SIP/2.0 200 OK\r\n{}{}{}{}Content-Length: 0\r\n\r\n",
-            header("via:"),
-            header("from:"),
-            header("to:"),
-            header("call-id:") + &header("cseq:")
-        );
-        socket.send_to(ok.as_bytes(), from).unwrap();
-        return text;
-    }
+    next_request(socket, "MESSAGE", Duration::from_secs(10)).expect("a MESSAGE")
 }
 
 /// The events slot as the admin API shows it.

@@ -409,6 +409,41 @@ pub fn park_caller(server: &Server, orbit: &str, call_id: &str, parker: &str) ->
     }
 }
 
+/// The next request `method` that `socket` receives within `within`,
+/// answered 200 OK from its own headers; its whole text, or `None`.
+/// Other messages are passed over.
+pub fn next_request(socket: &UdpSocket, method: &str, within: Duration) -> Option<String> {
+    socket.set_read_timeout(Some(within)).unwrap();
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            return None;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if !text.starts_with(&format!("{method} ")) {
+            continue;
+        }
+        let header = |name: &str| {
+            text.lines()
+                .filter(|l| l.to_ascii_lowercase().starts_with(name))
+                .map(|l| format!("{l}\r\n"))
+                .collect::<String>()
+        };
+        let ok = format!(
+            "SIP/2.0 200 OK\r\n{}{}{}{}{}Content-Length: 0\r\n\r\n",
+            header("via:"),
+            header("from:"),
+            header("to:"),
+            header("call-id:"),
+            header("cseq:")
+        );
+        socket.send_to(ok.as_bytes(), from).unwrap();
+        return Some(text);
+    }
+    None
+}
+
 /// Waits (bounded) until the server log shows `needle` `count` times.
 pub fn wait_log(server: &Server, needle: &str, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
