@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 
 use callpark_core::{Decision, EventAction, ParkEvent, ParkEventKind};
@@ -39,7 +38,8 @@ pub struct EventFeed {
     runtime: Arc<PolicyRuntime>,
     queue: SyncSender<ParkEvent>,
     calls: HashMap<u64, CallFacts>,
-    dropped: Arc<AtomicU64>,
+    /// Events dropped because the events plugin fell behind.
+    dropped: u64,
 }
 
 impl EventFeed {
@@ -68,35 +68,35 @@ impl EventFeed {
                 runtime,
                 queue,
                 calls: HashMap::new(),
-                dropped: Arc::new(AtomicU64::new(0)),
+                dropped: 0,
             },
             actions,
         ))
-    }
-
-    /// Events dropped because the events plugin fell behind.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Hands one engine event to the events plugin, when one is loaded.
     /// Never blocks. Without an events plugin it costs the SIP loop one
     /// atomic load: no facts are kept (a call parked before an events
     /// plugin was loaded names no parker in its later events).
-    pub fn publish(&mut self, event: &EngineEvent, at_ms: u64) {
+    pub fn publish(&mut self, event: &EngineEvent) {
         if !self.runtime.serves(Decision::Events) {
             if !self.calls.is_empty() {
                 self.calls = HashMap::new();
             }
             return;
         }
+        // The wall clock is read here, for events a plugin will see only.
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let Some(park_event) = self.park_event(event, at_ms) else {
             return;
         };
         match self.queue.try_send(park_event) {
             Ok(()) => {}
             Err(TrySendError::Full(e)) => {
-                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                self.dropped += 1;
+                let n = self.dropped;
                 // One line per power of two: a stuck plugin must not flood.
                 if n.is_power_of_two() {
                     tracing::warn!(

@@ -787,10 +787,7 @@ fn flush(engine: &mut Engine, udp: &[UdpSocket], conns: &mut Connections) {
 
 fn log_events(engine: &mut Engine, feed: &mut crate::events::EventFeed) {
     while let Some(event) = engine.poll_event() {
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        feed.publish(&event, at_ms);
+        feed.publish(&event);
         match event {
             EngineEvent::Parked {
                 call,

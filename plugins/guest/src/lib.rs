@@ -212,14 +212,6 @@ pub mod v0_2 {
         pub capacity: u32,
     }
 
-    impl Candidate<'_> {
-        /// The orbit number as a string.
-        pub fn orbit(&self) -> String {
-            self.label
-                .map_or_else(|| self.number.to_string(), str::to_string)
-        }
-    }
-
     /// The candidates of a pick request, one per orbit, without a string
     /// but for the few orbits whose number is not written as a number.
     pub fn candidates(c: &wit::Candidates) -> Vec<Candidate<'_>> {
@@ -251,35 +243,6 @@ pub mod v0_2 {
                 Some(label) => label == number,
                 None => core::numeric_orbit(number) == Some(self.number),
             }
-        }
-    }
-
-    /// A pick request as a park request, for a plugin that implements
-    /// `allocate` and answers `pick` with it (it pays a string per orbit).
-    pub fn park_request_of(r: wit::PickRequest) -> core::ParkRequest {
-        let candidates: Vec<core::OrbitState> = self::candidates(&r.candidates)
-            .iter()
-            .map(|c| core::OrbitState {
-                number: c.orbit(),
-                occupied: c.occupied,
-                capacity: c.capacity.max(1),
-                enabled: c.capacity > 0,
-            })
-            .collect();
-        let last_orbit = r
-            .last
-            .and_then(|i| candidates.get(i as usize))
-            .map(|c| c.number.clone());
-        core::ParkRequest {
-            parker: r.parker,
-            parked_uri: r.parked_uri,
-            parked_display: r.parked_display,
-            target: park_target(r.target),
-            candidates,
-            last_orbit,
-            now_ms: r.now_ms,
-            entropy: r.entropy,
-            params: r.params,
         }
     }
 
